@@ -1,0 +1,202 @@
+"""Checkpoint files: atomic writes, checksums, a per-run index, and safe loading.
+
+A checkpoint is one `torch.save` file holding plain data and tensors only (so it loads with
+`weights_only=True`): the complete training state, the resolved config and versions. A run's
+`checkpoints/index.json` records each file's step, size and SHA-256 and which one is latest;
+it is replaced atomically after the checkpoint itself, so it never points at a partial file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ganforge import __version__
+from ganforge.errors import CheckpointError
+
+FORMAT = "ganforge-checkpoint"
+FORMAT_VERSION = 1
+INDEX_NAME = "index.json"
+
+
+def checkpoint_name(step: int) -> str:
+    """The file name of the checkpoint at `step` (sorts by step)."""
+    return f"step-{step:08d}.pt"
+
+
+def sha256_of(path: Path) -> str:
+    """SHA-256 of a file, streamed."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename inside `folder` durable (no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes | memoryview) -> None:
+    """Write to a temporary file beside `path`, fsync, then rename over it. On failure the
+    temporary file is removed and `path` is untouched."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def serialize(payload: dict[str, Any]) -> bytes:
+    """The checkpoint's bytes (torch's zip format)."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return buffer.getvalue()
+
+
+def wrap_payload(body: dict[str, Any]) -> dict[str, Any]:
+    """Add the format header that `load_checkpoint` checks."""
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "ganforge_version": __version__,
+            "torch_version": str(torch.__version__), **body}
+
+
+def load_checkpoint(path: Path, expected_sha256: str | None = None) -> dict[str, Any]:
+    """Load and check a checkpoint; every failure is a one-line CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint file at {path}")
+    if expected_sha256 is not None:
+        actual = sha256_of(path)
+        if actual != expected_sha256:
+            raise CheckpointError(f"{path} is corrupted: its SHA-256 does not match the one recorded in {INDEX_NAME}")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path} is not a ganforge checkpoint (not a torch zip file; truncated or another kind)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        # weights_only refuses anything but tensors and plain data: code never runs.
+        detail = next((ln.split("GLOBAL", 1)[1].split()[0] for ln in str(e).splitlines() if "GLOBAL" in ln), None)
+        what = f" ({detail})" if detail else ""
+        raise CheckpointError(f"{path} was refused: it holds objects other than tensors and plain data{what}, "
+                              "which could run code when loaded; ganforge loads only checkpoints it wrote") from None
+    except Exception as e:  # zip and storage errors of a damaged file come in many types
+        raise CheckpointError(f"{path} could not be read ({type(e).__name__}): the file is damaged or truncated") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is a PyTorch file but not a ganforge checkpoint "
+                              "(expected a file written by `ganforge train`)")
+    version = payload.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} was written by ganforge {payload.get('ganforge_version', '?')} (checkpoint format {version}); "
+            f"this ganforge {__version__} reads format {FORMAT_VERSION} or older: upgrade ganforge"
+        )
+    return payload
+
+
+class CheckpointIndex:
+    """The `index.json` of a run's checkpoint folder: files, steps, checksums, latest."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self.path = self.folder / INDEX_NAME
+        self.entries: list[dict[str, Any]] = []
+        self.latest: str | None = None
+        if self.path.is_file():
+            try:
+                data = json.loads(self.path.read_text())
+                self.entries = list(data["checkpoints"])
+                self.latest = data.get("latest")
+            except (OSError, ValueError, KeyError, TypeError):
+                raise CheckpointError(f"{self.path} is damaged; delete it to fall back to the checkpoint files") from None
+
+    def entry(self, name: str) -> dict[str, Any] | None:
+        return next((e for e in self.entries if e["file"] == name), None)
+
+    def add(self, name: str, step: int, sha256: str, nbytes: int) -> None:
+        self.entries = [e for e in self.entries if e["file"] != name]
+        self.entries.append({"file": name, "step": step, "sha256": sha256, "bytes": nbytes})
+        self.entries.sort(key=lambda e: e["step"])
+        self.latest = name
+
+    def remove(self, name: str) -> None:
+        self.entries = [e for e in self.entries if e["file"] != name]
+
+    def save(self) -> None:
+        data = {"format": "ganforge-checkpoint-index", "latest": self.latest, "checkpoints": self.entries}
+        atomic_write_bytes(self.path, (json.dumps(data, indent=1) + "\n").encode())
+
+    def newest_first(self) -> list[dict[str, Any]]:
+        """Entries from the latest step back."""
+        return sorted(self.entries, key=lambda e: e["step"], reverse=True)
+
+
+def find_checkpoint(path: str | Path) -> tuple[Path, str | None]:
+    """A checkpoint file, or a run folder's latest checkpoint -> (file, recorded SHA-256 or None)."""
+    path = Path(path)
+    if path.is_dir():
+        folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+        index = CheckpointIndex(folder)
+        if index.latest is None:
+            raise CheckpointError(f"{path} holds no checkpoints yet (no {folder / INDEX_NAME})")
+        entry = index.entry(index.latest)
+        return folder / index.latest, (entry or {}).get("sha256")
+    if not path.exists():
+        raise CheckpointError(f"no such checkpoint or run folder: {path}")
+    index_path = path.parent / INDEX_NAME
+    if index_path.is_file():
+        entry = CheckpointIndex(path.parent).entry(path.name)
+        return path, (entry or {}).get("sha256")
+    return path, None
+
+
+def load_latest_good(run: str | Path) -> dict[str, Any]:
+    """The newest checkpoint of a run folder that passes its checksum and loads; a damaged newer
+    one is skipped with a warning naming it."""
+    import warnings
+
+    run = Path(run)
+    folder = run / "checkpoints"
+    if not run.is_dir():
+        raise CheckpointError(f"no run folder at {run}")
+    try:
+        index = CheckpointIndex(folder)
+        candidates = [(folder / e["file"], e.get("sha256")) for e in index.newest_first()]
+    except CheckpointError as e:
+        warnings.warn(f"{e}; looking at the checkpoint files themselves", stacklevel=2)
+        candidates = []
+    # Files the index does not know (e.g. the index itself was lost) come after, newest first.
+    known = {p.name for p, _ in candidates}
+    files = sorted(folder.glob("step-*.pt"), reverse=True) if folder.is_dir() else []
+    candidates += [(p, None) for p in files if p.name not in known]
+    if not candidates:
+        raise CheckpointError(f"{run} holds no checkpoints to resume from")
+    for path, sha in candidates:
+        try:
+            return load_checkpoint(path, sha)
+        except CheckpointError as e:
+            warnings.warn(f"skipping {path}: {e}", stacklevel=2)
+    raise CheckpointError(f"none of the {len(candidates)} checkpoints in {folder} is readable; start a new run")

@@ -1,0 +1,260 @@
+"""The `ganforge` command. It owns run folders, printing and exit codes; torch loads lazily."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import signal
+import sys
+import threading
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from ganforge.errors import GanforgeError
+
+app = typer.Typer(
+    name="ganforge",
+    help="Train generative adversarial networks from YAML configs, on a GPU or the CPU.",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# Keys that may change when a run is resumed: budget and intervals, nothing that alters the
+# networks, the data or the optimizer state.
+RESUMABLE_CHANGES = ("train.steps", "train.device", "log.every", "samples.every", "checkpoint.every",
+                     "checkpoint.keep")
+
+
+def err(message: str) -> None:
+    """One line on stderr."""
+    typer.echo(message, err=True)
+
+
+def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn GanforgeError into `error: message` and its exit code, without a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except GanforgeError as e:
+            err(f"error: {e}")
+            raise typer.Exit(e.exit_code) from None
+
+    return wrapper
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    err(f"warning: {message}")
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """Ctrl+C or SIGTERM asks training to finish its step and checkpoint; a second Ctrl+C quits."""
+    event = threading.Event()
+
+    def handler(signum: int, frame: Any) -> None:
+        if event.is_set():
+            raise KeyboardInterrupt
+        event.set()
+        err(f"\n{signal.Signals(signum).name}: finishing this step and saving a checkpoint "
+            "(Ctrl+C again to quit at once)")
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield event
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+# --------------------------------------------------------------------------------------------
+# train
+# --------------------------------------------------------------------------------------------
+
+
+def _changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = list(dict.fromkeys([*old, *new]))
+        return [k for key in keys for k in _changed_keys(old.get(key), new.get(key), f"{prefix}{key}.")]
+    return [] if old == new else [prefix.rstrip(".")]
+
+
+def _resolve_resume(run_path: Path, overrides: list[str]) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """Load a run's newest good checkpoint and its config with the allowed overrides applied."""
+    from ganforge.config import apply_overrides, config_to_dict, parse_config
+    from ganforge.errors import ConfigError
+    from ganforge.checkpoint import load_latest_good
+
+    payload = load_latest_good(run_path)
+    stored = payload["config"]
+    origins: dict[tuple[str, ...], str] = {}
+    raw = apply_overrides(stored, overrides, origins)
+    cfg = parse_config(raw, origins, default_source=str(run_path / "config.yaml"))
+    cfg_dict = config_to_dict(cfg)
+    for key in _changed_keys(stored, cfg_dict):
+        if key not in RESUMABLE_CHANGES:
+            raise ConfigError(f"--set {key}: cannot change when resuming (it would alter the networks, data or "
+                              f"optimizer state); resumable changes: {', '.join(RESUMABLE_CHANGES)}")
+    return cfg, cfg_dict, payload
+
+
+@app.command()
+@user_errors
+def train(
+    config: Optional[Path] = typer.Argument(None, help="YAML config file (omit with --resume)."),
+    set_: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE",
+                                   help="Override a config key, e.g. --set train.steps=600 (repeatable)."),
+    resume: Optional[Path] = typer.Option(None, "--resume", metavar="RUN_FOLDER",
+                                          help="Continue a run from its latest checkpoint."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in the output folder."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Train a GAN as a config describes; continue a stopped run with --resume."""
+    from ganforge.build import validate
+    from ganforge.config import dump_yaml, load_config
+    from ganforge.errors import ConfigError
+    from ganforge.run import RunDir
+    from ganforge.train import train as run_training
+
+    if (config is None) == (resume is None):
+        raise ConfigError("give a config file to start a run, or --resume RUN_FOLDER to continue one (not both)")
+    if resume is not None:
+        cfg, cfg_dict, payload = _resolve_resume(resume, set_)
+        run = RunDir(resume)
+        validate(cfg)
+        if payload["step"] >= cfg.train.steps:
+            typer.echo(f"{resume} is complete (step {payload['step']} of {cfg.train.steps}); "
+                       f"train longer with --set train.steps=N (N > {payload['step']})")
+            return
+        run.open_existing()
+        typer.echo(f"resuming {resume} at step {payload['step']} of {cfg.train.steps}")
+    else:
+        cfg, cfg_dict = load_config(config, set_)
+        validate(cfg)
+        run = RunDir(cfg.output.dir)
+        run.create(overwrite=overwrite)
+        payload = None
+        typer.echo(f"run folder: {run.path}")
+    run.write_config(dump_yaml(cfg_dict))
+    try:
+        with stop_on_signals() as stop:
+            result = run_training(cfg, cfg_dict, run, resume=payload, stop=stop, progress=not quiet)
+    except KeyboardInterrupt:
+        err(f"interrupted; continue from the last complete checkpoint with: ganforge train --resume {run.path}")
+        raise typer.Exit(130) from None
+    finally:
+        run.release_lock()
+    latest = run.samples / "latest.png"
+    if result.interrupted:
+        err(f"stopped at step {result.step} of {result.total_steps}; checkpoint: {result.last_checkpoint}")
+        err(f"continue with: ganforge train --resume {run.path}")
+        raise typer.Exit(130)
+    typer.echo(f"done: {result.step} steps")
+    typer.echo(f"  samples:    {latest}")
+    typer.echo(f"  checkpoint: {result.last_checkpoint}")
+    typer.echo(f"  generate:   ganforge sample {run.path} --num 64 --out {run.path / 'generated'}")
+
+
+# --------------------------------------------------------------------------------------------
+# sample
+# --------------------------------------------------------------------------------------------
+
+
+@app.command()
+@user_errors
+def sample(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint file or a run folder (uses its latest checkpoint)."),
+    num: int = typer.Option(64, "--num", "-n", min=1, help="How many samples."),
+    out: Path = typer.Option(Path("samples"), "--out", "-o",
+                             help="Folder for image files; the PNG file with --grid; .npy for 2D data."),
+    seed: int = typer.Option(0, "--seed", help="Noise seed: the same seed gives the same samples."),
+    grid: bool = typer.Option(False, "--grid", help="Write one grid image instead of one file per sample."),
+    no_ema: bool = typer.Option(False, "--no-ema", help="Use the raw generator instead of its moving average."),
+    batch_size: int = typer.Option(256, "--batch-size", min=1, help="Samples per forward pass."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+) -> None:
+    """Generate images (or 2D points) from a checkpoint; no config file needed."""
+    from ganforge.sample import load_generator, write_samples
+    from ganforge.sample import sample as draw
+
+    loaded = load_generator(checkpoint, use_ema=not no_ema, device=device)
+    samples = draw(loaded, num, seed=seed, batch_size=batch_size)
+    written = write_samples(loaded, samples, out, grid)
+    where = written[0] if len(written) <= 2 else written[0].parent
+    typer.echo(f"wrote {num} samples from {loaded.checkpoint} (step {loaded.step}) to {where}")
+
+
+# --------------------------------------------------------------------------------------------
+# config, list
+# --------------------------------------------------------------------------------------------
+
+
+@app.command("config")
+@user_errors
+def show_config(
+    config: Path = typer.Argument(..., help="YAML config file."),
+    set_: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE", help="Override a config key."),
+) -> None:
+    """Print the fully resolved config (bases merged, overrides and defaults applied)."""
+    from ganforge.build import validate
+    from ganforge.config import dump_yaml, load_config
+
+    cfg, cfg_dict = load_config(config, set_)
+    validate(cfg)
+    typer.echo(dump_yaml(cfg_dict), nl=False)
+
+
+@app.command("list")
+@user_errors
+def list_components(
+    section: Optional[str] = typer.Argument(None, help="Only this section (data, generator, loss, ...)."),
+) -> None:
+    """List every registered component with its description and parameters."""
+    from ganforge.config import component_params, type_name
+    from ganforge.errors import ConfigError
+    from ganforge.registry import ALL_REGISTRIES
+
+    if section is not None and section not in ALL_REGISTRIES:
+        raise ConfigError(f"unknown section {section!r}; valid: {', '.join(ALL_REGISTRIES)}")
+    for name, registry in ALL_REGISTRIES.items():
+        if section is not None and name != section:
+            continue
+        typer.echo(f"{name}:")
+        for entry in registry.entries():
+            typer.echo(f"  {entry.name:<16} {entry.description}")
+            params = component_params(entry.builder, registry.injected)
+            if params:
+                text = ", ".join(
+                    f"{p.name}: {type_name(p.type)}" + ("" if p.required else f" = {p.default!r}") for p in params
+                )
+                typer.echo(f"  {'':<16}   {text}")
+        typer.echo("")
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
+) -> None:
+    if version:
+        from ganforge import __version__
+
+        typer.echo(f"ganforge {__version__}")
+        raise typer.Exit()
+
+
+def main() -> None:
+    """Entry point of the `ganforge` console script."""
+    warnings.showwarning = _one_line_warning
+    app()
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)

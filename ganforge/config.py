@@ -1,0 +1,510 @@
+"""Typed, frozen run configs: YAML files with `base:` inheritance and `--set` overrides.
+
+A config is one runnable experiment. Sections are frozen dataclasses; component sections
+(`generator: {kind: dcgan, base_width: 64}`) name a registered builder whose keyword arguments
+and their type hints are the schema for the remaining keys. Every error names the file (or
+`--set`), the key path and what would be valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+
+from ganforge.errors import ConfigError
+from ganforge.params import Range
+
+# --------------------------------------------------------------------------------------------
+# Schema
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Component:
+    """A component chosen by short name, with its fully resolved keyword arguments."""
+
+    kind: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _component(registry: str, kind: str | None = None) -> Any:
+    """A dataclass field holding a Component from `registry` (required when `kind` is None)."""
+    meta = {"registry": registry}
+    if kind is None:
+        return field(metadata=meta)
+    return field(default_factory=lambda: Component(kind), metadata=meta)
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """Optimizers of the generator and the discriminator (kinds from the optimizer registry)."""
+
+    g: Component = _component("optimizer", "adam")
+    d: Component = _component("optimizer", "adam")
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Learning-rate schedules of the generator and the discriminator, stepped once per step."""
+
+    g: Component = _component("schedule", "constant")
+    d: Component = _component("schedule", "constant")
+
+
+@dataclass(frozen=True)
+class EMAConfig:
+    """Exponential moving average of the generator's weights, used for samples."""
+
+    decay: Annotated[float, Range(ge=0.0, lt=1.0)] = 0.999  # 0 turns the average off
+    start: Annotated[int, Range(ge=0)] = 0  # steps before averaging starts (EMA copies G until then)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training loop: budget, batch, update ratio, seed, device and numerics."""
+
+    steps: Annotated[int, Range(ge=1)] = 10_000  # generator updates
+    batch_size: Annotated[int, Range(ge=1)] = 64  # real images per discriminator update
+    d_steps_per_g_step: Annotated[int, Range(ge=1)] = 1
+    seed: int = 0
+    device: str = "auto"  # auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    channels_last: bool = False
+    deterministic: bool = True  # on CUDA: deterministic cuDNN kernels; false lets cuDNN autotune
+    ema: EMAConfig = field(default_factory=EMAConfig)
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """How often losses, learning rates and speed go to the progress bar and log.jsonl."""
+
+    every: Annotated[int, Range(ge=1)] = 100
+
+
+@dataclass(frozen=True)
+class SamplesConfig:
+    """How often a grid from fixed noise is written, and how many samples it shows."""
+
+    every: Annotated[int, Range(ge=1)] = 1000
+    num: Annotated[int, Range(ge=1, le=100_000)] = 64
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    """How often the complete training state is saved, and how many checkpoints are kept."""
+
+    every: Annotated[int, Range(ge=1)] = 1000
+    keep: Annotated[int, Range(ge=1)] = 3
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """Where the run folder goes (default: runs/<config file name>)."""
+
+    dir: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    """One complete experiment."""
+
+    data: Component = _component("data")
+    generator: Component = _component("generator")
+    discriminator: Component = _component("discriminator")
+    loss: Component = _component("loss", "non_saturating")
+    regularizers: tuple[Component, ...] = field(default=(), metadata={"registry": "regularizer"})
+    optim: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    samples: SamplesConfig = field(default_factory=SamplesConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+
+# --------------------------------------------------------------------------------------------
+# Component parameters, read from the builders' signatures
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One keyword argument of a component builder."""
+
+    name: str
+    type: Any
+    default: Any = inspect.Parameter.empty
+
+    @property
+    def required(self) -> bool:
+        return self.default is inspect.Parameter.empty
+
+
+def component_params(builder: Any, injected: tuple[str, ...] = ()) -> list[ParamSpec]:
+    """The user-settable keyword arguments of `builder` (a class or function), with types."""
+    target = builder.__init__ if inspect.isclass(builder) else builder
+    hints = typing.get_type_hints(target, include_extras=True)
+    specs = []
+    for name, p in inspect.signature(builder).parameters.items():
+        if name in injected or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        specs.append(ParamSpec(name, hints.get(name, Any), p.default))
+    return specs
+
+
+def type_name(tp: Any) -> str:
+    """A short human name for a type hint (`float > 0`, `one of fp32|bf16`)."""
+    base, limits = _strip_annotated(tp)
+    origin = typing.get_origin(base)
+    if origin is Literal:
+        text = "one of " + "|".join(str(a) for a in typing.get_args(base))
+    elif origin in (Union, types.UnionType):
+        text = " or ".join("null" if a is type(None) else type_name(a) for a in typing.get_args(base))
+    elif origin in (tuple, list):
+        args = [a for a in typing.get_args(base) if a is not Ellipsis]
+        text = f"list of {type_name(args[0])}" if args else "list"
+    elif isinstance(base, type):
+        text = {"str": "text", "bool": "true/false", "int": "integer", "float": "number"}.get(
+            base.__name__, base.__name__
+        )
+    else:
+        text = str(base)
+    return text + "".join(f" {r}" for r in limits)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading YAML: base inheritance, overrides, origins for error messages
+# --------------------------------------------------------------------------------------------
+
+Origins = dict[tuple[str, ...], str]
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}{where}: invalid YAML ({problem})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def _record_origins(data: Any, prefix: tuple[str, ...], source: str, origins: Origins) -> None:
+    origins[prefix] = source
+    if isinstance(data, dict):
+        for key, value in data.items():
+            _record_origins(value, (*prefix, str(key)), source, origins)
+
+
+def _merge(base: dict, child: dict) -> dict:
+    """Child keys win; nested mappings merge, except a component whose `kind` changes."""
+    out = dict(base)
+    for key, value in child.items():
+        old = out.get(key)
+        if isinstance(old, dict) and isinstance(value, dict) and old.get("kind") == value.get("kind", old.get("kind")):
+            out[key] = _merge(old, value)
+        else:
+            out[key] = value
+    return out
+
+
+def _load_with_base(path: Path, origins: Origins, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    path = path.resolve()
+    if path in seen:
+        chain = " -> ".join(str(p) for p in (*seen, path))
+        raise ConfigError(f"config inheritance loops: {chain}")
+    data = _read_yaml(path)
+    base = data.pop("base", None)
+    merged: dict[str, Any] = {}
+    if base is not None:
+        if not isinstance(base, str):
+            raise ConfigError(f"{path}: base: expected a file name, got {base!r}")
+        merged = _load_with_base(path.parent / base, origins, (*seen, path))
+    _record_origins(data, (), str(path), origins)
+    return _merge(merged, data)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`section.key=value` -> (['section', 'key'], value parsed as YAML)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r}: expected section.key=value")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip().split("."), parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str], origins: Origins) -> dict[str, Any]:
+    """Apply `--set a.b=v` overrides to a raw config mapping (returns a new mapping)."""
+    raw = _merge({}, raw)
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = raw
+        for i, key in enumerate(keys[:-1]):
+            child = node.get(key)
+            if child is None:
+                child = node[key] = {}
+            elif not isinstance(child, dict):
+                raise ConfigError(f"--set {text}: {'.'.join(keys[: i + 1])} is not a section")
+            else:
+                child = node[key] = dict(child)
+            node = child
+        old = node.get(keys[-1])
+        if isinstance(old, dict) and isinstance(value, dict):
+            value = _merge(old, value)
+        node[keys[-1]] = value
+        _record_origins(value, tuple(keys), f"--set {text}", origins)
+    return raw
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> tuple[Config, dict[str, Any]]:
+    """Read, merge, override and validate a config file; returns (config, resolved dict)."""
+    path = Path(path)
+    origins: Origins = {}
+    raw = _load_with_base(path, origins)
+    raw = apply_overrides(raw, overrides or [], origins)
+    output = raw.get("output")
+    if output is None or (isinstance(output, dict) and not output.get("dir")):
+        # The run folder defaults to runs/<config name>, relative to where ganforge runs.
+        raw["output"] = {**(output or {}), "dir": f"runs/{path.stem}"}
+    cfg = parse_config(raw, origins, default_source=str(path))
+    return cfg, config_to_dict(cfg)
+
+
+# --------------------------------------------------------------------------------------------
+# Validation: raw mapping -> typed Config
+# --------------------------------------------------------------------------------------------
+
+
+class _Parser:
+    """Walks a raw mapping against the schema, naming file and key path in every error."""
+
+    def __init__(self, origins: Origins | None, default_source: str) -> None:
+        self.origins = origins or {}
+        self.default_source = default_source
+
+    def fail(self, path: tuple[str, ...], message: str) -> ConfigError:
+        source = self.default_source
+        for n in range(len(path), -1, -1):
+            if path[:n] in self.origins:
+                source = self.origins[path[:n]]
+                break
+        dotted = ".".join(path) or "(top level)"
+        return ConfigError(f"{source}: {dotted}: {message}")
+
+    def unknown_key(self, path: tuple[str, ...], key: str, valid: list[str]) -> ConfigError:
+        close = difflib.get_close_matches(key, valid, n=1)
+        hint = f" (did you mean {'.'.join((*path, close[0]))!r}?)" if close else ""
+        return self.fail((*path, key), f"unknown key{hint}; valid keys here: {', '.join(valid)}")
+
+    # -- dataclass sections --------------------------------------------------------------
+
+    def dataclass(self, cls: type, value: Any, path: tuple[str, ...]) -> Any:
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise self.fail(path, f"expected a mapping of keys, got {value!r}")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        hints = typing.get_type_hints(cls, include_extras=True)
+        for key in value:
+            if key not in fields:
+                raise self.unknown_key(path, str(key), list(fields))
+        kwargs = {}
+        for name, f in fields.items():
+            sub = (*path, name)
+            registry = f.metadata.get("registry")
+            present = name in value
+            if registry is not None and name == "regularizers":
+                items = value.get(name) or []
+                if not isinstance(items, list):
+                    raise self.fail(sub, "expected a list of {kind: ...} entries")
+                kwargs[name] = tuple(self.component(registry, v, (*sub, str(i))) for i, v in enumerate(items))
+            elif registry is not None:
+                if present:
+                    kwargs[name] = self.component(registry, value[name], sub)
+                elif f.default_factory is not dataclasses.MISSING:
+                    default = f.default_factory()
+                    kwargs[name] = self.component(registry, {"kind": default.kind}, sub)
+                else:
+                    raise self.fail(sub, f"missing section (add `{name}: {{kind: ...}}`)")
+            elif present:
+                kwargs[name] = self.value(hints[name], value[name], sub)
+            elif dataclasses.is_dataclass(hints[name]):
+                kwargs[name] = self.dataclass(hints[name], {}, sub)
+        return cls(**kwargs)
+
+    # -- components -----------------------------------------------------------------------
+
+    def component(self, registry_name: str, value: Any, path: tuple[str, ...]) -> Component:
+        from ganforge.registry import ALL_REGISTRIES
+
+        registry = ALL_REGISTRIES[registry_name]
+        if isinstance(value, str):
+            value = {"kind": value}
+        if not isinstance(value, dict):
+            raise self.fail(path, f"expected {{kind: ...}} naming a {registry.what}, got {value!r}")
+        if "kind" not in value:
+            raise self.fail(path, f"missing `kind`; valid kinds: {', '.join(registry.names())}")
+        kind = value["kind"]
+        if kind not in registry:
+            close = difflib.get_close_matches(str(kind), registry.names(), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise self.fail(
+                (*path, "kind"),
+                f"unknown {registry.what} {kind!r}{hint}; valid: {', '.join(registry.names())}",
+            )
+        specs = {s.name: s for s in component_params(registry.get(kind).builder, registry.injected)}
+        params: dict[str, Any] = {}
+        for key, v in value.items():
+            if key == "kind":
+                continue
+            if key in registry.injected:
+                raise self.fail((*path, key), "is set by ganforge from the data and training sections")
+            if key not in specs:
+                raise self.unknown_key(path, str(key), ["kind", *specs])
+            params[key] = self.value(specs[key].type, v, (*path, key))
+        for name, spec in specs.items():
+            if name not in params:
+                if spec.required:
+                    raise self.fail((*path, name), f"missing (a {type_name(spec.type)}) for {kind}")
+                params[name] = spec.default
+        return Component(kind, params)
+
+    # -- plain values ---------------------------------------------------------------------
+
+    def value(self, tp: Any, value: Any, path: tuple[str, ...]) -> Any:
+        base, limits = _strip_annotated(tp)
+        out = self._coerce(base, value, path)
+        for limit in limits:
+            if isinstance(out, (int, float)) and not isinstance(out, bool):
+                why = limit.violation(out)
+                if why:
+                    raise self.fail(path, f"{why}, got {value!r}")
+        return out
+
+    def _coerce(self, tp: Any, value: Any, path: tuple[str, ...]) -> Any:
+        origin = typing.get_origin(tp)
+        if tp is Any:
+            return value
+        if dataclasses.is_dataclass(tp):
+            return self.dataclass(tp, value, path)
+        if origin is Literal:
+            choices = typing.get_args(tp)
+            if value not in choices:
+                close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise self.fail(path, f"must be one of {', '.join(map(str, choices))}, got {value!r}{hint}")
+            return value
+        if origin in (Union, types.UnionType):
+            args = typing.get_args(tp)
+            if value is None and type(None) in args:
+                return None
+            errors = []
+            for arg in args:
+                if arg is type(None):
+                    continue
+                try:
+                    return self.value(arg, value, path)
+                except ConfigError as e:
+                    errors.append(e)
+            raise errors[0]
+        if origin in (tuple, list):
+            args = typing.get_args(tp)
+            if not isinstance(value, (list, tuple)):
+                raise self.fail(path, f"expected a list ({type_name(tp)}), got {value!r}")
+            if origin is tuple and args and args[-1] is not Ellipsis and len(args) != len(value):
+                raise self.fail(path, f"expected a list of {len(args)} values, got {len(value)}")
+            item_types = [args[0]] * len(value) if (not args or args[-1] is Ellipsis or origin is list) \
+                else list(args)
+            if not args:
+                item_types = [Any] * len(value)
+            items = [self.value(t, v, (*path, str(i))) for i, (t, v) in enumerate(zip(item_types, value))]
+            return tuple(items) if origin is tuple else items
+        if tp is bool:
+            if not isinstance(value, bool):
+                raise self.fail(path, f"expected true or false, got {value!r}")
+            return value
+        if tp is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                if isinstance(value, float) and value.is_integer():
+                    return int(value)
+                raise self.fail(path, f"expected an integer, got {value!r}")
+            return value
+        if tp is float:
+            if isinstance(value, bool):
+                raise self.fail(path, f"expected a number, got {value!r}")
+            if isinstance(value, (int, float)):
+                return float(value)
+            if isinstance(value, str):
+                # YAML 1.1 reads `2e-4` (no dot) as text; accept it as the number it means.
+                try:
+                    return float(value)
+                except ValueError:
+                    pass
+            raise self.fail(path, f"expected a number, got {value!r}")
+        if tp is str:
+            if not isinstance(value, str):
+                raise self.fail(path, f"expected text, got {value!r}")
+            return value
+        if origin is dict or tp is dict:
+            if not isinstance(value, dict):
+                raise self.fail(path, f"expected a mapping, got {value!r}")
+            return dict(value)
+        raise self.fail(path, f"unsupported parameter type {tp!r}")
+
+
+def _strip_annotated(tp: Any) -> tuple[Any, list[Range]]:
+    if typing.get_origin(tp) is Annotated:
+        base, *extras = typing.get_args(tp)
+        return base, [e for e in extras if isinstance(e, Range)]
+    return tp, []
+
+
+def parse_config(raw: Mapping[str, Any], origins: Origins | None = None, default_source: str = "config") -> Config:
+    """Validate a raw mapping (from YAML or a checkpoint) into a typed Config."""
+    return _Parser(origins, default_source).dataclass(Config, dict(raw), ())
+
+
+# --------------------------------------------------------------------------------------------
+# Back to plain data
+# --------------------------------------------------------------------------------------------
+
+
+def config_to_dict(cfg: Any) -> Any:
+    """A typed config as plain YAML/JSON-ready data (tuples become lists)."""
+    if isinstance(cfg, Component):
+        return {"kind": cfg.kind, **{k: config_to_dict(v) for k, v in cfg.params.items()}}
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: config_to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, (list, tuple)):
+        return [config_to_dict(v) for v in cfg]
+    if isinstance(cfg, Mapping):
+        return {k: config_to_dict(v) for k, v in cfg.items()}
+    return cfg
+
+
+def dump_yaml(data: Mapping[str, Any]) -> str:
+    """Resolved config text, in the section order of the schema."""
+    return yaml.safe_dump(dict(data), sort_keys=False, default_flow_style=None, width=100)

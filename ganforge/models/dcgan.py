@@ -1,0 +1,100 @@
+"""DCGAN (Radford et al., 2015) for any power-of-two resolution from 16 to 128.
+
+One family, sized by arguments: the generator upsamples a 4x4 map by strided transposed
+convolutions, halving the width at each doubling; the discriminator mirrors it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Literal
+
+from torch import Tensor, nn
+
+from ganforge.models import init_dcgan_weights
+from ganforge.params import Range
+from ganforge.registry import DISCRIMINATORS, GENERATORS
+
+Width = Annotated[int, Range(ge=1, le=4096)]
+
+
+def _stages(resolution: int) -> int:
+    """Number of doublings from 4x4 to `resolution` (2 at 16 px ... 5 at 128 px)."""
+    stages = int(math.log2(resolution)) - 2 if resolution > 0 else 0
+    if resolution not in (16, 32, 64, 128):
+        raise ValueError(f"resolution {resolution} is not supported; use 16, 32, 64 or 128 (data.resolution)")
+    return stages
+
+
+def _widths(stages: int, base_width: int, max_width: int) -> list[int]:
+    """Widths from the 4x4 map down to the last hidden map: base * 2^(stages-1) ... base."""
+    return [min(base_width * 2 ** (stages - 1 - i), max_width) for i in range(stages)]
+
+
+def _norm2d(kind: str, channels: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels, affine=True)
+    if kind == "layer":
+        return nn.GroupNorm(1, channels)
+    return nn.Identity()
+
+
+@GENERATORS.register("dcgan")
+class DCGANGenerator(nn.Module):
+    """DCGAN generator: transposed convolutions from a 4x4 map, BatchNorm, ReLU, tanh output."""
+
+    def __init__(
+        self,
+        channels: int,
+        resolution: int,
+        latent_dim: Annotated[int, Range(ge=1)] = 100,
+        base_width: Width = 64,
+        max_width: Width = 512,
+        norm: Literal["batch", "none"] = "batch",
+    ) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+        widths = _widths(_stages(resolution), base_width, max_width)
+        bias = norm == "none"
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(latent_dim, widths[0], 4, 1, 0, bias=bias),
+            _norm2d(norm, widths[0]),
+            nn.ReLU(inplace=True),
+        ]
+        for w_in, w_out in zip(widths[:-1], widths[1:]):
+            layers += [nn.ConvTranspose2d(w_in, w_out, 4, 2, 1, bias=bias), _norm2d(norm, w_out), nn.ReLU(inplace=True)]
+        layers += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+        init_dcgan_weights(self)
+
+    def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        return self.net(z.view(z.shape[0], -1, 1, 1))
+
+
+@DISCRIMINATORS.register("dcgan")
+class DCGANDiscriminator(nn.Module):
+    """DCGAN discriminator: strided convolutions to a 4x4 map, LeakyReLU(0.2), one logit."""
+
+    def __init__(
+        self,
+        channels: int,
+        resolution: int,
+        base_width: Width = 64,
+        max_width: Width = 512,
+        norm: Literal["batch", "instance", "layer", "none"] = "batch",
+    ) -> None:
+        super().__init__()
+        widths = list(reversed(_widths(_stages(resolution), base_width, max_width)))
+        # No normalisation on the first layer, as in the paper.
+        layers: list[nn.Module] = [nn.Conv2d(channels, widths[0], 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
+        bias = norm == "none"
+        for w_in, w_out in zip(widths[:-1], widths[1:]):
+            layers += [nn.Conv2d(w_in, w_out, 4, 2, 1, bias=bias), _norm2d(norm, w_out), nn.LeakyReLU(0.2, inplace=True)]
+        layers.append(nn.Conv2d(widths[-1], 1, 4, 1, 0))
+        self.net = nn.Sequential(*layers)
+        init_dcgan_weights(self)
+
+    def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        return self.net(x).flatten()

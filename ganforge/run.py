@@ -1,0 +1,198 @@
+"""The run folder: the one place that writes files during training.
+
+Layout:
+    RUN/config.yaml            the resolved config
+    RUN/log.jsonl              one JSON record per logging step
+    RUN/samples/step-N.png     fixed-noise sample grids (scatter plots for 2D data), latest.png
+    RUN/checkpoints/step-N.pt  complete training states; index.json names the latest
+    RUN/.lock                  the process writing the run
+
+Every method is a no-op unless `is_writer` (rank 0 in multi-process training), so callers
+never need to ask which process they are.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import socket
+import warnings
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from ganforge.checkpoint import (
+    CheckpointIndex,
+    atomic_write_bytes,
+    checkpoint_name,
+    serialize,
+    wrap_payload,
+)
+from ganforge.errors import RunFolderError, TrainingAborted
+
+
+class RunDir:
+    """A run folder, opened for writing by one process."""
+
+    def __init__(self, path: str | Path, is_writer: bool = True) -> None:
+        self.path = Path(path)
+        self.is_writer = is_writer
+        self.samples = self.path / "samples"
+        self.checkpoints = self.path / "checkpoints"
+        self._locked = False
+
+    # -- opening ----------------------------------------------------------------------------
+
+    def create(self, overwrite: bool = False) -> None:
+        """Make a fresh run folder; an existing run is kept unless `overwrite`."""
+        if not self.is_writer:
+            return
+        if self.path.exists() and any(self.path.iterdir()):
+            is_run = (self.path / "config.yaml").exists() or self.checkpoints.exists()
+            if not is_run:
+                raise RunFolderError(f"output.dir {self.path} exists and is not a ganforge run folder; "
+                                     "choose another output.dir")
+            if not overwrite:
+                raise RunFolderError(f"{self.path} already holds a run: continue it with "
+                                     f"`ganforge train --resume {self.path}`, start over with --overwrite, "
+                                     "or pick another output.dir (--set output.dir=...)")
+            self.acquire_lock()
+            for child in self.path.iterdir():
+                if child.name == ".lock":
+                    continue
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        self._make_dirs()
+        self.acquire_lock()
+
+    def open_existing(self) -> None:
+        """Open a run folder to continue it."""
+        if not self.is_writer:
+            return
+        if not self.path.is_dir():
+            raise RunFolderError(f"no run folder at {self.path}")
+        self._make_dirs()
+        self.acquire_lock()
+
+    def _make_dirs(self) -> None:
+        try:
+            for d in (self.path, self.samples, self.checkpoints):
+                d.mkdir(parents=True, exist_ok=True)
+            probe = self.path / ".write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            raise RunFolderError(f"output.dir {self.path} is not writable ({e.strerror}); "
+                                 "choose another folder with --set output.dir=...") from None
+
+    # -- one writer per folder --------------------------------------------------------------
+
+    def acquire_lock(self) -> None:
+        """Take `.lock`; refuse if a live process holds it, take it over from a dead one."""
+        if self._locked or not self.is_writer:
+            return
+        lock = self.path / ".lock"
+        host = socket.gethostname()
+        while True:
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    holder = json.loads(lock.read_text())
+                    pid, holder_host = int(holder["pid"]), str(holder["host"])
+                except (OSError, ValueError, KeyError, TypeError):
+                    pid, holder_host = -1, host
+                if holder_host == host and pid != os.getpid() and _alive(pid):
+                    raise RunFolderError(f"{self.path} is being written by process {pid} on {host}; "
+                                         "stop it first or use another output.dir") from None
+                if holder_host != host:
+                    raise RunFolderError(f"{self.path} is locked by process {pid} on host {holder_host}; "
+                                         f"if that run is over, delete {lock}") from None
+                warnings.warn(f"taking over {lock} left by process {pid}, which is no longer running",
+                              stacklevel=2)
+                lock.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump({"pid": os.getpid(), "host": host}, f)
+            self._locked = True
+            return
+
+    def release_lock(self) -> None:
+        """Give up `.lock` (at the end of training)."""
+        if self._locked:
+            (self.path / ".lock").unlink(missing_ok=True)
+            self._locked = False
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def write_config(self, text: str) -> None:
+        """The resolved config, as YAML."""
+        if self.is_writer:
+            atomic_write_bytes(self.path / "config.yaml", text.encode())
+
+    def append_log(self, record: dict[str, Any]) -> None:
+        """One JSON line in log.jsonl."""
+        if self.is_writer:
+            with open(self.path / "log.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def save_sample(self, image: Image.Image, step: int) -> Path | None:
+        """samples/step-N.png and samples/latest.png; a failed write warns and training goes on."""
+        if not self.is_writer:
+            return None
+        path = self.samples / f"step-{step:08d}.png"
+        try:
+            image.save(path)
+            shutil.copyfile(path, self.samples / "latest.png")
+        except OSError as e:
+            warnings.warn(f"could not write sample grid {path} ({e.strerror}); training goes on", stacklevel=2)
+            return None
+        return path
+
+    def save_checkpoint(self, body: dict[str, Any], step: int, keep: int) -> Path | None:
+        """Write checkpoints/step-N.pt atomically, record it in index.json, prune to `keep`."""
+        if not self.is_writer:
+            return None
+        data = serialize(wrap_payload(body))
+        import hashlib
+
+        sha = hashlib.sha256(data).hexdigest()
+        name = checkpoint_name(step)
+        path = self.checkpoints / name
+        try:
+            atomic_write_bytes(path, data)
+            index = CheckpointIndex(self.checkpoints)
+            index.add(name, step, sha, len(data))
+            index.save()
+        except OSError as e:
+            free = _free_bytes(self.checkpoints)
+            room = f"; {len(data) / 2**20:.1f} MiB needed, {free / 2**20:.1f} MiB free" if free is not None else ""
+            why = "disk full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else (e.strerror or type(e).__name__)
+            raise TrainingAborted(f"could not write checkpoint {path} ({why}{room}); the previous checkpoint "
+                                  f"is intact: free space in {self.checkpoints.parent}, then --resume") from None
+        for old in index.newest_first()[keep:]:
+            (self.checkpoints / old["file"]).unlink(missing_ok=True)
+            index.remove(old["file"])
+        index.save()
+        return path
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None

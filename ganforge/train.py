@@ -1,0 +1,374 @@
+"""The training loop: D step(s), G step, EMA update, then one maintenance block."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from ganforge.build import (
+    build_data,
+    build_discriminator,
+    build_generator,
+    build_loss,
+    build_optimizer,
+    build_regularizers,
+    build_scheduler,
+    resolve_device,
+)
+from ganforge.config import Config
+from ganforge.data import DataInfo
+from ganforge.errors import TrainingAborted
+from ganforge.imaging import grid, scatter
+from ganforge.losses import Loss
+from ganforge.regularizers import Regularizer
+from ganforge.rng import capture_rng, restore_rng, seed_everything
+from ganforge.run import RunDir
+
+# --------------------------------------------------------------------------------------------
+# The state that a checkpoint holds
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainState:
+    """Everything training changes: networks, EMA, optimizers, schedules, scalers, step."""
+
+    G: nn.Module
+    D: nn.Module
+    G_ema: nn.Module
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    sched_g: torch.optim.lr_scheduler.LambdaLR
+    sched_d: torch.optim.lr_scheduler.LambdaLR
+    scaler_g: torch.amp.GradScaler
+    scaler_d: torch.amp.GradScaler
+    fixed_z: Tensor  # noise of the sample grids, fixed for the whole run
+    fixed_labels: Tensor | None
+    step: int = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "G": self.G.state_dict(),
+            "D": self.D.state_dict(),
+            "G_ema": self.G_ema.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "sched_g": self.sched_g.state_dict(),
+            "sched_d": self.sched_d.state_dict(),
+            "scaler_g": self.scaler_g.state_dict(),
+            "scaler_d": self.scaler_d.state_dict(),
+            "fixed_z": self.fixed_z,
+            "fixed_labels": self.fixed_labels,
+        }
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        self.step = int(sd["step"])
+        self.G.load_state_dict(sd["G"])
+        self.D.load_state_dict(sd["D"])
+        self.G_ema.load_state_dict(sd["G_ema"])
+        self.opt_g.load_state_dict(sd["opt_g"])
+        self.opt_d.load_state_dict(sd["opt_d"])
+        self.sched_g.load_state_dict(sd["sched_g"])
+        self.sched_d.load_state_dict(sd["sched_d"])
+        self.scaler_g.load_state_dict(sd["scaler_g"])
+        self.scaler_d.load_state_dict(sd["scaler_d"])
+        self.fixed_z = sd["fixed_z"].to(self.fixed_z.device)
+        labels = sd["fixed_labels"]
+        self.fixed_labels = labels.to(self.fixed_z.device) if labels is not None else None
+
+
+def create_state(cfg: Config, info: DataInfo, device: torch.device) -> TrainState:
+    """Fresh networks, optimizers and schedules for `cfg` (seed the RNGs first)."""
+    memory_format = torch.channels_last if cfg.train.channels_last and info.is_image else torch.contiguous_format
+    G = build_generator(cfg.generator, info).to(device, memory_format=memory_format)
+    D = build_discriminator(cfg.discriminator, info).to(device, memory_format=memory_format)
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    opt_g = build_optimizer(cfg.optim.g, G, "optim.g")
+    opt_d = build_optimizer(cfg.optim.d, D, "optim.d")
+    sched_g = build_scheduler(cfg.schedule.g, opt_g, cfg.train.steps, "schedule.g")
+    sched_d = build_scheduler(cfg.schedule.d, opt_d, cfg.train.steps, "schedule.d")
+    # A gradient scaler only does something for float16; for other precisions it is a no-op.
+    fp16 = cfg.train.precision == "fp16"
+    scaler_g = torch.amp.GradScaler(device.type, enabled=fp16)
+    scaler_d = torch.amp.GradScaler(device.type, enabled=fp16)
+    # The sample-grid noise comes from its own generator (seeded from the run seed), so drawing
+    # it does not move the training noise stream.
+    g = torch.Generator().manual_seed(cfg.train.seed + 2**31)
+    fixed_z = torch.randn(cfg.samples.num, G.latent_dim, generator=g).to(device)
+    fixed_labels = (torch.arange(cfg.samples.num) % info.num_classes).to(device) if info.num_classes else None
+    return TrainState(G, D, G_ema, opt_g, opt_d, sched_g, sched_d, scaler_g, scaler_d, fixed_z, fixed_labels)
+
+
+# --------------------------------------------------------------------------------------------
+# One step of each player
+# --------------------------------------------------------------------------------------------
+
+Autocast = Callable[[], contextlib.AbstractContextManager[Any]]
+
+
+def autocast_for(device: torch.device, precision: str) -> Autocast:
+    """A context factory for the configured precision (no context at all for fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return functools.partial(torch.autocast, device_type=device.type, dtype=dtype)
+
+
+def discriminator_step(
+    state: TrainState,
+    loss: Loss,
+    regularizers: list[tuple[str, Regularizer]],
+    real: Tensor,
+    labels: Tensor | None,
+    d_update: int,
+    autocast: Autocast,
+) -> dict[str, Tensor]:
+    """One discriminator update on a real batch and as many fakes; returns detached losses."""
+    G, D = state.G, state.D
+    z = torch.randn(real.shape[0], G.latent_dim, device=real.device)
+    with torch.no_grad(), autocast():
+        fake = G(z, labels)
+    with autocast():
+        d_loss = loss.d_loss(D(real, labels), D(fake, labels))
+    stats = {"d_loss": d_loss.detach()}
+    total = d_loss
+    for name, reg in regularizers:
+        if reg.applies_to == "d" and d_update % reg.every == 0:
+            # Penalties differentiate through D: run them in float32 for stable gradients.
+            with torch.autocast(real.device.type, enabled=False):
+                penalty = reg(D, real.float(), fake.float(), labels)
+            # Lazy regularization: a penalty applied every k-th update counts k times.
+            total = total + penalty * (reg.weight * reg.every)
+            stats[name] = penalty.detach()
+    state.opt_d.zero_grad(set_to_none=True)
+    state.scaler_d.scale(total).backward()
+    state.scaler_d.step(state.opt_d)
+    state.scaler_d.update()
+    return stats
+
+
+def generator_step(
+    state: TrainState,
+    loss: Loss,
+    batch_size: int,
+    labels: Tensor | None,
+    real: Tensor,
+    autocast: Autocast,
+) -> dict[str, Tensor]:
+    """One generator update against the current discriminator; returns the detached loss."""
+    G, D = state.G, state.D
+    z = torch.randn(batch_size, G.latent_dim, device=real.device)
+    D.requires_grad_(False)  # D's weights get no gradients here: saves a third of its backward
+    with autocast():
+        fake_logits = D(G(z, labels), labels)
+        real_logits = D(real, labels) if loss.g_needs_real else None
+        g_loss = loss.g_loss(fake_logits, real_logits)
+    state.opt_g.zero_grad(set_to_none=True)
+    state.scaler_g.scale(g_loss).backward()
+    state.scaler_g.step(state.opt_g)
+    state.scaler_g.update()
+    D.requires_grad_(True)
+    return {"g_loss": g_loss.detach()}
+
+
+class EMA:
+    """G_ema <- decay * G_ema + (1 - decay) * G after each step; buffers are copied."""
+
+    def __init__(self, ema: nn.Module, model: nn.Module, decay: float, start: int) -> None:
+        self.decay, self.start = decay, start
+        self.ema_params = list(ema.parameters())
+        self.params = list(model.parameters())
+        self.ema_buffers = list(ema.buffers())
+        self.buffers = list(model.buffers())
+
+    @torch.no_grad()
+    def update(self, step: int) -> None:
+        """Average after `step` (the number of completed steps); before `start`, copy."""
+        if self.decay == 0:
+            return  # no averaging: `sync` copies G only when G_ema is read
+        weight = 1.0 if step <= self.start else 1.0 - self.decay
+        torch._foreach_lerp_(self.ema_params, self.params, weight)
+        for e, b in zip(self.ema_buffers, self.buffers):
+            e.copy_(b)
+
+    @torch.no_grad()
+    def sync(self) -> None:
+        """With averaging off, make G_ema equal to G (before samples and checkpoints)."""
+        if self.decay == 0:
+            for e, p in zip(self.ema_params + self.ema_buffers, self.params + self.buffers):
+                e.copy_(p)
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers of the maintenance block
+# --------------------------------------------------------------------------------------------
+
+
+class Meter:
+    """Collects detached loss tensors without host syncs; `pop` averages them in one sync."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, list[Tensor]] = {}
+
+    def add(self, stats: dict[str, Tensor]) -> None:
+        for key, value in stats.items():
+            self.values.setdefault(key, []).append(value)
+
+    def pop(self) -> dict[str, float]:
+        keys = list(self.values)
+        if not keys:
+            return {}
+        means = torch.stack([torch.stack(self.values[k]).float().mean() for k in keys]).tolist()
+        self.values = {}
+        return dict(zip(keys, means))
+
+
+@torch.no_grad()
+def generate(G: nn.Module, z: Tensor, labels: Tensor | None, batch_size: int = 256) -> Tensor:
+    """G(z) in batches (G should be in eval mode)."""
+    parts = []
+    for start in range(0, len(z), batch_size):
+        lab = labels[start : start + batch_size] if labels is not None else None
+        parts.append(G(z[start : start + batch_size], lab).float())
+    return torch.cat(parts)
+
+
+def nonfinite_networks(state: TrainState) -> list[str]:
+    """Names of the networks with a NaN or infinity in a parameter or buffer."""
+    bad = []
+    for name, net in (("G", state.G), ("D", state.D), ("G_ema", state.G_ema)):
+        tensors = [t for t in [*net.parameters(), *net.buffers()] if t.is_floating_point()]
+        if tensors and not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
+            bad.append(name)
+    return bad
+
+
+NONFINITE_ADVICE = ("a lower learning rate, a gradient penalty or R1 regularizer, or precision fp32 "
+                    "usually helps")
+
+
+@dataclass
+class TrainResult:
+    """How training ended."""
+
+    step: int
+    total_steps: int
+    interrupted: bool
+    last_checkpoint: Path | None
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------
+
+
+def train(
+    cfg: Config,
+    cfg_dict: dict[str, Any],
+    run: RunDir,
+    resume: dict[str, Any] | None = None,
+    stop: threading.Event | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train a GAN as configured, writing logs, samples and checkpoints into `run`."""
+    device = resolve_device(cfg.train.device)
+    configure_backends(device, cfg.train.deterministic)
+    seed_everything(cfg.train.seed)
+    source = build_data(cfg)
+    info = source.info
+    state = create_state(cfg, info, device)
+    loss = build_loss(cfg)
+    regularizers = list(zip((c.kind for c in cfg.regularizers), build_regularizers(cfg)))
+    batches = source.batches(cfg.train.batch_size, cfg.train.seed, device)
+    if resume is not None:
+        state.load_state_dict(resume["state"])
+        batches.load_state_dict(resume["data"])
+        restore_rng(resume["rng"])
+    ema = EMA(state.G_ema, state.G, cfg.train.ema.decay, cfg.train.ema.start)
+    autocast = autocast_for(device, cfg.train.precision)
+    channels_last = cfg.train.channels_last and info.is_image
+    reference = source.reference_points(5000)
+    d_steps, batch_size = cfg.train.d_steps_per_g_step, cfg.train.batch_size
+    total = cfg.train.steps
+    stop = stop or threading.Event()
+
+    meter = Meter()
+    last_checkpoint: Path | None = None
+    last_log = (time.perf_counter(), state.step)
+    bar = tqdm(total=total, initial=state.step, unit="step", dynamic_ncols=True, disable=not progress,
+               desc=run.path.name)
+    try:
+        while state.step < total and not stop.is_set():
+            # (1) Update D on `d_steps_per_g_step` fresh real batches.
+            for i in range(d_steps):
+                real, labels = next(batches)
+                if channels_last:
+                    real = real.contiguous(memory_format=torch.channels_last)
+                meter.add(discriminator_step(state, loss, regularizers, real, labels,
+                                             state.step * d_steps + i, autocast))
+            # (2) Update G.
+            meter.add(generator_step(state, loss, batch_size, labels, real, autocast))
+            # (3) Update G_ema and the learning rates.
+            state.step += 1
+            ema.update(state.step)
+            state.sched_g.step()
+            state.sched_d.step()
+            bar.update()
+
+            # (4) Maintenance: log, samples, checkpoint.
+            step, last = state.step, state.step == total or stop.is_set()
+            if step % cfg.log.every == 0 or last:
+                now = time.perf_counter()
+                record = {"step": step, **meter.pop(), "lr_g": state.opt_g.param_groups[0]["lr"],
+                          "lr_d": state.opt_d.param_groups[0]["lr"],
+                          "img_per_s": (step - last_log[1]) * batch_size * d_steps / max(now - last_log[0], 1e-9),
+                          "images_seen": step * batch_size * d_steps}
+                last_log = (now, step)
+                bad = [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
+                if bad:
+                    raise TrainingAborted(
+                        f"step {step}: {', '.join(bad)} became non-finite; last good checkpoint: "
+                        f"{last_checkpoint or 'none yet'}; {NONFINITE_ADVICE}"
+                    )
+                run.append_log(record)
+                bar.set_postfix_str(
+                    f"d={record['d_loss']:.3f} g={record['g_loss']:.3f} lr={record['lr_g']:.1e} "
+                    f"img/s={record['img_per_s']:.0f}", refresh=False)
+            if step % cfg.samples.every == 0 or last:
+                ema.sync()
+                fake = generate(state.G_ema, state.fixed_z, state.fixed_labels)
+                run.save_sample(grid(fake) if info.is_image else scatter(fake, reference), step)
+            if step % cfg.checkpoint.every == 0 or last:
+                ema.sync()
+                bad_nets = nonfinite_networks(state)
+                if bad_nets:
+                    raise TrainingAborted(
+                        f"step {step}: {', '.join(bad_nets)} weights became non-finite; not saved over the last "
+                        f"good checkpoint {last_checkpoint or '(none yet)'}; {NONFINITE_ADVICE}"
+                    )
+                body = {"step": step, "config": cfg_dict, "data_info": info.to_dict(),
+                        "state": state.state_dict(), "data": batches.state_dict(), "rng": capture_rng()}
+                last_checkpoint = run.save_checkpoint(body, step, cfg.checkpoint.keep)
+    finally:
+        bar.close()
+    return TrainResult(state.step, total, state.step < total, last_checkpoint)
+
+
+def configure_backends(device: torch.device, deterministic: bool) -> None:
+    """Deterministic cuDNN kernels (same seed, same run) or autotuned ones (faster)."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not deterministic
+        torch.backends.cudnn.deterministic = deterministic
