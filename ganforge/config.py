@@ -342,11 +342,11 @@ class _Parser:
                     raise self.fail(sub, "expected a list of {kind: ...} entries")
                 kwargs[name] = tuple(self.component(registry, v, (*sub, str(i))) for i, v in enumerate(items))
             elif registry is not None:
+                default_kind = f.default_factory().kind if f.default_factory is not dataclasses.MISSING else None
                 if present:
-                    kwargs[name] = self.component(registry, value[name], sub)
-                elif f.default_factory is not dataclasses.MISSING:
-                    default = f.default_factory()
-                    kwargs[name] = self.component(registry, {"kind": default.kind}, sub)
+                    kwargs[name] = self.component(registry, value[name], sub, default_kind)
+                elif default_kind is not None:
+                    kwargs[name] = self.component(registry, {"kind": default_kind}, sub)
                 else:
                     raise self.fail(sub, f"missing section (add `{name}: {{kind: ...}}`)")
             elif present:
@@ -357,7 +357,8 @@ class _Parser:
 
     # -- components -----------------------------------------------------------------------
 
-    def component(self, registry_name: str, value: Any, path: tuple[str, ...]) -> Component:
+    def component(self, registry_name: str, value: Any, path: tuple[str, ...],
+                  default_kind: str | None = None) -> Component:
         from ganforge.registry import ALL_REGISTRIES
 
         registry = ALL_REGISTRIES[registry_name]
@@ -365,6 +366,8 @@ class _Parser:
             value = {"kind": value}
         if not isinstance(value, dict):
             raise self.fail(path, f"expected {{kind: ...}} naming a {registry.what}, got {value!r}")
+        if "kind" not in value and default_kind is not None:
+            value = {"kind": default_kind, **value}
         if "kind" not in value:
             raise self.fail(path, f"missing `kind`; valid kinds: {', '.join(registry.names())}")
         kind = value["kind"]
