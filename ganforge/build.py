@@ -12,7 +12,6 @@ from ganforge.config import Component, Config
 from ganforge.data import DataInfo, DataSource
 from ganforge.errors import ConfigError
 from ganforge.losses import Loss
-from ganforge.regularizers import Regularizer
 from ganforge.registry import (
     DATASETS,
     DISCRIMINATORS,
@@ -23,6 +22,7 @@ from ganforge.registry import (
     SCHEDULES,
     Registry,
 )
+from ganforge.regularizers import Regularizer
 
 
 def build(registry: Registry, component: Component, where: str, **provided: Any) -> Any:

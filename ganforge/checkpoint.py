@@ -104,7 +104,9 @@ def load_checkpoint(path: Path, expected_sha256: str | None = None) -> dict[str,
         raise CheckpointError(f"{path} was refused: it holds objects other than tensors and plain data{what}, "
                               "which could run code when loaded; ganforge loads only checkpoints it wrote") from None
     except Exception as e:  # zip and storage errors of a damaged file come in many types
-        raise CheckpointError(f"{path} could not be read ({type(e).__name__}): the file is damaged or truncated") from None
+        raise CheckpointError(
+            f"{path} could not be read ({type(e).__name__}): the file is damaged or truncated"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a PyTorch file but not a ganforge checkpoint "
                               "(expected a file written by `ganforge train`)")
@@ -131,7 +133,9 @@ class CheckpointIndex:
                 self.entries = list(data["checkpoints"])
                 self.latest = data.get("latest")
             except (OSError, ValueError, KeyError, TypeError):
-                raise CheckpointError(f"{self.path} is damaged; delete it to fall back to the checkpoint files") from None
+                raise CheckpointError(
+                    f"{self.path} is damaged; delete it to fall back to the checkpoint files"
+                ) from None
 
     def entry(self, name: str) -> dict[str, Any] | None:
         return next((e for e in self.entries if e["file"] == name), None)

@@ -10,7 +10,7 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -88,9 +88,9 @@ def _changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 def _resolve_resume(run_path: Path, overrides: list[str]) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """Load a run's newest good checkpoint and its config with the allowed overrides applied."""
+    from ganforge.checkpoint import load_latest_good
     from ganforge.config import apply_overrides, config_to_dict, parse_config
     from ganforge.errors import ConfigError
-    from ganforge.checkpoint import load_latest_good
 
     payload = load_latest_good(run_path)
     stored = payload["config"]
@@ -108,10 +108,10 @@ def _resolve_resume(run_path: Path, overrides: list[str]) -> tuple[Any, dict[str
 @app.command()
 @user_errors
 def train(
-    config: Optional[Path] = typer.Argument(None, help="YAML config file (omit with --resume)."),
+    config: Path | None = typer.Argument(None, help="YAML config file (omit with --resume)."),
     set_: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE",
                                    help="Override a config key, e.g. --set train.steps=600 (repeatable)."),
-    resume: Optional[Path] = typer.Option(None, "--resume", metavar="RUN_FOLDER",
+    resume: Path | None = typer.Option(None, "--resume", metavar="RUN_FOLDER",
                                           help="Continue a run from its latest checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in the output folder."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -214,7 +214,7 @@ def show_config(
 @app.command("list")
 @user_errors
 def list_components(
-    section: Optional[str] = typer.Argument(None, help="Only this section (data, generator, loss, ...)."),
+    section: str | None = typer.Argument(None, help="Only this section (data, generator, loss, ...)."),
 ) -> None:
     """List every registered component with its description and parameters."""
     from ganforge.config import component_params, type_name

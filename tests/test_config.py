@@ -115,10 +115,8 @@ def test_resolved_config_round_trips_through_yaml(tmp_path):
 
 @pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
 def test_shipped_configs_validate(name):
-    from ganforge.build import build_discriminator, build_generator
+    from ganforge.build import build_data, build_discriminator, build_generator
     from ganforge.data import DataInfo
-
-    from ganforge.build import build_data
     from ganforge.errors import DataError
 
     cfg, _ = load_config(CONFIGS / name)

@@ -91,7 +91,8 @@ class DCGANDiscriminator(nn.Module):
         layers: list[nn.Module] = [nn.Conv2d(channels, widths[0], 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
         bias = norm == "none"
         for w_in, w_out in zip(widths[:-1], widths[1:]):
-            layers += [nn.Conv2d(w_in, w_out, 4, 2, 1, bias=bias), _norm2d(norm, w_out), nn.LeakyReLU(0.2, inplace=True)]
+            layers += [nn.Conv2d(w_in, w_out, 4, 2, 1, bias=bias), _norm2d(norm, w_out),
+                       nn.LeakyReLU(0.2, inplace=True)]
         layers.append(nn.Conv2d(widths[-1], 1, 4, 1, 0))
         self.net = nn.Sequential(*layers)
         init_dcgan_weights(self)

@@ -33,13 +33,16 @@ class MLPGenerator(nn.Module):
         width: Annotated[int, Range(ge=1)] = 256,
         depth: Annotated[int, Range(ge=1)] = 3,
         act: Activation = "relu",
+        output_scale: Annotated[float, Range(gt=0)] = 1.0,
     ) -> None:
         super().__init__()
         self.latent_dim = latent_dim
+        # The network works in unit scale; outputs are multiplied up to the data's scale.
+        self.output_scale = output_scale
         self.net = _mlp([latent_dim] + [width] * depth + [data_dim], act)
 
     def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
-        return self.net(z)
+        return self.net(z) * self.output_scale
 
 
 @DISCRIMINATORS.register("mlp")
@@ -52,9 +55,13 @@ class MLPDiscriminator(nn.Module):
         width: Annotated[int, Range(ge=1)] = 256,
         depth: Annotated[int, Range(ge=1)] = 3,
         act: Activation = "leaky_relu",
+        input_scale: Annotated[float, Range(gt=0)] = 1.0,
     ) -> None:
         super().__init__()
+        # Inputs are divided by the data's scale: with default initialisation the first layer's
+        # kinks lie within about +-1, so data spread far wider would leave D nearly linear.
+        self.input_scale = input_scale
         self.net = _mlp([data_dim] + [width] * depth + [1], act)
 
     def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
-        return self.net(x).squeeze(1)
+        return self.net(x / self.input_scale).squeeze(1)
