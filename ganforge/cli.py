@@ -37,21 +37,25 @@ def err(message: str) -> None:
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn GanforgeError into `error: message` and its exit code, without a traceback."""
+    """Turn GanforgeError into `error: message` and its exit code, without a traceback, and
+    print warnings as single `warning: message` lines as they happen."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except GanforgeError as e:
-            err(f"error: {e}")
-            raise typer.Exit(e.exit_code) from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", UserWarning)
+            warnings.showwarning = _one_line_warning
+            try:
+                return fn(*args, **kwargs)
+            except GanforgeError as e:
+                err("error: " + " ".join(str(e).split()))  # always one line
+                raise typer.Exit(e.exit_code) from None
 
     return wrapper
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
-    err(f"warning: {message}")
+    err("warning: " + " ".join(str(message).split()))
 
 
 @contextlib.contextmanager
@@ -251,7 +255,6 @@ def _root(
 
 def main() -> None:
     """Entry point of the `ganforge` console script."""
-    warnings.showwarning = _one_line_warning
     app()
 
 

@@ -80,6 +80,9 @@ class TrainConfig:
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     channels_last: bool = False
     deterministic: bool = True  # on CUDA: deterministic cuDNN kernels; false lets cuDNN autotune
+    on_nonfinite: Literal["stop", "rollback"] = "stop"  # what a NaN/inf loss or weight does
+    rollback_lr_factor: Annotated[float, Range(gt=0.0, lt=1.0)] = 0.5  # lr multiplier per rollback
+    max_rollbacks: Annotated[int, Range(ge=1)] = 3
     ema: EMAConfig = field(default_factory=EMAConfig)
 
 

@@ -14,6 +14,7 @@ never need to ask which process they are.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -75,6 +76,9 @@ class RunDir:
             raise RunFolderError(f"no run folder at {self.path}")
         self._make_dirs()
         self.acquire_lock()
+        # Temporary files of a write that a crash cut short.
+        for tmp in [*self.checkpoints.glob(".*.tmp-*"), *self.path.glob(".*.tmp-*")]:
+            tmp.unlink(missing_ok=True)
 
     def _make_dirs(self) -> None:
         try:
@@ -134,9 +138,14 @@ class RunDir:
 
     def append_log(self, record: dict[str, Any]) -> None:
         """One JSON line in log.jsonl."""
-        if self.is_writer:
+        if not self.is_writer:
+            return
+        try:
             with open(self.path / "log.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
+        except OSError as e:
+            warnings.warn(f"could not append to {self.path / 'log.jsonl'} ({e.strerror}); training goes on",
+                          stacklevel=2)
 
     def save_sample(self, image: Image.Image, step: int) -> Path | None:
         """samples/step-N.png and samples/latest.png; a failed write warns and training goes on."""
@@ -156,8 +165,6 @@ class RunDir:
         if not self.is_writer:
             return None
         data = serialize(wrap_payload(body))
-        import hashlib
-
         sha = hashlib.sha256(data).hexdigest()
         name = checkpoint_name(step)
         path = self.checkpoints / name
@@ -165,6 +172,11 @@ class RunDir:
             atomic_write_bytes(path, data)
             index = CheckpointIndex(self.checkpoints)
             index.add(name, step, sha, len(data))
+            # Forget the oldest in the index first, then delete them: the index never names a
+            # file that is gone.
+            pruned = [e["file"] for e in index.newest_first()[keep:]]
+            for old in pruned:
+                index.remove(old)
             index.save()
         except OSError as e:
             free = _free_bytes(self.checkpoints)
@@ -172,11 +184,37 @@ class RunDir:
             why = "disk full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else (e.strerror or type(e).__name__)
             raise TrainingAborted(f"could not write checkpoint {path} ({why}{room}); the previous checkpoint "
                                   f"is intact: free space in {self.checkpoints.parent}, then --resume") from None
-        for old in index.newest_first()[keep:]:
-            (self.checkpoints / old["file"]).unlink(missing_ok=True)
-            index.remove(old["file"])
-        index.save()
+        for old in pruned:
+            try:
+                (self.checkpoints / old).unlink(missing_ok=True)
+            except OSError as e:
+                warnings.warn(f"could not delete old checkpoint {self.checkpoints / old} ({e.strerror})", stacklevel=2)
         return path
+
+    # -- reading back ------------------------------------------------------------------------
+
+    def latest_checkpoint(self) -> Path | None:
+        """The checkpoint the index names as latest, if any."""
+        try:
+            latest = CheckpointIndex(self.checkpoints).latest
+        except Exception:  # a damaged index: nothing trustworthy to name
+            return None
+        return self.checkpoints / latest if latest else None
+
+    def truncate_log(self, step: int) -> None:
+        """Drop log records after `step` (and a line cut short by a crash) before continuing."""
+        log = self.path / "log.jsonl"
+        if not self.is_writer or not log.exists():
+            return
+        kept = []
+        for line in log.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and record.get("step", 0) <= step:
+                kept.append(line)
+        atomic_write_bytes(log, "".join(f"{line}\n" for line in kept).encode())
 
 
 def _alive(pid: int) -> bool:

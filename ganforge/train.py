@@ -8,6 +8,7 @@ import functools
 import math
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,8 @@ class TrainState:
     fixed_z: Tensor  # noise of the sample grids, fixed for the whole run
     fixed_labels: Tensor | None
     step: int = 0
+    rollbacks: int = 0  # times a non-finite state was rolled back (train.on_nonfinite: rollback)
+    lr_scale: float = 1.0  # product of the rollbacks' learning-rate factors
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -72,6 +75,8 @@ class TrainState:
             "scaler_d": self.scaler_d.state_dict(),
             "fixed_z": self.fixed_z,
             "fixed_labels": self.fixed_labels,
+            "rollbacks": self.rollbacks,
+            "lr_scale": self.lr_scale,
         }
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
@@ -88,6 +93,8 @@ class TrainState:
         self.fixed_z = sd["fixed_z"].to(self.fixed_z.device)
         labels = sd["fixed_labels"]
         self.fixed_labels = labels.to(self.fixed_z.device) if labels is not None else None
+        self.rollbacks = int(sd.get("rollbacks", 0))
+        self.lr_scale = float(sd.get("lr_scale", 1.0))
 
 
 def create_state(cfg: Config, info: DataInfo, device: torch.device) -> TrainState:
@@ -247,17 +254,24 @@ def generate(G: nn.Module, z: Tensor, labels: Tensor | None, batch_size: int = 2
 
 
 def nonfinite_networks(state: TrainState) -> list[str]:
-    """Names of the networks with a NaN or infinity in a parameter or buffer."""
-    bad = []
-    for name, net in (("G", state.G), ("D", state.D), ("G_ema", state.G_ema)):
+    """Names of the networks with a NaN or infinity in a parameter or buffer (one host sync)."""
+    flags = []
+    for net in (state.G, state.D, state.G_ema):
         tensors = [t for t in [*net.parameters(), *net.buffers()] if t.is_floating_point()]
-        if tensors and not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
-            bad.append(name)
-    return bad
+        flags.append(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+    finite = torch.stack(flags).tolist()
+    return [name for name, ok in zip(("G", "D", "G_ema"), finite) if not ok]
 
 
-NONFINITE_ADVICE = ("a lower learning rate, a gradient penalty or R1 regularizer, or precision fp32 "
-                    "usually helps")
+class NonFinite(Exception):
+    """A loss or a network became NaN or infinite (`what` names it)."""
+
+    def __init__(self, step: int, what: str) -> None:
+        super().__init__(f"step {step}: {what} became non-finite")
+        self.step, self.what = step, what
+
+
+NONFINITE_ADVICE = "a lower learning rate, a gradient penalty or R1, or precision fp32 usually helps"
 
 
 @dataclass
@@ -297,6 +311,7 @@ def train(
         state.load_state_dict(resume["state"])
         batches.load_state_dict(resume["data"])
         restore_rng(resume["rng"])
+        run.truncate_log(state.step)  # records past the checkpoint belong to the lost future
     ema = EMA(state.G_ema, state.G, cfg.train.ema.decay, cfg.train.ema.start)
     autocast = autocast_for(device, cfg.train.precision)
     channels_last = cfg.train.channels_last and info.is_image
@@ -328,43 +343,85 @@ def train(
             state.sched_d.step()
             bar.update()
 
-            # (4) Maintenance: log, samples, checkpoint.
+            # (4) Maintenance: log, samples, checkpoint; a non-finite state stops or rolls back.
             step, last = state.step, state.step == total or stop.is_set()
-            if step % cfg.log.every == 0 or last:
-                now = time.perf_counter()
-                record = {"step": step, **meter.pop(), "lr_g": state.opt_g.param_groups[0]["lr"],
-                          "lr_d": state.opt_d.param_groups[0]["lr"],
-                          "img_per_s": (step - last_log[1]) * batch_size * d_steps / max(now - last_log[0], 1e-9),
-                          "images_seen": step * batch_size * d_steps}
-                last_log = (now, step)
-                bad = [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
-                if bad:
+            try:
+                if step % cfg.log.every == 0 or last:
+                    now = time.perf_counter()
+                    record = {"step": step, **meter.pop(), "lr_g": state.opt_g.param_groups[0]["lr"],
+                              "lr_d": state.opt_d.param_groups[0]["lr"],
+                              "img_per_s": (step - last_log[1]) * batch_size * d_steps / max(now - last_log[0], 1e-9),
+                              "images_seen": step * batch_size * d_steps}
+                    if batches.skipped:
+                        record["skipped_images"] = batches.skipped
+                    last_log = (now, step)
+                    bad = [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
+                    if bad:
+                        raise NonFinite(step, " and ".join(bad))
+                    run.append_log(record)
+                    bar.set_postfix_str(f"d={record['d_loss']:.3f} g={record['g_loss']:.3f} "
+                                        f"lr={record['lr_g']:.1e} img/s={record['img_per_s']:.0f}", refresh=False)
+                if step % cfg.samples.every == 0 or last:
+                    ema.sync()
+                    fake = generate(state.G_ema, state.fixed_z, state.fixed_labels)
+                    run.save_sample(grid(fake) if info.is_image else scatter(fake, reference), step)
+                if step % cfg.checkpoint.every == 0 or last:
+                    ema.sync()
+                    bad_nets = nonfinite_networks(state)
+                    if bad_nets:
+                        raise NonFinite(step, " and ".join(f"{n} weights" for n in bad_nets))
+                    body = {"step": step, "config": cfg_dict, "data_info": info.to_dict(),
+                            "state": state.state_dict(), "data": batches.state_dict(), "rng": capture_rng()}
+                    last_checkpoint = run.save_checkpoint(body, step, cfg.checkpoint.keep)
+            except NonFinite as event:
+                if cfg.train.on_nonfinite != "rollback" or state.rollbacks >= cfg.train.max_rollbacks:
+                    good = run.latest_checkpoint()
+                    limit = f" after {state.rollbacks} rollbacks" if state.rollbacks else ""
                     raise TrainingAborted(
-                        f"step {step}: {', '.join(bad)} became non-finite; last good checkpoint: "
-                        f"{last_checkpoint or 'none yet'}; {NONFINITE_ADVICE}"
-                    )
-                run.append_log(record)
-                bar.set_postfix_str(
-                    f"d={record['d_loss']:.3f} g={record['g_loss']:.3f} lr={record['lr_g']:.1e} "
-                    f"img/s={record['img_per_s']:.0f}", refresh=False)
-            if step % cfg.samples.every == 0 or last:
-                ema.sync()
-                fake = generate(state.G_ema, state.fixed_z, state.fixed_labels)
-                run.save_sample(grid(fake) if info.is_image else scatter(fake, reference), step)
-            if step % cfg.checkpoint.every == 0 or last:
-                ema.sync()
-                bad_nets = nonfinite_networks(state)
-                if bad_nets:
-                    raise TrainingAborted(
-                        f"step {step}: {', '.join(bad_nets)} weights became non-finite; not saved over the last "
-                        f"good checkpoint {last_checkpoint or '(none yet)'}; {NONFINITE_ADVICE}"
-                    )
-                body = {"step": step, "config": cfg_dict, "data_info": info.to_dict(),
-                        "state": state.state_dict(), "data": batches.state_dict(), "rng": capture_rng()}
-                last_checkpoint = run.save_checkpoint(body, step, cfg.checkpoint.keep)
+                        f"{event}{limit}; nothing was saved over the last good checkpoint "
+                        f"({good or 'none yet'}); {NONFINITE_ADVICE}"
+                    ) from None
+                roll_back(state, batches, run, cfg, event)
+                meter = Meter()
+                last_log = (time.perf_counter(), state.step)
+                bar.reset(total=total)
+                bar.update(state.step)
+    except torch.cuda.OutOfMemoryError:
+        raise TrainingAborted(
+            f"out of GPU memory at step {state.step} with train.batch_size={batch_size}; lower the batch size "
+            f"(the last checkpoint, {run.latest_checkpoint() or 'none yet'}, is intact)"
+        ) from None
     finally:
         bar.close()
     return TrainResult(state.step, total, state.step < total, last_checkpoint)
+
+
+def roll_back(state: TrainState, batches: Any, run: RunDir, cfg: Config, event: NonFinite) -> None:
+    """Reload the last good checkpoint, scale both learning rates down, move the noise on."""
+    from ganforge.checkpoint import load_latest_good
+
+    if run.latest_checkpoint() is None:
+        raise TrainingAborted(f"{event} before the first checkpoint, so there is nothing to roll back to; "
+                              f"{NONFINITE_ADVICE}") from None
+    payload = load_latest_good(run.path)
+    rollbacks = state.rollbacks + 1
+    lr_scale = state.lr_scale * cfg.train.rollback_lr_factor
+    state.load_state_dict(payload["state"])
+    batches.load_state_dict(payload["data"])
+    # The checkpoint's learning rates carry its own scale; bring them to the new one.
+    for sched in (state.sched_g, state.sched_d):
+        ratio = lr_scale / state.lr_scale
+        sched.base_lrs = [base * ratio for base in sched.base_lrs]
+        for group, base, factor in zip(sched.optimizer.param_groups, sched.base_lrs, sched.lr_lambdas):
+            group["lr"] = base * factor(sched.last_epoch)
+    state.rollbacks, state.lr_scale = rollbacks, lr_scale
+    # A different noise stream, so that the same blow-up is not replayed step for step.
+    seed_everything(cfg.train.seed + 1_000_003 * rollbacks + state.step)
+    run.truncate_log(state.step)
+    run.append_log({"step": state.step, "event": "rollback", "from_step": event.step, "reason": str(event),
+                    "lr_scale": lr_scale, "rollback": rollbacks})
+    warnings.warn(f"{event}; rolled back to step {state.step} with learning rates x{lr_scale:g} "
+                  f"(rollback {rollbacks} of {cfg.train.max_rollbacks})", stacklevel=2)
 
 
 def configure_backends(device: torch.device, deterministic: bool) -> None:
