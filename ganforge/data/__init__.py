@@ -1,0 +1,187 @@
+"""Data sets and resumable batch streams.
+
+A data set builder (registered by short name) returns a `DataSource`: cheap to create (it
+checks paths and knows the sample shape), heavy work deferred to `batches()`. A batch stream
+is an endless iterator over shuffled epochs whose position (epoch, cursor) is part of every
+checkpoint, so a resumed run sees exactly the batches an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ganforge.errors import DataError
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What models need to know about the data: sample shape and number of classes."""
+
+    name: str
+    shape: tuple[int, ...]  # (channels, height, width) for images, (dim,) for vectors
+    num_classes: int = 0  # 0: unlabelled
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.shape) == 3
+
+    def model_args(self) -> dict[str, int]:
+        """Keyword arguments the factory gives to generator and discriminator builders."""
+        if self.is_image:
+            return {"channels": self.shape[0], "resolution": self.shape[1], "num_classes": self.num_classes}
+        return {"data_dim": self.shape[0], "num_classes": self.num_classes}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "num_classes": self.num_classes}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DataInfo:
+        return cls(str(d["name"]), tuple(int(s) for s in d["shape"]), int(d["num_classes"]))
+
+
+Batch = tuple[Tensor, "Tensor | None"]
+
+
+class Batches(Iterator[Batch]):
+    """An endless, resumable stream of (samples, labels) batches on the training device."""
+
+    skipped = 0  # unreadable samples passed over so far (image folders)
+
+    @abstractmethod
+    def __next__(self) -> Batch: ...
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, int]: ...
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, int]) -> None: ...
+
+
+class DataSource(ABC):
+    """A data set chosen in the config; `info` is known without loading the data."""
+
+    info: DataInfo
+
+    @abstractmethod
+    def batches(self, batch_size: int, seed: int, device: torch.device) -> Batches:
+        """Load the data (if not yet) and return a stream of shuffled batches."""
+
+    def reference_points(self, num: int) -> Tensor | None:
+        """Up to `num` real samples for plots of vector data (None for images)."""
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# Epoch order shared by every stream
+# --------------------------------------------------------------------------------------------
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> Tensor:
+    """The sample order of one epoch: a function of (seed, epoch) alone, so it can be replayed."""
+    g = torch.Generator().manual_seed((seed * 1_000_003 + epoch) % (2**63))
+    return torch.randperm(n, generator=g)
+
+
+class Position:
+    """Where an epoch-shuffled stream stands; the last incomplete batch of an epoch is dropped."""
+
+    def __init__(self, num_samples: int, batch_size: int) -> None:
+        if batch_size > num_samples:
+            raise DataError(
+                f"train.batch_size={batch_size} is larger than the data set ({num_samples} samples); "
+                "lower the batch size"
+            )
+        self.num_samples = num_samples
+        self.batch_size = batch_size
+        self.epoch = 0
+        self.cursor = 0
+
+    def advance(self) -> tuple[int, int]:
+        """Move one batch on; returns the (epoch, start) of that batch."""
+        if self.cursor + self.batch_size > self.num_samples:
+            self.epoch += 1
+            self.cursor = 0
+        start = self.cursor
+        self.cursor += self.batch_size
+        return self.epoch, start
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "cursor": self.cursor}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch = int(state["epoch"])
+        self.cursor = int(state["cursor"])
+
+
+def to_unit_range(x: Tensor) -> Tensor:
+    """uint8 pixels [0, 255] -> float [-1, 1]; float data passes through."""
+    if x.dtype == torch.uint8:
+        return x.float().div_(127.5).sub_(1.0)
+    return x
+
+
+class TensorBatches(Batches):
+    """Batches from a data set held whole in memory, on the training device."""
+
+    def __init__(self, x: Tensor, y: Tensor | None, batch_size: int, seed: int, device: torch.device) -> None:
+        self.position = Position(len(x), batch_size)
+        self.seed = seed
+        # Small data sets live on the device: a batch is an index into them, no host copies.
+        self.x = x.to(device)
+        self.y = y.to(device) if y is not None else None
+        self.device = device
+        self._order: Tensor | None = None
+        self._order_epoch = -1
+
+    def __next__(self) -> Batch:
+        epoch, start = self.position.advance()
+        if epoch != self._order_epoch:
+            self._order = epoch_permutation(len(self.x), self.seed, epoch).to(self.device)
+            self._order_epoch = epoch
+        assert self._order is not None
+        idx = self._order[start : start + self.position.batch_size]
+        return to_unit_range(self.x[idx]), (self.y[idx] if self.y is not None else None)
+
+    def state_dict(self) -> dict[str, int]:
+        return self.position.state_dict()
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.position.load_state_dict(state)
+
+
+class TensorSource(DataSource):
+    """A DataSource whose samples are loaded once into a tensor (uint8 images or float vectors)."""
+
+    def __init__(self, info: DataInfo) -> None:
+        self.info = info
+        self._cache: tuple[Tensor, Tensor | None] | None = None
+
+    @abstractmethod
+    def load(self) -> tuple[Tensor, Tensor | None]:
+        """All samples (N, *shape) and labels (N,) or None."""
+
+    def tensors(self) -> tuple[Tensor, Tensor | None]:
+        """The loaded samples, read once and cached."""
+        if self._cache is None:
+            x, y = self.load()
+            if tuple(x.shape[1:]) != self.info.shape:
+                raise DataError(f"{self.info.name}: loaded samples of shape {tuple(x.shape[1:])}, "
+                                f"expected {self.info.shape}")
+            self._cache = (x, y)
+        return self._cache
+
+    def batches(self, batch_size: int, seed: int, device: torch.device) -> Batches:
+        x, y = self.tensors()
+        return TensorBatches(x, y, batch_size, seed, device)
+
+    def reference_points(self, num: int) -> Tensor | None:
+        if self.info.is_image:
+            return None
+        x, _ = self.tensors()
+        return to_unit_range(x[:num])

@@ -1,0 +1,442 @@
+"""Image data sets: scikit-learn's digits, MNIST, Fashion-MNIST, CIFAR-10 and any image folder.
+
+Downloads go through torchvision's own URLs, mirrors and checksums; reading is ours, from the
+files' documented formats (IDX for MNIST, pickled batches for CIFAR-10 read with an unpickler
+that can build nothing but arrays), so no file from elsewhere can run code.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import pickle
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ganforge.data import Batch, Batches, DataInfo, DataSource, Position, TensorSource, epoch_permutation
+from ganforge.errors import DataError
+from ganforge.params import Range
+from ganforge.registry import DATASETS
+
+Resolution = Annotated[int, Range(ge=4, le=1024)]
+
+
+def resize_images(x: Tensor, resolution: int, chunk: int = 2048) -> Tensor:
+    """Resize uint8 images (N, C, H, W) to resolution x resolution (bilinear, antialiased)."""
+    if x.shape[-1] == resolution and x.shape[-2] == resolution:
+        return x
+    out = []
+    for part in x.split(chunk):
+        y = F.interpolate(part.float(), size=(resolution, resolution), mode="bilinear",
+                          align_corners=False, antialias=True)
+        out.append(y.round_().clamp_(0, 255).to(torch.uint8))
+    return torch.cat(out)
+
+
+# --------------------------------------------------------------------------------------------
+# scikit-learn digits (offline)
+# --------------------------------------------------------------------------------------------
+
+
+class Digits(TensorSource):
+    def __init__(self, resolution: int) -> None:
+        super().__init__(DataInfo("digits", (1, resolution, resolution), num_classes=10))
+        self.resolution = resolution
+
+    def load(self) -> tuple[Tensor, Tensor]:
+        try:
+            from sklearn.datasets import load_digits
+        except ImportError:
+            raise DataError("the digits data set needs scikit-learn: pip install scikit-learn") from None
+        d = load_digits()
+        # Pixel values are 0..16 in the original data.
+        x = torch.from_numpy(np.round(d.images * (255.0 / 16.0))).to(torch.uint8).unsqueeze(1)
+        return resize_images(x, self.resolution), torch.from_numpy(d.target).long()
+
+
+@DATASETS.register("digits")
+def digits(resolution: Resolution = 32) -> Digits:
+    """scikit-learn's 1,797 8x8 handwritten digits (10 classes), resized; works offline."""
+    return Digits(resolution)
+
+
+# --------------------------------------------------------------------------------------------
+# MNIST and Fashion-MNIST (IDX files, torchvision's folder layout)
+# --------------------------------------------------------------------------------------------
+
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (optionally gzipped): magic 0x00 0x00 dtype ndim, big-endian sizes, data."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        raise DataError(f"cannot read {path}: {e}") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise DataError(f"{path} is not an IDX file (bad magic number)")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    offset = 4 + 4 * ndim
+    count = int(np.prod(dims)) if dims else 1
+    if len(raw) - offset < count * dtype.itemsize:
+        raise DataError(f"{path} is truncated ({len(raw)} bytes for shape {dims})")
+    return np.frombuffer(raw, dtype=dtype, count=count, offset=offset).reshape(dims)
+
+
+class IdxImages(TensorSource):
+    """MNIST-format data: {root}/{folder}/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]."""
+
+    def __init__(self, name: str, tv_class: str, root: str, split: str, resolution: int, download: bool):
+        super().__init__(DataInfo(name, (1, resolution, resolution), num_classes=10))
+        self.tv_class = tv_class
+        self.raw = Path(root).expanduser() / tv_class / "raw"
+        self.splits = ["train", "t10k"] if split == "all" else ["train" if split == "train" else "t10k"]
+        self.resolution = resolution
+        self.download = download
+        if not download and self._missing():
+            raise DataError(
+                f"data: {name} not found: put {', '.join(self._missing())} (or their .gz) in {self.raw}, "
+                "or set data.download=true"
+            )
+
+    def _files(self) -> list[str]:
+        return [f"{s}-{kind}" for s in self.splits for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")]
+
+    def _find(self, name: str) -> Path | None:
+        for candidate in (self.raw / name, self.raw / f"{name}.gz"):
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def _missing(self) -> list[str]:
+        return [n for n in self._files() if self._find(n) is None]
+
+    def _fetch(self) -> None:
+        import torchvision.datasets as tvd
+        from torchvision.datasets.utils import download_and_extract_archive
+
+        cls = getattr(tvd, self.tv_class)
+        self.raw.mkdir(parents=True, exist_ok=True)
+        for filename, md5 in cls.resources:
+            if self._find(filename.removesuffix(".gz")) is not None:
+                continue
+            errors = []
+            for mirror in cls.mirrors:
+                try:
+                    download_and_extract_archive(f"{mirror}{filename}", str(self.raw), filename=filename, md5=md5)
+                    break
+                except Exception as e:  # network errors come in many types; all mean "try the next mirror"
+                    errors.append(f"{type(e).__name__}")
+            else:
+                raise DataError(
+                    f"could not download {self.info.name} ({filename}: {', '.join(errors)}); "
+                    f"offline, put the files in {self.raw}"
+                )
+
+    def load(self) -> tuple[Tensor, Tensor]:
+        if self.download and self._missing():
+            self._fetch()
+        xs, ys = [], []
+        for s in self.splits:
+            images = read_idx(self._find(f"{s}-images-idx3-ubyte"))  # type: ignore[arg-type]
+            labels = read_idx(self._find(f"{s}-labels-idx1-ubyte"))  # type: ignore[arg-type]
+            if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+                raise DataError(f"{self.raw}: {s} images {images.shape} do not match labels {labels.shape}")
+            xs.append(torch.from_numpy(images.astype(np.uint8)).unsqueeze(1))
+            ys.append(torch.from_numpy(labels.astype(np.int64)))
+        return resize_images(torch.cat(xs), self.resolution), torch.cat(ys)
+
+
+Split = Literal["train", "test", "all"]
+
+
+@DATASETS.register("mnist")
+def mnist(root: str = "data", split: Split = "train", resolution: Resolution = 32, download: bool = False) -> IdxImages:
+    """MNIST handwritten digits (60k train / 10k test, 10 classes), resized; torchvision download."""
+    return IdxImages("mnist", "MNIST", root, split, resolution, download)
+
+
+@DATASETS.register("fashion_mnist")
+def fashion_mnist(
+    root: str = "data", split: Split = "train", resolution: Resolution = 32, download: bool = False
+) -> IdxImages:
+    """Fashion-MNIST clothing images (60k train / 10k test, 10 classes), resized; torchvision download."""
+    return IdxImages("fashion_mnist", "FashionMNIST", root, split, resolution, download)
+
+
+# --------------------------------------------------------------------------------------------
+# CIFAR-10 (python batches)
+# --------------------------------------------------------------------------------------------
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles CIFAR batch files: dicts, lists, bytes and numpy arrays; nothing else is built."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),  # how Python 3 writes bytes in protocol-2 pickles
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        if module == "_codecs":
+            import codecs
+
+            return codecs.encode
+        if name == "_reconstruct":
+            core = getattr(np, "_core", None) or np.core
+            return core.multiarray._reconstruct
+        return getattr(np, name)
+
+
+def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(images uint8 (N, 3, 32, 32), labels int64 (N,)) from one CIFAR-10 python batch file."""
+    try:
+        with open(path, "rb") as f:
+            d = _ArrayUnpickler(io.BytesIO(f.read()), encoding="bytes").load()
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError) as e:
+        raise DataError(f"{path} is not a readable CIFAR-10 batch ({e})") from None
+    if not isinstance(d, dict):
+        raise DataError(f"{path} is not a CIFAR-10 batch (no dict inside)")
+    data = d.get(b"data", d.get("data"))
+    labels = d.get(b"labels", d.get("labels"))
+    if data is None or labels is None:
+        raise DataError(f"{path} is not a CIFAR-10 batch (missing data or labels)")
+    data = np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32)
+    labels = np.asarray(labels, dtype=np.int64)
+    if len(data) != len(labels):
+        raise DataError(f"{path}: {len(data)} images but {len(labels)} labels")
+    return data, labels
+
+
+class Cifar10(TensorSource):
+    FOLDER = "cifar-10-batches-py"
+
+    def __init__(self, root: str, split: str, resolution: int, download: bool) -> None:
+        super().__init__(DataInfo("cifar10", (3, resolution, resolution), num_classes=10))
+        self.root = Path(root).expanduser()
+        self.folder = self.root / self.FOLDER
+        names = [f"data_batch_{i}" for i in range(1, 6)]
+        self.files = {"train": names, "test": ["test_batch"], "all": [*names, "test_batch"]}[split]
+        self.resolution = resolution
+        self.download = download
+        if not download and self._missing():
+            raise DataError(
+                f"data: cifar10 not found: put {', '.join(self._missing())} in {self.folder} "
+                f"(unpack cifar-10-python.tar.gz in {self.root}), or set data.download=true"
+            )
+
+    def _missing(self) -> list[str]:
+        return [n for n in self.files if not (self.folder / n).is_file()]
+
+    def _fetch(self) -> None:
+        from torchvision.datasets import CIFAR10
+        from torchvision.datasets.utils import download_and_extract_archive
+
+        try:
+            download_and_extract_archive(CIFAR10.url, str(self.root), filename=CIFAR10.filename, md5=CIFAR10.tgz_md5)
+        except Exception as e:  # network errors come in many types
+            raise DataError(
+                f"could not download CIFAR-10 ({type(e).__name__}); offline, unpack cifar-10-python.tar.gz "
+                f"so that {self.folder} holds {', '.join(self.files)}"
+            ) from None
+
+    def load(self) -> tuple[Tensor, Tensor]:
+        if self.download and self._missing():
+            self._fetch()
+        parts = [read_cifar_batch(self.folder / n) for n in self.files]
+        x = torch.from_numpy(np.concatenate([p[0] for p in parts]))
+        y = torch.from_numpy(np.concatenate([p[1] for p in parts]))
+        return resize_images(x, self.resolution), y
+
+
+@DATASETS.register("cifar10")
+def cifar10(root: str = "data", split: Split = "train", resolution: Resolution = 32, download: bool = False) -> Cifar10:
+    """CIFAR-10 32x32 colour images (50k train / 10k test, 10 classes); torchvision download."""
+    return Cifar10(root, split, resolution, download)
+
+
+# --------------------------------------------------------------------------------------------
+# Any folder of images
+# --------------------------------------------------------------------------------------------
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+def _decode(path: Path, resolution: int, channels: int, crop: str) -> Tensor:
+    """One image file -> uint8 tensor (channels, resolution, resolution)."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        img = img.convert("L" if channels == 1 else "RGB")
+        if crop == "center":
+            # Scale the shorter side to `resolution`, then cut the centre square.
+            w, h = img.size
+            scale = resolution / min(w, h)
+            nw, nh = max(resolution, round(w * scale)), max(resolution, round(h * scale))
+            img = img.resize((nw, nh), Image.Resampling.BICUBIC)
+            left, top = (nw - resolution) // 2, (nh - resolution) // 2
+            img = img.crop((left, top, left + resolution, top + resolution))
+        else:
+            img = img.resize((resolution, resolution), Image.Resampling.BICUBIC)
+        arr = np.asarray(img, dtype=np.uint8)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+class _FolderDataset(torch.utils.data.Dataset):
+    def __init__(self, files: list[Path], labels: list[int] | None, resolution: int, channels: int,
+                 crop: str, on_bad_image: str) -> None:
+        self.files, self.labels = files, labels
+        self.resolution, self.channels, self.crop = resolution, channels, crop
+        self.on_bad_image = on_bad_image
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int] | str:
+        """(image, label), or a one-line description of why the file could not be read."""
+        try:
+            x = _decode(self.files[i], self.resolution, self.channels, self.crop)
+        except Exception as e:  # PIL raises many types for damaged files
+            return f"cannot read image {self.files[i]} ({type(e).__name__}: {' '.join(str(e).split())[:200]})"
+        return x, (self.labels[i] if self.labels is not None else -1)
+
+
+def _collate(items: list[tuple[Tensor, int] | str]) -> tuple[Tensor, Tensor, list[str]]:
+    good = [it for it in items if not isinstance(it, str)]
+    errors = [it for it in items if isinstance(it, str)]
+    if not good:
+        return torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.long), errors
+    return torch.stack([g[0] for g in good]), torch.tensor([g[1] for g in good]), errors
+
+
+class _EpochBatchSampler(torch.utils.data.Sampler[list[int]]):
+    """Endless batches of indices in the epoch order of `epoch_permutation`, from a position."""
+
+    def __init__(self, position: Position, seed: int) -> None:
+        self.start = dict(position.state_dict())
+        self.n, self.batch_size, self.seed = position.num_samples, position.batch_size, seed
+
+    def __iter__(self):  # type: ignore[override]
+        pos = Position(self.n, self.batch_size)
+        pos.load_state_dict(self.start)
+        order, order_epoch = None, -1
+        while True:
+            epoch, start = pos.advance()
+            if epoch != order_epoch:
+                order, order_epoch = epoch_permutation(self.n, self.seed, epoch), epoch
+            yield order[start : start + self.batch_size].tolist()
+
+
+class FolderBatches(Batches):
+    """Batches decoded by DataLoader workers; position counts the batches the loop consumed."""
+
+    def __init__(self, dataset: _FolderDataset, batch_size: int, seed: int, device: torch.device,
+                 num_workers: int, has_labels: bool) -> None:
+        self.dataset, self.seed, self.device = dataset, seed, device
+        self.num_workers, self.has_labels = num_workers, has_labels
+        self.position = Position(len(dataset), batch_size)
+        self.skipped = 0
+        self._it = None
+
+    def _start(self) -> None:
+        loader = torch.utils.data.DataLoader(
+            self.dataset,
+            batch_sampler=_EpochBatchSampler(self.position, self.seed),
+            num_workers=self.num_workers,
+            collate_fn=_collate,
+            pin_memory=self.device.type == "cuda",
+            prefetch_factor=4 if self.num_workers > 0 else None,
+        )
+        self._it = iter(loader)
+
+    def __next__(self) -> Batch:
+        from ganforge.data import to_unit_range
+
+        if self._it is None:
+            self._start()
+        while True:
+            x, y, errors = next(self._it)  # type: ignore[call-overload]
+            self.position.advance()
+            if errors and self.dataset.on_bad_image == "error":
+                raise DataError(f"{errors[0]}; fix or remove it, or set data.on_bad_image=skip")
+            self.skipped += len(errors)
+            if len(x):
+                break
+        x = to_unit_range(x.to(self.device, non_blocking=True))
+        return x, (y.to(self.device, non_blocking=True) if self.has_labels else None)
+
+    def state_dict(self) -> dict[str, int]:
+        return self.position.state_dict()
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.position.load_state_dict(state)
+        self._it = None
+
+
+class ImageFolder(DataSource):
+    def __init__(self, path: str, resolution: int, channels: int, crop: str, labels: str,
+                 num_workers: int, in_memory: bool, on_bad_image: str) -> None:
+        root = Path(path).expanduser()
+        if not root.is_dir():
+            raise DataError(f"data.path: no such folder: {root}")
+        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not files:
+            raise DataError(f"data.path: {root} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        # Class labels from sub-folders, as torchvision's ImageFolder: root/<class>/<image>.
+        classes = sorted({f.relative_to(root).parts[0] for f in files if len(f.relative_to(root).parts) > 1})
+        use_labels = labels == "auto" and len(classes) >= 2 and all(len(f.relative_to(root).parts) > 1 for f in files)
+        self.classes = classes if use_labels else []
+        label_list = [classes.index(f.relative_to(root).parts[0]) for f in files] if use_labels else None
+        self.info = DataInfo("image_folder", (channels, resolution, resolution), num_classes=len(self.classes))
+        self.dataset = _FolderDataset(files, label_list, resolution, channels, crop, on_bad_image)
+        self.num_workers, self.in_memory = num_workers, in_memory
+
+    def _load_all(self) -> tuple[Tensor, Tensor | None, int]:
+        items = [self.dataset[i] for i in range(len(self.dataset))]
+        x, y, errors = _collate(items)
+        if errors and self.dataset.on_bad_image == "error":
+            raise DataError(f"{errors[0]}; fix or remove it, or set data.on_bad_image=skip")
+        if not len(x):
+            raise DataError(f"data.path: none of the {len(items)} images could be read")
+        return x, (y if self.dataset.labels is not None else None), len(errors)
+
+    def batches(self, batch_size: int, seed: int, device: torch.device) -> Batches:
+        from ganforge.data import TensorBatches
+
+        if self.in_memory:
+            x, y, skipped = self._load_all()
+            stream = TensorBatches(x, y, batch_size, seed, device)
+            stream.skipped = skipped
+            return stream
+        return FolderBatches(self.dataset, batch_size, seed, device, self.num_workers, self.dataset.labels is not None)
+
+
+@DATASETS.register("image_folder")
+def image_folder(
+    path: str,
+    resolution: Resolution = 64,
+    channels: Literal[1, 3] = 3,
+    crop: Literal["center", "stretch"] = "center",
+    labels: Literal["auto", "none"] = "auto",
+    num_workers: Annotated[int, Range(ge=0)] = 2,
+    in_memory: bool = False,
+    on_bad_image: Literal["skip", "error"] = "skip",
+) -> ImageFolder:
+    """Any folder of images (png, jpg, ...), resized and centre-cropped; sub-folders become classes."""
+    return ImageFolder(path, resolution, channels, crop, labels, num_workers, in_memory, on_bad_image)
