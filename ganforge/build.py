@@ -106,4 +106,7 @@ def validate(cfg: Config) -> DataInfo:
     build_discriminator(cfg.discriminator, info)
     build_loss(cfg)
     build_regularizers(cfg)
+    from ganforge.metrics.evaluate import check_metrics
+
+    check_metrics(cfg.eval.metrics, info.is_image, cfg.eval.best)
     return info

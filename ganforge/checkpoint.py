@@ -127,11 +127,13 @@ class CheckpointIndex:
         self.path = self.folder / INDEX_NAME
         self.entries: list[dict[str, Any]] = []
         self.latest: str | None = None
+        self.best: dict[str, Any] | None = None  # {file, step, figure, value, sha256, bytes}
         if self.path.is_file():
             try:
                 data = json.loads(self.path.read_text())
                 self.entries = list(data["checkpoints"])
                 self.latest = data.get("latest")
+                self.best = data.get("best")
             except (OSError, ValueError, KeyError, TypeError):
                 raise CheckpointError(
                     f"{self.path} is damaged; delete it to fall back to the checkpoint files"
@@ -150,7 +152,8 @@ class CheckpointIndex:
         self.entries = [e for e in self.entries if e["file"] != name]
 
     def save(self) -> None:
-        data = {"format": "ganforge-checkpoint-index", "latest": self.latest, "checkpoints": self.entries}
+        data = {"format": "ganforge-checkpoint-index", "latest": self.latest, "checkpoints": self.entries,
+                "best": self.best}
         atomic_write_bytes(self.path, (json.dumps(data, indent=1) + "\n").encode())
 
     def newest_first(self) -> list[dict[str, Any]]:
@@ -172,7 +175,8 @@ def find_checkpoint(path: str | Path) -> tuple[Path, str | None]:
         raise CheckpointError(f"no such checkpoint or run folder: {path}")
     index_path = path.parent / INDEX_NAME
     if index_path.is_file():
-        entry = CheckpointIndex(path.parent).entry(path.name)
+        index = CheckpointIndex(path.parent)
+        entry = index.entry(path.name) or (index.best if index.best and index.best["file"] == path.name else None)
         return path, (entry or {}).get("sha256")
     return path, None
 

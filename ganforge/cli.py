@@ -28,7 +28,7 @@ app = typer.Typer(
 # Keys that may change when a run is resumed: budget and intervals, nothing that alters the
 # networks, the data or the optimizer state.
 RESUMABLE_CHANGES = ("train.steps", "train.device", "log.every", "samples.every", "checkpoint.every",
-                     "checkpoint.keep")
+                     "checkpoint.keep", "eval.")
 
 
 def err(message: str) -> None:
@@ -102,10 +102,13 @@ def _resolve_resume(run_path: Path, overrides: list[str]) -> tuple[Any, dict[str
     raw = apply_overrides(stored, overrides, origins)
     cfg = parse_config(raw, origins, default_source=str(run_path / "config.yaml"))
     cfg_dict = config_to_dict(cfg)
-    for key in _changed_keys(stored, cfg_dict):
-        if key not in RESUMABLE_CHANGES:
+    # Compare resolved configs, so that keys a newer ganforge added (with defaults) are no change.
+    before = config_to_dict(parse_config(stored, default_source=str(run_path / "config.yaml")))
+    for key in _changed_keys(before, cfg_dict):
+        if not any(key == k or (k.endswith(".") and key.startswith(k)) for k in RESUMABLE_CHANGES):
+            allowed = ", ".join(k + "*" if k.endswith(".") else k for k in RESUMABLE_CHANGES)
             raise ConfigError(f"--set {key}: cannot change when resuming (it would alter the networks, data or "
-                              f"optimizer state); resumable changes: {', '.join(RESUMABLE_CHANGES)}")
+                              f"optimizer state); resumable changes: {allowed}")
     return cfg, cfg_dict, payload
 
 
@@ -193,6 +196,77 @@ def sample(
     written = write_samples(loaded, samples, out, grid)
     where = written[0] if len(written) <= 2 else written[0].parent
     typer.echo(f"wrote {num} samples from {loaded.checkpoint} (step {loaded.step}) to {where}")
+
+
+# --------------------------------------------------------------------------------------------
+# eval
+# --------------------------------------------------------------------------------------------
+
+
+@app.command("eval")
+@user_errors
+def evaluate(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint file or a run folder (uses its latest checkpoint)."),
+    metrics: str | None = typer.Option(None, "--metrics", "-m",
+                                          help="Comma-separated: fid,kid,is,pr,dc (images) or modes (2D); "
+                                               "default: the run's eval.metrics."),
+    num: int | None = typer.Option(None, "--num", "-n", min=2,
+                                   help="Generated samples (default: eval.num_samples)."),
+    real_num: int | None = typer.Option(None, "--real-num", min=2,
+                                        help="Real samples for the reference statistics."),
+    seed: int = typer.Option(0, "--seed", help="Noise seed."),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Images per forward pass."),
+    inception_weights: str | None = typer.Option(None, "--inception-weights",
+                                                    help="Path of the FID Inception weights file."),
+    cache_dir: str | None = typer.Option(None, "--cache-dir", help="Where real-data statistics are cached."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="JSON file (default: RUN/eval/step-N.json)."),
+    no_ema: bool = typer.Option(False, "--no-ema", help="Evaluate the raw generator instead of its moving average."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON instead of a table."),
+) -> None:
+    """Compute FID, KID, IS, precision/recall, density/coverage (or 2D mode figures) for a checkpoint."""
+    import json
+
+    from ganforge.build import build_data, resolve_device
+    from ganforge.config import Component, parse_config
+    from ganforge.metrics.evaluate import evaluator_for
+    from ganforge.sample import load_generator
+
+    loaded = load_generator(checkpoint, use_ema=not no_ema, device=device)
+    cfg = parse_config(loaded.config)
+    extractor = cfg.eval.extractor
+    if inception_weights is not None:
+        extractor = Component(extractor.kind, {**extractor.params, "weights": inception_weights})
+    names = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else list(cfg.eval.metrics)
+    evaluator = evaluator_for(cfg, build_data(cfg), resolve_device(device), progress=not quiet, metrics=names,
+                              num_samples=num, real_samples=real_num, batch_size=batch_size, cache_dir=cache_dir,
+                              extractor_cfg=extractor)
+    result = evaluator(loaded.G, loaded.info.num_classes, seed=seed)
+    report = {"checkpoint": str(loaded.checkpoint), "step": loaded.step, "seed": seed, "ema": not no_ema,
+              **result.to_dict()}
+    if out is None:
+        run = loaded.checkpoint.parent.parent if loaded.checkpoint.parent.name == "checkpoints" else \
+            loaded.checkpoint.parent
+        out = run / "eval" / f"step-{loaded.step:08d}.json"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=1) + "\n")
+    except OSError as e:
+        raise GanforgeError(f"cannot write {out} ({e.strerror})") from None
+    if as_json:
+        typer.echo(json.dumps(report, indent=1))
+        return
+    typer.echo(f"{loaded.checkpoint} (step {loaded.step}), {result.num_samples} generated samples, "
+               f"{result.seconds:.0f} s")
+    for name, value in result.figures.items():
+        typer.echo(f"  {name:<18} {value:.6g}")
+    typer.echo(f"  extractor: {result.extractor}")
+    ref = result.reference
+    if "num_samples" in ref:
+        typer.echo(f"  reference: {ref['data'].get('kind')} ({ref['num_samples']} real samples), "
+                   f"statistics in {ref['stats_file']}")
+    typer.echo(f"  written to {out}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -110,6 +110,20 @@ class CheckpointConfig:
 
 
 @dataclass(frozen=True)
+class EvalConfig:
+    """Metrics during training (every N steps) and the defaults of `ganforge eval`."""
+
+    every: Annotated[int, Range(ge=0)] = 0  # 0: no evaluation during training
+    metrics: tuple[str, ...] = ()  # names from `ganforge list metric`; none: fid (images) or modes (2D)
+    num_samples: Annotated[int, Range(ge=2)] = 10_000  # generated samples per evaluation
+    real_samples: Annotated[int, Range(ge=2)] | None = None  # real samples for the reference (default: as many)
+    best: str | None = None  # a figure (fid, kid, is, precision, ...) that picks checkpoints/best.pt
+    extractor: Component = _component("extractor", "inception")
+    batch_size: Annotated[int, Range(ge=1)] = 100
+    cache_dir: str | None = None  # real-data statistics (default: ~/.cache/ganforge/stats)
+
+
+@dataclass(frozen=True)
 class OutputConfig:
     """Where the run folder goes (default: runs/<config file name>)."""
 
@@ -131,6 +145,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     samples: SamplesConfig = field(default_factory=SamplesConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
 

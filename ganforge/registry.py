@@ -75,6 +75,8 @@ LOSSES = Registry("loss")
 REGULARIZERS = Registry("regularizer")
 OPTIMIZERS = Registry("optimizer", injected=("params",))
 SCHEDULES = Registry("schedule", injected=("total_steps",))
+EXTRACTORS = Registry("feature extractor")
+METRICS = Registry("metric", injected=("inputs",))
 
 ALL_REGISTRIES = {
     "data": DATASETS,
@@ -84,6 +86,8 @@ ALL_REGISTRIES = {
     "regularizer": REGULARIZERS,
     "optimizer": OPTIMIZERS,
     "schedule": SCHEDULES,
+    "extractor": EXTRACTORS,
+    "metric": METRICS,
 }
 
 # Importing these modules registers the built-in components. Done on first lookup so that
@@ -97,6 +101,7 @@ _BUILTIN_MODULES = (
     "ganforge.regularizers",
     "ganforge.optim",
     "ganforge.schedules",
+    "ganforge.metrics.evaluate",
 )
 
 

@@ -191,6 +191,23 @@ class RunDir:
                 warnings.warn(f"could not delete old checkpoint {self.checkpoints / old} ({e.strerror})", stacklevel=2)
         return path
 
+    def save_best(self, body: dict[str, Any], step: int, figure: str, value: float) -> Path | None:
+        """Write checkpoints/best.pt (the best evaluation so far), recorded in index.json."""
+        if not self.is_writer:
+            return None
+        data = serialize(wrap_payload(body))
+        path = self.checkpoints / "best.pt"
+        try:
+            atomic_write_bytes(path, data)
+            index = CheckpointIndex(self.checkpoints)
+            index.best = {"file": path.name, "step": step, "figure": figure, "value": value,
+                          "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+            index.save()
+        except OSError as e:
+            raise TrainingAborted(f"could not write {path} ({e.strerror or type(e).__name__}); the previous "
+                                  "checkpoints are intact: free space, then --resume") from None
+        return path
+
     # -- reading back ------------------------------------------------------------------------
 
     def latest_checkpoint(self) -> Path | None:

@@ -60,6 +60,7 @@ class TrainState:
     step: int = 0
     rollbacks: int = 0  # times a non-finite state was rolled back (train.on_nonfinite: rollback)
     lr_scale: float = 1.0  # product of the rollbacks' learning-rate factors
+    best: dict[str, Any] | None = None  # best evaluation so far: {figure, value, step}
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +78,7 @@ class TrainState:
             "fixed_labels": self.fixed_labels,
             "rollbacks": self.rollbacks,
             "lr_scale": self.lr_scale,
+            "best": self.best,
         }
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
@@ -95,6 +97,7 @@ class TrainState:
         self.fixed_labels = labels.to(self.fixed_z.device) if labels is not None else None
         self.rollbacks = int(sd.get("rollbacks", 0))
         self.lr_scale = float(sd.get("lr_scale", 1.0))
+        self.best = sd.get("best")
 
 
 def create_state(cfg: Config, info: DataInfo, device: torch.device) -> TrainState:
@@ -316,6 +319,12 @@ def train(
     autocast = autocast_for(device, cfg.train.precision)
     channels_last = cfg.train.channels_last and info.is_image
     reference = source.reference_points(5000)
+    evaluator = None
+    if cfg.eval.every:
+        from ganforge.metrics.evaluate import evaluator_for
+
+        # Built before the first step, so missing weights or data stop the run at once.
+        evaluator = evaluator_for(cfg, source, device, progress=progress)
     d_steps, batch_size = cfg.train.d_steps_per_g_step, cfg.train.batch_size
     total = cfg.train.steps
     stop = stop or threading.Event()
@@ -365,14 +374,21 @@ def train(
                     ema.sync()
                     fake = generate(state.G_ema, state.fixed_z, state.fixed_labels)
                     run.save_sample(grid(fake) if info.is_image else scatter(fake, reference), step)
-                if step % cfg.checkpoint.every == 0 or last:
+                improved = False
+                if evaluator is not None and (step % cfg.eval.every == 0 or step == total):
+                    ema.sync()
+                    improved = evaluate_and_log(evaluator, state, info, run, cfg)
+                if step % cfg.checkpoint.every == 0 or last or improved:
                     ema.sync()
                     bad_nets = nonfinite_networks(state)
                     if bad_nets:
                         raise NonFinite(step, " and ".join(f"{n} weights" for n in bad_nets))
                     body = {"step": step, "config": cfg_dict, "data_info": info.to_dict(),
                             "state": state.state_dict(), "data": batches.state_dict(), "rng": capture_rng()}
-                    last_checkpoint = run.save_checkpoint(body, step, cfg.checkpoint.keep)
+                    if step % cfg.checkpoint.every == 0 or last:
+                        last_checkpoint = run.save_checkpoint(body, step, cfg.checkpoint.keep)
+                    if improved:
+                        run.save_best(body, step, state.best["figure"], state.best["value"])
             except NonFinite as event:
                 if cfg.train.on_nonfinite != "rollback" or state.rollbacks >= cfg.train.max_rollbacks:
                     good = run.latest_checkpoint()
@@ -394,6 +410,26 @@ def train(
     finally:
         bar.close()
     return TrainResult(state.step, total, state.step < total, last_checkpoint)
+
+
+def evaluate_and_log(evaluator: Any, state: TrainState, info: DataInfo, run: RunDir, cfg: Config) -> bool:
+    """Evaluate G_ema, log the figures with what they were computed with; True if `eval.best`
+    improved (state.best is then updated)."""
+    from ganforge.metrics.evaluate import is_better
+
+    result = evaluator(state.G_ema, info.num_classes, seed=cfg.train.seed)
+    run.append_log({"step": state.step, "eval": result.figures, "eval_num_samples": result.num_samples,
+                    "eval_extractor": result.extractor, "eval_reference": result.reference,
+                    "eval_seconds": round(result.seconds, 2)})
+    figure = cfg.eval.best
+    if figure is None or figure not in result.figures:
+        return False
+    value = float(result.figures[figure])
+    old = state.best["value"] if state.best and state.best.get("figure") == figure else None
+    if not math.isfinite(value) or not is_better(figure, value, old):
+        return False
+    state.best = {"figure": figure, "value": value, "step": state.step}
+    return True
 
 
 def roll_back(state: TrainState, batches: Any, run: RunDir, cfg: Config, event: NonFinite) -> None:
