@@ -27,7 +27,8 @@ app = typer.Typer(
 
 # Keys that may change when a run is resumed: budget and intervals, nothing that alters the
 # networks, the data or the optimizer state.
-RESUMABLE_CHANGES = ("train.steps", "train.device", "log.every", "samples.every", "checkpoint.every",
+RESUMABLE_CHANGES = ("train.steps", "train.device", "train.accumulate", "train.compile", "train.channels_last",
+                     "train.deterministic", "train.sync_batchnorm", "log.every", "samples.every", "checkpoint.every",
                      "checkpoint.keep", "eval.")
 
 
@@ -119,12 +120,15 @@ def train(
     set_: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE",
                                    help="Override a config key, e.g. --set train.steps=600 (repeatable)."),
     resume: Path | None = typer.Option(None, "--resume", metavar="RUN_FOLDER",
-                                          help="Continue a run from its latest checkpoint."),
+                                       help="Continue a run from its latest checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in the output folder."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    nproc: int = typer.Option(1, "--nproc", min=1,
+                              help="Processes on this machine (one per GPU); starts torchrun for you."),
 ) -> None:
     """Train a GAN as a config describes; continue a stopped run with --resume."""
-    from ganforge.build import validate
+    from ganforge import distributed
+    from ganforge.build import resolve_device, validate
     from ganforge.config import dump_yaml, load_config
     from ganforge.errors import ConfigError
     from ganforge.run import RunDir
@@ -134,30 +138,48 @@ def train(
         raise ConfigError("give a config file to start a run, or --resume RUN_FOLDER to continue one (not both)")
     if resume is not None:
         cfg, cfg_dict, payload = _resolve_resume(resume, set_)
-        run = RunDir(resume)
-        validate(cfg)
-        if payload["step"] >= cfg.train.steps:
-            typer.echo(f"{resume} is complete (step {payload['step']} of {cfg.train.steps}); "
-                       f"train longer with --set train.steps=N (N > {payload['step']})")
-            return
-        run.open_existing()
-        typer.echo(f"resuming {resume} at step {payload['step']} of {cfg.train.steps}")
+        run_path = resume
     else:
         cfg, cfg_dict = load_config(config, set_)
-        validate(cfg)
-        run = RunDir(cfg.output.dir)
-        run.create(overwrite=overwrite)
-        payload = None
-        typer.echo(f"run folder: {run.path}")
-    run.write_config(dump_yaml(cfg_dict))
+        payload, run_path = None, Path(cfg.output.dir)
+    validate(cfg)
+    if nproc > 1 and not distributed.launched_by_torchrun():
+        # Check what can be checked here, then start torchrun with the same arguments.
+        distributed.check_batch_split(cfg.train.batch_size, distributed.Dist(0, nproc), cfg.train.accumulate)
+        argv = list(sys.argv[1:])
+        drop = {i for i, a in enumerate(argv) if a == "--nproc" or a.startswith("--nproc=")}
+        drop |= {i + 1 for i in drop if argv[i] == "--nproc"}
+        raise typer.Exit(distributed.launch(nproc, [a for i, a in enumerate(argv) if i not in drop]))
+    ctx, device = distributed.init(resolve_device(cfg.train.device))
+    run = RunDir(run_path, is_writer=ctx.is_main)
     try:
-        with stop_on_signals() as stop:
-            result = run_training(cfg, cfg_dict, run, resume=payload, stop=stop, progress=not quiet)
-    except KeyboardInterrupt:
-        err(f"interrupted; continue from the last complete checkpoint with: ganforge train --resume {run.path}")
-        raise typer.Exit(130) from None
+        if payload is not None:
+            if payload["step"] >= cfg.train.steps:
+                if ctx.is_main:
+                    typer.echo(f"{resume} is complete (step {payload['step']} of {cfg.train.steps}); "
+                               f"train longer with --set train.steps=N (N > {payload['step']})")
+                return
+            run.open_existing()
+            if ctx.is_main:
+                typer.echo(f"resuming {resume} at step {payload['step']} of {cfg.train.steps}")
+        else:
+            run.create(overwrite=overwrite)
+            if ctx.is_main:
+                typer.echo(f"run folder: {run.path}" + (f" ({ctx.world_size} processes)" if ctx.enabled else ""))
+        run.write_config(dump_yaml(cfg_dict))
+        distributed.barrier(ctx)  # the run folder exists before any rank writes or reads it
+        try:
+            with stop_on_signals() as stop:
+                result = run_training(cfg, cfg_dict, run, resume=payload, stop=stop, progress=not quiet, ctx=ctx,
+                                      device=device)
+        except KeyboardInterrupt:
+            err(f"interrupted; continue from the last complete checkpoint with: ganforge train --resume {run.path}")
+            raise typer.Exit(130) from None
     finally:
         run.release_lock()
+        distributed.shutdown()
+    if not ctx.is_main:
+        raise typer.Exit(130 if result.interrupted else 0)
     latest = run.samples / "latest.png"
     if result.interrupted:
         err(f"stopped at step {result.step} of {result.total_steps}; checkpoint: {result.last_checkpoint}")

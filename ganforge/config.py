@@ -73,12 +73,15 @@ class TrainConfig:
     """The training loop: budget, batch, update ratio, seed, device and numerics."""
 
     steps: Annotated[int, Range(ge=1)] = 10_000  # generator updates
-    batch_size: Annotated[int, Range(ge=1)] = 64  # real images per discriminator update
+    batch_size: Annotated[int, Range(ge=1)] = 64  # real images per discriminator update, over all processes
+    accumulate: Annotated[int, Range(ge=1)] = 1  # micro-batches per update on each process (gradient accumulation)
     d_steps_per_g_step: Annotated[int, Range(ge=1)] = 1
     seed: int = 0
     device: str = "auto"  # auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     channels_last: bool = False
+    compile: bool = False  # torch.compile the networks (regularizers run uncompiled)
+    sync_batchnorm: bool = False  # multi-GPU: BatchNorm statistics over all processes (CUDA only)
     deterministic: bool = True  # on CUDA: deterministic cuDNN kernels; false lets cuDNN autotune
     on_nonfinite: Literal["stop", "rollback"] = "stop"  # what a NaN/inf loss or weight does
     rollback_lr_factor: Annotated[float, Range(gt=0.0, lt=1.0)] = 0.5  # lr multiplier per rollback

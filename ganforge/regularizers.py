@@ -28,7 +28,9 @@ class Regularizer:
         self.weight = weight
         self.every = every
 
-    def __call__(self, D: nn.Module, real: Tensor, fake: Tensor, labels: Tensor | None) -> Tensor:
+    def __call__(self, D: nn.Module, real: Tensor, fake: Tensor, labels: Tensor | None,
+                 gen: torch.Generator | None = None) -> Tensor:
+        """The unweighted penalty; `gen` is the step's noise stream for any randomness."""
         raise NotImplementedError
 
 
@@ -48,10 +50,11 @@ class GradientPenalty(Regularizer):
         super().__init__(weight, every)
         self.target = target
 
-    def __call__(self, D: nn.Module, real: Tensor, fake: Tensor, labels: Tensor | None) -> Tensor:
+    def __call__(self, D: nn.Module, real: Tensor, fake: Tensor, labels: Tensor | None,
+                 gen: torch.Generator | None = None) -> Tensor:
         n = min(len(real), len(fake))
         real, fake = real[:n].detach(), fake[:n].detach()
-        alpha = torch.rand([n] + [1] * (real.dim() - 1), device=real.device, dtype=real.dtype)
+        alpha = torch.rand([n] + [1] * (real.dim() - 1), device=real.device, dtype=real.dtype, generator=gen)
         mixed = torch.lerp(real, fake, alpha)
         norms = input_gradient_norms(D, mixed, labels[:n] if labels is not None else None)
         return ((norms - self.target) ** 2).mean()
@@ -65,5 +68,6 @@ class R1(Regularizer):
         # weight is gamma; the penalty below carries the 1/2.
         super().__init__(weight, every)
 
-    def __call__(self, D: nn.Module, real: Tensor, fake: Tensor, labels: Tensor | None) -> Tensor:
+    def __call__(self, D: nn.Module, real: Tensor, fake: Tensor, labels: Tensor | None,
+                 gen: torch.Generator | None = None) -> Tensor:
         return 0.5 * (input_gradient_norms(D, real, labels) ** 2).mean()

@@ -30,7 +30,8 @@ from ganforge.build import (
 )
 from ganforge.config import Config
 from ganforge.data import DataInfo
-from ganforge.errors import TrainingAborted
+from ganforge.distributed import Dist, all_reduce_mean, any_rank, check_batch_split, stream_seed, wrap
+from ganforge.errors import ConfigError, TrainingAborted
 from ganforge.imaging import grid, scatter
 from ganforge.losses import Loss
 from ganforge.regularizers import Regularizer
@@ -100,11 +101,16 @@ class TrainState:
         self.best = sd.get("best")
 
 
-def create_state(cfg: Config, info: DataInfo, device: torch.device) -> TrainState:
+def create_state(cfg: Config, info: DataInfo, device: torch.device, sync_batchnorm: bool = False) -> TrainState:
     """Fresh networks, optimizers and schedules for `cfg` (seed the RNGs first)."""
     memory_format = torch.channels_last if cfg.train.channels_last and info.is_image else torch.contiguous_format
-    G = build_generator(cfg.generator, info).to(device, memory_format=memory_format)
-    D = build_discriminator(cfg.discriminator, info).to(device, memory_format=memory_format)
+    G = build_generator(cfg.generator, info)
+    D = build_discriminator(cfg.discriminator, info)
+    if sync_batchnorm:
+        # Batch statistics over all ranks' shards; the state dict keys stay those of BatchNorm.
+        G, D = nn.SyncBatchNorm.convert_sync_batchnorm(G), nn.SyncBatchNorm.convert_sync_batchnorm(D)
+    G = G.to(device, memory_format=memory_format)
+    D = D.to(device, memory_format=memory_format)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     opt_g = build_optimizer(cfg.optim.g, G, "optim.g")
     opt_d = build_optimizer(cfg.optim.d, D, "optim.d")
@@ -137,34 +143,74 @@ def autocast_for(device: torch.device, precision: str) -> Autocast:
     return functools.partial(torch.autocast, device_type=device.type, dtype=dtype)
 
 
+@dataclass
+class Runtime:
+    """How this process runs the step (never saved): the networks as trained (compiled and/or
+    wrapped in DDP), numerics, and the noise streams of its micro-batches."""
+
+    G_train: nn.Module  # G as updated: compiled and/or DDP
+    D_train: nn.Module
+    G_fast: nn.Module  # the other player's forward: compiled if asked, never DDP
+    D_fast: nn.Module
+    autocast: Autocast
+    ctx: Dist
+    accumulate: int
+    seed: int
+    generators: list[torch.Generator]
+
+    def noise(self, micro: int, step: int, phase: int) -> torch.Generator:
+        """The noise stream of one micro-batch of one phase of one step. It depends only on
+        (seed, step, phase, shard), so a batch split over ranks or accumulation steps sees the
+        same noise as in one piece, and a resumed run needs no saved noise state."""
+        shard = self.ctx.rank * self.accumulate + micro
+        return self.generators[micro].manual_seed(stream_seed(self.seed, step, phase, shard))
+
+    def no_sync(self, module: nn.Module, micro: int) -> contextlib.AbstractContextManager[Any]:
+        """Skip DDP's gradient all-reduce for all but the last micro-batch."""
+        if micro < self.accumulate - 1 and isinstance(module, nn.parallel.DistributedDataParallel):
+            return module.no_sync()
+        return contextlib.nullcontext()
+
+
+def _split(x: Tensor | None, parts: int) -> list[Tensor | None]:
+    return list(x.chunk(parts)) if x is not None else [None] * parts
+
+
 def discriminator_step(
     state: TrainState,
+    rt: Runtime,
     loss: Loss,
     regularizers: list[tuple[str, Regularizer]],
     real: Tensor,
     labels: Tensor | None,
     d_update: int,
-    autocast: Autocast,
+    phase: int,
 ) -> dict[str, Tensor]:
-    """One discriminator update on a real batch and as many fakes; returns detached losses."""
-    G, D = state.G, state.D
-    z = torch.randn(real.shape[0], G.latent_dim, device=real.device)
-    with torch.no_grad(), autocast():
-        fake = G(z, labels)
-    with autocast():
-        d_loss = loss.d_loss(D(real, labels), D(fake, labels))
-    stats = {"d_loss": d_loss.detach()}
-    total = d_loss
-    for name, reg in regularizers:
-        if reg.applies_to == "d" and d_update % reg.every == 0:
-            # Penalties differentiate through D: run them in float32 for stable gradients.
-            with torch.autocast(real.device.type, enabled=False):
-                penalty = reg(D, real.float(), fake.float(), labels)
-            # Lazy regularization: a penalty applied every k-th update counts k times.
-            total = total + penalty * (reg.weight * reg.every)
-            stats[name] = penalty.detach()
+    """One discriminator update on this rank's share of a real batch and as many fakes (in
+    `accumulate` micro-batches); returns the detached losses, averaged."""
+    A = rt.accumulate
+    stats: dict[str, Tensor] = {}
     state.opt_d.zero_grad(set_to_none=True)
-    state.scaler_d.scale(total).backward()
+    for micro, (x, y) in enumerate(zip(real.chunk(A), _split(labels, A))):
+        gen = rt.noise(micro, state.step, phase)
+        z = torch.randn(x.shape[0], state.G.latent_dim, device=x.device, generator=gen)
+        with torch.no_grad(), rt.autocast():
+            fake = rt.G_fast(z, y)
+        with rt.no_sync(rt.D_train, micro):
+            with rt.autocast():
+                d_loss = loss.d_loss(rt.D_train(x, y), rt.D_train(fake, y))
+            total = d_loss
+            for name, reg in regularizers:
+                if reg.applies_to == "d" and d_update % reg.every == 0:
+                    # Penalties differentiate through D: float32, and the plain module (a double
+                    # backward through torch.compile is not supported).
+                    with torch.autocast(x.device.type, enabled=False):
+                        penalty = reg(state.D, x.float(), fake.float(), y, gen)
+                    # Lazy regularization: a penalty applied every k-th update counts k times.
+                    total = total + penalty * (reg.weight * reg.every)
+                    stats[name] = stats.get(name, 0) + penalty.detach() / A
+            state.scaler_d.scale(total / A).backward()
+        stats["d_loss"] = stats.get("d_loss", 0) + d_loss.detach() / A
     state.scaler_d.step(state.opt_d)
     state.scaler_d.update()
     return stats
@@ -172,26 +218,31 @@ def discriminator_step(
 
 def generator_step(
     state: TrainState,
+    rt: Runtime,
     loss: Loss,
-    batch_size: int,
     labels: Tensor | None,
     real: Tensor,
-    autocast: Autocast,
+    phase: int,
 ) -> dict[str, Tensor]:
     """One generator update against the current discriminator; returns the detached loss."""
-    G, D = state.G, state.D
-    z = torch.randn(batch_size, G.latent_dim, device=real.device)
-    D.requires_grad_(False)  # D's weights get no gradients here: saves a third of its backward
-    with autocast():
-        fake_logits = D(G(z, labels), labels)
-        real_logits = D(real, labels) if loss.g_needs_real else None
-        g_loss = loss.g_loss(fake_logits, real_logits)
+    A = rt.accumulate
+    g_total: Tensor | int = 0
+    state.D.requires_grad_(False)  # D's weights get no gradients here: saves a third of its backward
     state.opt_g.zero_grad(set_to_none=True)
-    state.scaler_g.scale(g_loss).backward()
+    for micro, (x, y) in enumerate(zip(real.chunk(A), _split(labels, A))):
+        gen = rt.noise(micro, state.step, phase)
+        z = torch.randn(x.shape[0], state.G.latent_dim, device=x.device, generator=gen)
+        with rt.no_sync(rt.G_train, micro):
+            with rt.autocast():
+                fake_logits = rt.D_fast(rt.G_train(z, y), y)
+                real_logits = rt.D_fast(x, y) if loss.g_needs_real else None
+                g_loss = loss.g_loss(fake_logits, real_logits)
+            state.scaler_g.scale(g_loss / A).backward()
+        g_total = g_total + g_loss.detach() / A
     state.scaler_g.step(state.opt_g)
     state.scaler_g.update()
-    D.requires_grad_(True)
-    return {"g_loss": g_loss.detach()}
+    state.D.requires_grad_(True)
+    return {"g_loss": g_total}  # type: ignore[dict-item]
 
 
 class EMA:
@@ -237,13 +288,16 @@ class Meter:
         for key, value in stats.items():
             self.values.setdefault(key, []).append(value)
 
-    def pop(self) -> dict[str, float]:
+    def pop(self, ctx: Dist | None = None) -> dict[str, float]:
+        """Means since the last pop (averaged over ranks too), in one host sync."""
         keys = list(self.values)
         if not keys:
             return {}
-        means = torch.stack([torch.stack(self.values[k]).float().mean() for k in keys]).tolist()
+        means = torch.stack([torch.stack(self.values[k]).float().mean() for k in keys])
+        if ctx is not None:
+            means = all_reduce_mean(means, ctx)
         self.values = {}
-        return dict(zip(keys, means))
+        return dict(zip(keys, means.tolist()))
 
 
 @torch.no_grad()
@@ -292,6 +346,18 @@ class TrainResult:
 # --------------------------------------------------------------------------------------------
 
 
+def make_runtime(cfg: Config, state: TrainState, ctx: Dist, device: torch.device) -> Runtime:
+    """Compile and/or wrap the networks for this process, and make its noise streams."""
+    G_fast, D_fast = state.G, state.D
+    if cfg.train.compile:
+        G_fast, D_fast = torch.compile(state.G), torch.compile(state.D)
+    return Runtime(
+        G_train=wrap(G_fast, ctx, device), D_train=wrap(D_fast, ctx, device), G_fast=G_fast, D_fast=D_fast,
+        autocast=autocast_for(device, cfg.train.precision), ctx=ctx, accumulate=cfg.train.accumulate,
+        seed=cfg.train.seed, generators=[torch.Generator(device) for _ in range(cfg.train.accumulate)],
+    )
+
+
 def train(
     cfg: Config,
     cfg_dict: dict[str, Any],
@@ -299,52 +365,58 @@ def train(
     resume: dict[str, Any] | None = None,
     stop: threading.Event | None = None,
     progress: bool = True,
+    ctx: Dist | None = None,
+    device: torch.device | None = None,
 ) -> TrainResult:
-    """Train a GAN as configured, writing logs, samples and checkpoints into `run`."""
-    device = resolve_device(cfg.train.device)
+    """Train a GAN as configured, writing logs, samples and checkpoints into `run` (rank 0)."""
+    ctx = ctx or Dist()
+    device = device or resolve_device(cfg.train.device)
     configure_backends(device, cfg.train.deterministic)
+    check_batch_split(cfg.train.batch_size, ctx, cfg.train.accumulate)
+    if cfg.train.sync_batchnorm and ctx.enabled and device.type != "cuda":
+        raise ConfigError("train.sync_batchnorm: SyncBatchNorm needs CUDA devices; set it to false on the CPU")
     seed_everything(cfg.train.seed)
     source = build_data(cfg)
     info = source.info
-    state = create_state(cfg, info, device)
+    state = create_state(cfg, info, device, sync_batchnorm=cfg.train.sync_batchnorm and ctx.enabled)
     loss = build_loss(cfg)
     regularizers = list(zip((c.kind for c in cfg.regularizers), build_regularizers(cfg)))
-    batches = source.batches(cfg.train.batch_size, cfg.train.seed, device)
+    batches = source.batches(cfg.train.batch_size, cfg.train.seed, device, ctx.rank, ctx.world_size)
     if resume is not None:
         state.load_state_dict(resume["state"])
         batches.load_state_dict(resume["data"])
         restore_rng(resume["rng"])
         run.truncate_log(state.step)  # records past the checkpoint belong to the lost future
+    rt = make_runtime(cfg, state, ctx, device)
     ema = EMA(state.G_ema, state.G, cfg.train.ema.decay, cfg.train.ema.start)
-    autocast = autocast_for(device, cfg.train.precision)
     channels_last = cfg.train.channels_last and info.is_image
     reference = source.reference_points(5000)
     evaluator = None
-    if cfg.eval.every:
+    if cfg.eval.every and ctx.is_main:
         from ganforge.metrics.evaluate import evaluator_for
 
         # Built before the first step, so missing weights or data stop the run at once.
         evaluator = evaluator_for(cfg, source, device, progress=progress)
-    d_steps, batch_size = cfg.train.d_steps_per_g_step, cfg.train.batch_size
-    total = cfg.train.steps
+    d_steps, batch_size, total = cfg.train.d_steps_per_g_step, cfg.train.batch_size, cfg.train.steps
     stop = stop or threading.Event()
+    stopping = False
 
     meter = Meter()
     last_checkpoint: Path | None = None
     last_log = (time.perf_counter(), state.step)
-    bar = tqdm(total=total, initial=state.step, unit="step", dynamic_ncols=True, disable=not progress,
+    bar = tqdm(total=total, initial=state.step, unit="step", dynamic_ncols=True, disable=not (progress and ctx.is_main),
                desc=run.path.name)
     try:
-        while state.step < total and not stop.is_set():
+        while state.step < total and not stopping:
             # (1) Update D on `d_steps_per_g_step` fresh real batches.
             for i in range(d_steps):
                 real, labels = next(batches)
                 if channels_last:
                     real = real.contiguous(memory_format=torch.channels_last)
-                meter.add(discriminator_step(state, loss, regularizers, real, labels,
-                                             state.step * d_steps + i, autocast))
+                meter.add(discriminator_step(state, rt, loss, regularizers, real, labels,
+                                             d_update=state.step * d_steps + i, phase=i))
             # (2) Update G.
-            meter.add(generator_step(state, loss, batch_size, labels, real, autocast))
+            meter.add(generator_step(state, rt, loss, labels, real, phase=-1))
             # (3) Update G_ema and the learning rates.
             state.step += 1
             ema.update(state.step)
@@ -352,12 +424,17 @@ def train(
             state.sched_d.step()
             bar.update()
 
-            # (4) Maintenance: log, samples, checkpoint; a non-finite state stops or rolls back.
-            step, last = state.step, state.step == total or stop.is_set()
+            # (4) Maintenance: log, samples, eval, checkpoint; a non-finite state stops or rolls back.
+            step = state.step
+            log_due = step % cfg.log.every == 0 or step == total
+            # Ranks agree on stopping at log steps (one small all-reduce); alone, at every step.
+            stopping = any_rank(stop.is_set(), ctx, device) if (ctx.enabled and log_due) else \
+                (stop.is_set() and not ctx.enabled)
+            last = step == total or stopping
             try:
-                if step % cfg.log.every == 0 or last:
+                if log_due or last:
                     now = time.perf_counter()
-                    record = {"step": step, **meter.pop(), "lr_g": state.opt_g.param_groups[0]["lr"],
+                    record = {"step": step, **meter.pop(ctx), "lr_g": state.opt_g.param_groups[0]["lr"],
                               "lr_d": state.opt_d.param_groups[0]["lr"],
                               "img_per_s": (step - last_log[1]) * batch_size * d_steps / max(now - last_log[0], 1e-9),
                               "images_seen": step * batch_size * d_steps}
@@ -370,7 +447,7 @@ def train(
                     run.append_log(record)
                     bar.set_postfix_str(f"d={record['d_loss']:.3f} g={record['g_loss']:.3f} "
                                         f"lr={record['lr_g']:.1e} img/s={record['img_per_s']:.0f}", refresh=False)
-                if step % cfg.samples.every == 0 or last:
+                if (step % cfg.samples.every == 0 or last) and run.is_writer:
                     ema.sync()
                     fake = generate(state.G_ema, state.fixed_z, state.fixed_labels)
                     run.save_sample(grid(fake) if info.is_image else scatter(fake, reference), step)
@@ -383,12 +460,13 @@ def train(
                     bad_nets = nonfinite_networks(state)
                     if bad_nets:
                         raise NonFinite(step, " and ".join(f"{n} weights" for n in bad_nets))
-                    body = {"step": step, "config": cfg_dict, "data_info": info.to_dict(),
-                            "state": state.state_dict(), "data": batches.state_dict(), "rng": capture_rng()}
-                    if step % cfg.checkpoint.every == 0 or last:
-                        last_checkpoint = run.save_checkpoint(body, step, cfg.checkpoint.keep)
-                    if improved:
-                        run.save_best(body, step, state.best["figure"], state.best["value"])
+                    if run.is_writer:
+                        body = {"step": step, "config": cfg_dict, "data_info": info.to_dict(),
+                                "state": state.state_dict(), "data": batches.state_dict(), "rng": capture_rng()}
+                        if step % cfg.checkpoint.every == 0 or last:
+                            last_checkpoint = run.save_checkpoint(body, step, cfg.checkpoint.keep)
+                        if improved:
+                            run.save_best(body, step, state.best["figure"], state.best["value"])
             except NonFinite as event:
                 if cfg.train.on_nonfinite != "rollback" or state.rollbacks >= cfg.train.max_rollbacks:
                     good = run.latest_checkpoint()
@@ -404,8 +482,10 @@ def train(
                 bar.update(state.step)
     except torch.cuda.OutOfMemoryError:
         raise TrainingAborted(
-            f"out of GPU memory at step {state.step} with train.batch_size={batch_size}; lower the batch size "
-            f"(the last checkpoint, {run.latest_checkpoint() or 'none yet'}, is intact)"
+            f"out of GPU memory at step {state.step} with train.batch_size={batch_size} "
+            f"({batch_size // (ctx.world_size * cfg.train.accumulate)} per device and micro-batch); raise "
+            f"train.accumulate or lower the batch size (the last checkpoint, {run.latest_checkpoint() or 'none yet'}, "
+            "is intact)"
         ) from None
     finally:
         bar.close()
@@ -456,8 +536,9 @@ def roll_back(state: TrainState, batches: Any, run: RunDir, cfg: Config, event: 
     run.truncate_log(state.step)
     run.append_log({"step": state.step, "event": "rollback", "from_step": event.step, "reason": str(event),
                     "lr_scale": lr_scale, "rollback": rollbacks})
-    warnings.warn(f"{event}; rolled back to step {state.step} with learning rates x{lr_scale:g} "
-                  f"(rollback {rollbacks} of {cfg.train.max_rollbacks})", stacklevel=2)
+    if run.is_writer:
+        warnings.warn(f"{event}; rolled back to step {state.step} with learning rates x{lr_scale:g} "
+                      f"(rollback {rollbacks} of {cfg.train.max_rollbacks})", stacklevel=2)
 
 
 def configure_backends(device: torch.device, deterministic: bool) -> None:

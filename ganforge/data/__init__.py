@@ -69,8 +69,10 @@ class DataSource(ABC):
     info: DataInfo
 
     @abstractmethod
-    def batches(self, batch_size: int, seed: int, device: torch.device) -> Batches:
-        """Load the data (if not yet) and return a stream of shuffled batches."""
+    def batches(self, batch_size: int, seed: int, device: torch.device, rank: int = 0, world_size: int = 1
+                ) -> Batches:
+        """Load the data (if not yet) and return a stream of shuffled batches: each global batch
+        of `batch_size` samples, of which this rank gets its 1/world_size share."""
 
     def reference_points(self, num: int) -> Tensor | None:
         """Up to `num` real samples for plots of vector data (None for images)."""
@@ -126,11 +128,20 @@ def to_unit_range(x: Tensor) -> Tensor:
     return x
 
 
-class TensorBatches(Batches):
-    """Batches from a data set held whole in memory, on the training device."""
+def local_slice(batch_size: int, rank: int, world_size: int) -> slice:
+    """This rank's part of a global batch (the global batch divides evenly)."""
+    part = batch_size // world_size
+    return slice(rank * part, (rank + 1) * part)
 
-    def __init__(self, x: Tensor, y: Tensor | None, batch_size: int, seed: int, device: torch.device) -> None:
+
+class TensorBatches(Batches):
+    """Batches from a data set held whole in memory, on the training device. Every rank walks
+    the same global order (the position is global) and takes its own slice of each batch."""
+
+    def __init__(self, x: Tensor, y: Tensor | None, batch_size: int, seed: int, device: torch.device,
+                 rank: int = 0, world_size: int = 1) -> None:
         self.position = Position(len(x), batch_size)
+        self.local = local_slice(batch_size, rank, world_size)
         self.seed = seed
         # Small data sets live on the device: a batch is an index into them, no host copies.
         self.x = x.to(device)
@@ -145,7 +156,7 @@ class TensorBatches(Batches):
             self._order = epoch_permutation(len(self.x), self.seed, epoch).to(self.device)
             self._order_epoch = epoch
         assert self._order is not None
-        idx = self._order[start : start + self.position.batch_size]
+        idx = self._order[start : start + self.position.batch_size][self.local]
         return to_unit_range(self.x[idx]), (self.y[idx] if self.y is not None else None)
 
     def state_dict(self) -> dict[str, int]:
@@ -176,9 +187,10 @@ class TensorSource(DataSource):
             self._cache = (x, y)
         return self._cache
 
-    def batches(self, batch_size: int, seed: int, device: torch.device) -> Batches:
+    def batches(self, batch_size: int, seed: int, device: torch.device, rank: int = 0, world_size: int = 1
+                ) -> Batches:
         x, y = self.tensors()
-        return TensorBatches(x, y, batch_size, seed, device)
+        return TensorBatches(x, y, batch_size, seed, device, rank, world_size)
 
     def reference_points(self, num: int) -> Tensor | None:
         if self.info.is_image:

@@ -18,7 +18,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ganforge.data import Batch, Batches, DataInfo, DataSource, Position, TensorSource, epoch_permutation
+from ganforge.data import (
+    Batch,
+    Batches,
+    DataInfo,
+    DataSource,
+    Position,
+    TensorSource,
+    epoch_permutation,
+    local_slice,
+)
 from ganforge.errors import DataError
 from ganforge.params import Range
 from ganforge.registry import DATASETS
@@ -328,9 +337,9 @@ def _collate(items: list[tuple[Tensor, int] | str]) -> tuple[Tensor, Tensor, lis
 class _EpochBatchSampler(torch.utils.data.Sampler[list[int]]):
     """Endless batches of indices in the epoch order of `epoch_permutation`, from a position."""
 
-    def __init__(self, position: Position, seed: int) -> None:
+    def __init__(self, position: Position, seed: int, local: slice) -> None:
         self.start = dict(position.state_dict())
-        self.n, self.batch_size, self.seed = position.num_samples, position.batch_size, seed
+        self.n, self.batch_size, self.seed, self.local = position.num_samples, position.batch_size, seed, local
 
     def __iter__(self):  # type: ignore[override]
         pos = Position(self.n, self.batch_size)
@@ -340,24 +349,26 @@ class _EpochBatchSampler(torch.utils.data.Sampler[list[int]]):
             epoch, start = pos.advance()
             if epoch != order_epoch:
                 order, order_epoch = epoch_permutation(self.n, self.seed, epoch), epoch
-            yield order[start : start + self.batch_size].tolist()
+            yield order[start : start + self.batch_size][self.local].tolist()
 
 
 class FolderBatches(Batches):
     """Batches decoded by DataLoader workers; position counts the batches the loop consumed."""
 
     def __init__(self, dataset: _FolderDataset, batch_size: int, seed: int, device: torch.device,
-                 num_workers: int, has_labels: bool) -> None:
+                 num_workers: int, has_labels: bool, rank: int = 0, world_size: int = 1) -> None:
         self.dataset, self.seed, self.device = dataset, seed, device
         self.num_workers, self.has_labels = num_workers, has_labels
         self.position = Position(len(dataset), batch_size)
+        # Each rank decodes only its own slice of every global batch.
+        self.local = local_slice(batch_size, rank, world_size)
         self.skipped = 0
         self._it = None
 
     def _start(self) -> None:
         loader = torch.utils.data.DataLoader(
             self.dataset,
-            batch_sampler=_EpochBatchSampler(self.position, self.seed),
+            batch_sampler=_EpochBatchSampler(self.position, self.seed, self.local),
             num_workers=self.num_workers,
             collate_fn=_collate,
             pin_memory=self.device.type == "cuda",
@@ -416,15 +427,17 @@ class ImageFolder(DataSource):
             raise DataError(f"data.path: none of the {len(items)} images could be read")
         return x, (y if self.dataset.labels is not None else None), len(errors)
 
-    def batches(self, batch_size: int, seed: int, device: torch.device) -> Batches:
+    def batches(self, batch_size: int, seed: int, device: torch.device, rank: int = 0, world_size: int = 1
+                ) -> Batches:
         from ganforge.data import TensorBatches
 
         if self.in_memory:
             x, y, skipped = self._load_all()
-            stream = TensorBatches(x, y, batch_size, seed, device)
+            stream = TensorBatches(x, y, batch_size, seed, device, rank, world_size)
             stream.skipped = skipped
             return stream
-        return FolderBatches(self.dataset, batch_size, seed, device, self.num_workers, self.dataset.labels is not None)
+        return FolderBatches(self.dataset, batch_size, seed, device, self.num_workers,
+                             self.dataset.labels is not None, rank, world_size)
 
 
 @DATASETS.register("image_folder")

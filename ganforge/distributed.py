@@ -1,0 +1,176 @@
+"""Multi-process training with PyTorch's own engine: torchrun + DistributedDataParallel.
+
+`torchrun --nproc_per_node=N -m ganforge train CONFIG` starts N copies of ganforge; each reads
+its rank from the environment torchrun sets. `ganforge train --nproc N` starts torchrun itself
+for the single-node case. Backend: nccl on CUDA, gloo on the CPU.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import os
+import re
+import subprocess
+import sys
+import warnings
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ganforge.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Dist:
+    """Where this process stands: rank among world_size processes, its device."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def launched_by_torchrun() -> bool:
+    """Whether torchrun (or another launcher) set the rendezvous variables."""
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def init(device: torch.device) -> tuple[Dist, torch.device]:
+    """Join the process group torchrun set up (if any); each rank gets its own CUDA device."""
+    if not launched_by_torchrun() or int(os.environ["WORLD_SIZE"]) <= 1:
+        return Dist(), device
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, timeout=datetime.timedelta(minutes=60))
+    return Dist(rank, world, local_rank), device
+
+
+def shutdown() -> None:
+    """Leave the process group."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def wrap(module: nn.Module, ctx: Dist, device: torch.device) -> nn.Module:
+    """DistributedDataParallel around `module` when there are several processes."""
+    if not ctx.enabled:
+        return module
+    # Buffers (BatchNorm statistics) are not broadcast each forward: each rank keeps the
+    # statistics of its own shard, as GAN implementations usually do; rank 0's are saved.
+    with warnings.catch_warnings():
+        # Newer torch deprecates the name in favour of options that do not exist yet everywhere.
+        warnings.filterwarnings("ignore", message=".*broadcast_buffers.*")
+        return nn.parallel.DistributedDataParallel(
+            module, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
+        )
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The plain module under DDP and torch.compile wrappers (its state dict has no prefixes)."""
+    while True:
+        if isinstance(module, nn.parallel.DistributedDataParallel):
+            module = module.module
+        elif hasattr(module, "_orig_mod"):
+            module = module._orig_mod  # type: ignore[assignment]
+        else:
+            return module
+
+
+def all_reduce_mean(values: torch.Tensor, ctx: Dist) -> torch.Tensor:
+    """Mean of a tensor over all ranks (identity in a single process)."""
+    if ctx.enabled:
+        values = values.clone()
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+        values /= ctx.world_size
+    return values
+
+
+def any_rank(flag: bool, ctx: Dist, device: torch.device) -> bool:
+    """True on every rank if `flag` is true on any (e.g. a stop request that reached one rank)."""
+    if not ctx.enabled:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def barrier(ctx: Dist) -> None:
+    if ctx.enabled:
+        dist.barrier()
+
+
+def stream_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (run seed, step, phase, shard): noise streams that depend on
+    nothing but their coordinates, so any split of a batch over ranks sees the same noise."""
+    h = hashlib.blake2b(digest_size=8)
+    for p in parts:
+        h.update(int(p).to_bytes(8, "little", signed=True))
+    return int.from_bytes(h.digest(), "little") & (2**63 - 1)
+
+
+def check_batch_split(batch_size: int, ctx: Dist, accumulate: int) -> int:
+    """Samples per micro-batch on each rank; the global batch must split evenly."""
+    parts = ctx.world_size * accumulate
+    if batch_size % parts:
+        raise ConfigError(f"train.batch_size={batch_size} does not split over {ctx.world_size} processes x "
+                          f"{accumulate} accumulation steps; use a multiple of {parts}")
+    return batch_size // parts
+
+
+# torchrun's own log lines (glog style) and its failure report; ganforge's processes already
+# said what went wrong in one line.
+_LAUNCHER_LINE = re.compile(r"^([WEIF]\d{4} \d\d:\d\d:\d\d|Traceback \(most recent call last\)|\*{10})")
+
+
+def launch(nproc: int, argv: list[str]) -> int:
+    """Run `ganforge ARGV` under torchrun with `nproc` processes on this node; its exit code.
+
+    The processes' output passes through as it comes (progress bars included); torchrun's own
+    log lines and failure traceback are held back, and a repeated `error:` line (every rank
+    finds the same config error) is shown once.
+    """
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "ganforge", *argv]
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, env=env)
+    assert proc.stderr is not None
+    fd, pending, seen_errors, launcher_report = proc.stderr.fileno(), "", set(), False
+    while True:
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        pending += chunk.decode(errors="replace")
+        *lines, pending = pending.split("\n")
+        for line in lines:
+            if launcher_report or _LAUNCHER_LINE.match(line):
+                launcher_report = launcher_report or line.startswith("Traceback")
+                continue
+            if line.startswith("error:"):
+                if line in seen_errors:
+                    continue
+                seen_errors.add(line)
+            sys.stderr.write(line + "\n")
+        if "\r" in pending and not launcher_report:  # progress bar redraws carry no newline
+            sys.stderr.write(pending)
+            pending = ""
+        sys.stderr.flush()
+    code = proc.wait()
+    if code and not seen_errors:
+        sys.stderr.write(f"error: a training process failed (torchrun exit code {code}); see the messages above\n")
+    return code
