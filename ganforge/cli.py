@@ -167,6 +167,8 @@ def train(
             if ctx.is_main:
                 typer.echo(f"run folder: {run.path}" + (f" ({ctx.world_size} processes)" if ctx.enabled else ""))
         run.write_config(dump_yaml(cfg_dict))
+        if cfg.log.tensorboard:
+            run.start_tensorboard(dump_yaml(cfg_dict))
         distributed.barrier(ctx)  # the run folder exists before any rank writes or reads it
         try:
             with stop_on_signals() as stop:
@@ -196,6 +198,13 @@ def train(
 # --------------------------------------------------------------------------------------------
 
 
+CLASS_OPTION = typer.Option(None, "--class", "-c", min=0, help="Only this class (conditional generators).")
+TRUNCATION_OPTION = typer.Option(None, "--truncation", "-t", min=0.0, max=1.0,
+                                 help="Truncation psi (0 = the average, 1 = none), where the generator has it.")
+QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="No progress bar.")
+JSON_OPTION = typer.Option(False, "--json", help="Print the result as JSON.")
+
+
 @app.command()
 @user_errors
 def sample(
@@ -208,16 +217,105 @@ def sample(
     no_ema: bool = typer.Option(False, "--no-ema", help="Use the raw generator instead of its moving average."),
     batch_size: int = typer.Option(256, "--batch-size", min=1, help="Samples per forward pass."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    class_index: int | None = CLASS_OPTION,
+    truncation: float | None = TRUNCATION_OPTION,
+    quiet: bool = QUIET_OPTION,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Generate images (or 2D points) from a checkpoint; no config file needed."""
+    import json
+
     from ganforge.sample import load_generator, write_samples
     from ganforge.sample import sample as draw
 
     loaded = load_generator(checkpoint, use_ema=not no_ema, device=device)
-    samples = draw(loaded, num, seed=seed, batch_size=batch_size)
+    samples = draw(loaded, num, seed=seed, batch_size=batch_size, class_index=class_index, truncation=truncation,
+                   progress=not quiet)
     written = write_samples(loaded, samples, out, grid)
     where = written[0] if len(written) <= 2 else written[0].parent
-    typer.echo(f"wrote {num} samples from {loaded.checkpoint} (step {loaded.step}) to {where}")
+    if as_json:
+        typer.echo(json.dumps({"checkpoint": str(loaded.checkpoint), "step": loaded.step, "num": num, "seed": seed,
+                               "files": [str(p) for p in written]}))
+    else:
+        typer.echo(f"wrote {num} samples from {loaded.checkpoint} (step {loaded.step}) to {where}")
+
+
+# --------------------------------------------------------------------------------------------
+# interpolate, export
+# --------------------------------------------------------------------------------------------
+
+
+@app.command()
+@user_errors
+def interpolate(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint file or a run folder."),
+    out: Path = typer.Option(..., "--out", "-o", help="FILE.gif (animation) or FILE.png (a strip per row)."),
+    num_frames: int = typer.Option(60, "--num-frames", "-f", min=2, help="Frames (GIF) or steps per row (PNG)."),
+    rows: int = typer.Option(4, "--rows", "-r", min=1, help="Rows of walks (conditional: one row per class)."),
+    cols: int = typer.Option(4, "--cols", min=1, help="Walks per row in the GIF."),
+    keyframes: int = typer.Option(4, "--keyframes", min=2, help="Random points each GIF walk loops through."),
+    fps: float = typer.Option(20.0, "--fps", min=1.0, help="GIF frames per second."),
+    seed: int = typer.Option(0, "--seed", help="Noise seed."),
+    no_ema: bool = typer.Option(False, "--no-ema", help="Use the raw generator instead of its moving average."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    class_index: int | None = CLASS_OPTION,
+    truncation: float | None = TRUNCATION_OPTION,
+    quiet: bool = QUIET_OPTION,
+) -> None:
+    """Walk between random latents (spherical interpolation) as an animated GIF or a PNG strip."""
+    from ganforge.interpolate import interpolate as make_frames
+    from ganforge.interpolate import save_gif, strip
+    from ganforge.sample import load_generator
+
+    loaded = load_generator(checkpoint, use_ema=not no_ema, device=device)
+    try:
+        if out.suffix.lower() == ".gif":
+            frames = make_frames(loaded, num_frames, rows, cols, keyframes, seed, class_index, truncation,
+                                 progress=not quiet)
+            save_gif(frames, out, fps)
+            typer.echo(f"wrote {out}: {len(frames)} frames of {frames[0].size[0]}x{frames[0].size[1]}")
+        elif out.suffix.lower() == ".png":
+            if not loaded.info.is_image:
+                raise GanforgeError("interpolate makes images; this generator makes 2D points")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            image = strip(loaded, num_frames, rows, seed, class_index, truncation)
+            image.save(out)
+            typer.echo(f"wrote {out}: {rows} rows of {num_frames} steps")
+        else:
+            raise GanforgeError(f"--out {out}: end the name in .gif (animation) or .png (strip)")
+    except OSError as e:
+        raise GanforgeError(f"cannot write {out} ({e.strerror or e})") from None
+
+
+@app.command()
+@user_errors
+def export(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint file or a run folder."),
+    fmt: str = typer.Option(..., "--format", help="torchscript or onnx."),
+    out: Path = typer.Option(..., "--out", "-o", help="The file to write (.pt for TorchScript, .onnx)."),
+    no_ema: bool = typer.Option(False, "--no-ema", help="Export the raw generator instead of its moving average."),
+    truncation: float | None = TRUNCATION_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Write the generator as a TorchScript or ONNX file that runs without ganforge."""
+    import json
+
+    from ganforge.export import export as write
+    from ganforge.sample import load_generator
+
+    if fmt not in ("torchscript", "onnx"):
+        raise GanforgeError(f"--format {fmt}: use torchscript or onnx")
+    loaded = load_generator(checkpoint, use_ema=not no_ema, device="cpu")
+    try:
+        meta = write(loaded, fmt, out, truncation)
+    except OSError as e:
+        raise GanforgeError(f"cannot write {out} ({e.strerror or e})") from None
+    if as_json:
+        typer.echo(json.dumps({"file": str(out), **meta}))
+        return
+    inputs = " and ".join(f"{n} ({'N' if n == 'labels' else 'N x ' + str(meta['latent_dim'])})" for n in meta["inputs"])
+    typer.echo(f"wrote {out} ({fmt}, {out.stat().st_size / 2**20:.1f} MiB): takes {inputs}, returns "
+               f"{'N x ' + ' x '.join(map(str, meta['output_shape']))} in {meta['output_range'] or 'data units'}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -264,7 +362,7 @@ def evaluate(
     evaluator = evaluator_for(cfg, build_data(cfg), resolve_device(device), progress=not quiet, metrics=names,
                               num_samples=num, real_samples=real_num, batch_size=batch_size, cache_dir=cache_dir,
                               extractor_cfg=extractor)
-    result = evaluator(loaded.G, loaded.info.num_classes, seed=seed)
+    result = evaluator(loaded.G, seed=seed)
     report = {"checkpoint": str(loaded.checkpoint), "step": loaded.step, "seed": seed, "ema": not no_ema,
               **result.to_dict()}
     if out is None:
@@ -289,6 +387,92 @@ def evaluate(
         typer.echo(f"  reference: {ref['data'].get('kind')} ({ref['num_samples']} real samples), "
                    f"statistics in {ref['stats_file']}")
     typer.echo(f"  written to {out}")
+
+
+# --------------------------------------------------------------------------------------------
+# info, runs, report
+# --------------------------------------------------------------------------------------------
+
+
+@app.command()
+@user_errors
+def info(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint file or a run folder."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Step, config summary, parameter counts, latest metrics, versions and checkpoint files."""
+    import json
+
+    from ganforge.runinfo import checkpoint_details
+
+    d = checkpoint_details(checkpoint)
+    if as_json:
+        typer.echo(json.dumps(d, indent=1))
+        return
+    typer.echo(f"checkpoint   {d['checkpoint']}")
+    typer.echo(f"step         {d['step']} of {d['steps']}")
+    typer.echo(f"data         {d['data']['kind']} {tuple(d['data']['shape'])}, {d['data']['num_classes']} classes")
+    g = d["generator"]
+    typer.echo(f"generator    {g['kind']}: {g['parameters']:,} parameters, latent {g['latent_dim']}"
+               + (f", conditioned on {g['conditional_classes']} classes" if g["conditional_classes"] else ""))
+    typer.echo(f"discrim.     {d['discriminator']['kind']}: {d['discriminator']['parameters']:,} parameters")
+    regs = f", regularizers {', '.join(d['regularizers'])}" if d["regularizers"] else ""
+    typer.echo(f"loss         {d['loss']}{regs}")
+    typer.echo(f"batch        {d['batch_size']}")
+    if d["latest_metrics"]:
+        typer.echo("metrics      " + ", ".join(f"{k}={v:.5g}" for k, v in d["latest_metrics"].items()))
+    typer.echo(f"versions     ganforge {d['ganforge_version']}, torch {d['torch_version']}")
+    for f in d["files"]:
+        extra = f" (best: {f['best']})" if "best" in f else ""
+        typer.echo(f"  {f['file']:<22} step {f['step']:>8}  {f['bytes'] / 2**20:7.1f} MiB{extra}")
+
+
+@app.command()
+@user_errors
+def runs(
+    folder: Path = typer.Argument(Path("runs"), help="Where the run folders are (default: runs)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """A table of the runs in a folder: config, step, last losses, best metric, last change."""
+    import json
+
+    from ganforge.runinfo import ago, find_runs, summarize
+
+    if not folder.is_dir():
+        raise GanforgeError(f"no folder {folder}")
+    summaries = sorted((summarize(r) for r in find_runs(folder)), key=lambda s: -s.last_change)
+    if as_json:
+        typer.echo(json.dumps([s.to_dict() for s in summaries], indent=1))
+        return
+    if not summaries:
+        typer.echo(f"no runs in {folder}")
+        return
+    typer.echo(f"{'run':<24} {'data':<14} {'G':<10} {'step':>13} {'d_loss':>7} {'g_loss':>7}  {'best':<18} changed")
+    for s in summaries:
+        step = f"{s.step}/{s.steps}" if s.steps else str(s.step)
+        best = f"{s.best['figure']}={s.best['value']:.4g}" if s.best else "-"
+        d, g = (f"{s.losses[k]:.3f}" if k in s.losses else "-" for k in ("d_loss", "g_loss"))
+        typer.echo(f"{s.name:<24} {s.data:<14} {s.generator:<10} {step:>13} {d:>7} {g:>7}  {best:<18} "
+                   f"{ago(s.last_change)}")
+
+
+@app.command()
+@user_errors
+def report(
+    run: Path = typer.Argument(..., help="A run folder."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="HTML file (default: RUN/report.html)."),
+) -> None:
+    """Write one self-contained HTML page: curves, samples over training, metrics, config."""
+    from ganforge.report import build_report
+
+    page = build_report(run)
+    out = out or run / "report.html"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(page)
+    except OSError as e:
+        raise GanforgeError(f"cannot write {out} ({e.strerror})") from None
+    typer.echo(f"wrote {out} ({len(page) / 2**10:.0f} KiB, images embedded; opens offline in any browser)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -350,8 +534,8 @@ def _root(
 
 
 def main() -> None:
-    """Entry point of the `ganforge` console script."""
-    app()
+    """Entry point of the `ganforge` console script (and of `python -m ganforge`)."""
+    app(prog_name="ganforge")
 
 
 if __name__ == "__main__":

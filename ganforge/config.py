@@ -94,6 +94,7 @@ class LogConfig:
     """How often losses, learning rates and speed go to the progress bar and log.jsonl."""
 
     every: Annotated[int, Range(ge=1)] = 100
+    tensorboard: bool = False  # also write event files to RUN/tensorboard (pip install 'ganforge[tensorboard]')
 
 
 @dataclass(frozen=True)

@@ -58,3 +58,12 @@ def scatter(fake: Tensor, real: Tensor | None = None, size: int = 512) -> Image.
     for x, y in pixels(fake):
         draw.ellipse((x - 1.5, y - 1.5, x + 1.5, y + 1.5), fill=(31, 90, 200))
     return img
+
+
+def enlarge(image: Image.Image, min_cell: int, cell: int) -> Image.Image:
+    """Scale a grid of `cell`-pixel images up by a whole factor (nearest neighbour) so that each
+    shows at least `min_cell` pixels: small samples stay visible in GIFs and strips."""
+    factor = max(1, min_cell // max(1, cell))
+    if factor == 1:
+        return image
+    return image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)

@@ -44,6 +44,7 @@ class RunDir:
         self.samples = self.path / "samples"
         self.checkpoints = self.path / "checkpoints"
         self._locked = False
+        self._tensorboard: Any = None
 
     # -- opening ----------------------------------------------------------------------------
 
@@ -124,7 +125,10 @@ class RunDir:
             return
 
     def release_lock(self) -> None:
-        """Give up `.lock` (at the end of training)."""
+        """Give up `.lock` (at the end of training), closing the TensorBoard writer."""
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+            self._tensorboard = None
         if self._locked:
             (self.path / ".lock").unlink(missing_ok=True)
             self._locked = False
@@ -136,6 +140,18 @@ class RunDir:
         if self.is_writer:
             atomic_write_bytes(self.path / "config.yaml", text.encode())
 
+    def start_tensorboard(self, config_text: str) -> None:
+        """Mirror scalars, sample grids and the config into TensorBoard event files."""
+        if not self.is_writer:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise RunFolderError("log.tensorboard needs the tensorboard package: pip install 'ganforge[tensorboard]'"
+                                 ) from None
+        self._tensorboard = SummaryWriter(log_dir=str(self.path / "tensorboard"))
+        self._tensorboard.add_text("config", f"<pre>{config_text}</pre>")
+
     def append_log(self, record: dict[str, Any]) -> None:
         """One JSON line in log.jsonl."""
         if not self.is_writer:
@@ -146,6 +162,14 @@ class RunDir:
         except OSError as e:
             warnings.warn(f"could not append to {self.path / 'log.jsonl'} ({e.strerror}); training goes on",
                           stacklevel=2)
+        if self._tensorboard is not None:
+            step = record.get("step", 0)
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self._tensorboard.add_scalar(f"train/{key}", value, step)
+            for key, value in (record.get("eval") or {}).items():
+                self._tensorboard.add_scalar(f"eval/{key}", value, step)
+            self._tensorboard.flush()
 
     def save_sample(self, image: Image.Image, step: int) -> Path | None:
         """samples/step-N.png and samples/latest.png; a failed write warns and training goes on."""
@@ -158,6 +182,10 @@ class RunDir:
         except OSError as e:
             warnings.warn(f"could not write sample grid {path} ({e.strerror}); training goes on", stacklevel=2)
             return None
+        if self._tensorboard is not None:
+            import numpy as np
+
+            self._tensorboard.add_image("samples", np.asarray(image.convert("RGB")), step, dataformats="HWC")
         return path
 
     def save_checkpoint(self, body: dict[str, Any], step: int, keep: int) -> Path | None:

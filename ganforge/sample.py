@@ -14,8 +14,9 @@ from ganforge.build import build_generator, resolve_device
 from ganforge.checkpoint import find_checkpoint, load_checkpoint
 from ganforge.config import parse_config
 from ganforge.data import DataInfo
-from ganforge.errors import CheckpointError, ConfigError
+from ganforge.errors import CheckpointError, ConfigError, GanforgeError
 from ganforge.imaging import grid, scatter, to_pil
+from ganforge.models import conditioning_classes
 from ganforge.train import generate
 
 
@@ -28,6 +29,11 @@ class LoadedGenerator:
     step: int
     checkpoint: Path
     config: dict[str, Any]
+
+    @property
+    def num_classes(self) -> int:
+        """Classes the generator is conditioned on (0: unconditional, whatever the data's labels)."""
+        return conditioning_classes(self.G)
 
 
 def load_generator(path: str | Path, use_ema: bool = True, device: str = "auto") -> LoadedGenerator:
@@ -53,12 +59,37 @@ def sample_noise(num: int, latent_dim: int, seed: int, device: torch.device) -> 
     return torch.randn(num, latent_dim, generator=g).to(device)
 
 
-def sample(loaded: LoadedGenerator, num: int, seed: int = 0, batch_size: int = 256) -> torch.Tensor:
+def class_labels(num: int, num_classes: int, class_index: int | None, device: torch.device) -> torch.Tensor | None:
+    """Labels for `num` samples: all `class_index`, or cycling through the classes; None when
+    the generator is unconditional."""
+    if class_index is not None:
+        if num_classes == 0:
+            raise GanforgeError("--class: this generator is unconditional (it takes no class labels)")
+        if not 0 <= class_index < num_classes:
+            raise GanforgeError(f"--class {class_index}: this generator has classes 0 to {num_classes - 1}")
+        return torch.full((num,), class_index, device=device, dtype=torch.long)
+    return (torch.arange(num, device=device) % num_classes) if num_classes else None
+
+
+def check_truncation(G: nn.Module, truncation: float | None) -> dict[str, float]:
+    """Keyword arguments for G's forward; an error if G has no truncation trick."""
+    if truncation is None:
+        return {}
+    if not getattr(G, "supports_truncation", False):
+        raise GanforgeError(f"--truncation: the {type(G).__name__} has no truncation trick (stylegan2 has)")
+    if not 0.0 <= truncation <= 1.0:
+        raise GanforgeError(f"--truncation {truncation}: use a value from 0 (the average) to 1 (no truncation)")
+    return {"truncation": truncation}
+
+
+def sample(loaded: LoadedGenerator, num: int, seed: int = 0, batch_size: int = 256, class_index: int | None = None,
+           truncation: float | None = None, progress: bool = False) -> torch.Tensor:
     """`num` samples on the CPU: images in [-1, 1] (N, C, H, W) or vectors (N, D)."""
     device = next(loaded.G.parameters()).device
+    extra = check_truncation(loaded.G, truncation)
+    labels = class_labels(num, loaded.num_classes, class_index, device)
     z = sample_noise(num, loaded.G.latent_dim, seed, device)
-    labels = (torch.arange(num, device=device) % loaded.info.num_classes) if loaded.info.num_classes else None
-    return generate(loaded.G, z, labels, batch_size).cpu()
+    return generate(loaded.G, z, labels, batch_size, progress=progress, **extra).cpu()
 
 
 def write_samples(loaded: LoadedGenerator, samples: torch.Tensor, out: Path, as_grid: bool) -> list[Path]:

@@ -34,6 +34,7 @@ from ganforge.distributed import Dist, all_reduce_mean, any_rank, check_batch_sp
 from ganforge.errors import ConfigError, TrainingAborted
 from ganforge.imaging import grid, scatter
 from ganforge.losses import Loss
+from ganforge.models import conditioning_classes
 from ganforge.regularizers import Regularizer
 from ganforge.rng import capture_rng, restore_rng, seed_everything
 from ganforge.run import RunDir
@@ -124,7 +125,8 @@ def create_state(cfg: Config, info: DataInfo, device: torch.device, sync_batchno
     # it does not move the training noise stream.
     g = torch.Generator().manual_seed(cfg.train.seed + 2**31)
     fixed_z = torch.randn(cfg.samples.num, G.latent_dim, generator=g).to(device)
-    fixed_labels = (torch.arange(cfg.samples.num) % info.num_classes).to(device) if info.num_classes else None
+    classes = conditioning_classes(G)
+    fixed_labels = (torch.arange(cfg.samples.num) % classes).to(device) if classes else None
     return TrainState(G, D, G_ema, opt_g, opt_d, sched_g, sched_d, scaler_g, scaler_d, fixed_z, fixed_labels)
 
 
@@ -301,12 +303,15 @@ class Meter:
 
 
 @torch.no_grad()
-def generate(G: nn.Module, z: Tensor, labels: Tensor | None, batch_size: int = 256) -> Tensor:
-    """G(z) in batches (G should be in eval mode)."""
+def generate(G: nn.Module, z: Tensor, labels: Tensor | None, batch_size: int = 256, progress: bool = False,
+             **kwargs: Any) -> Tensor:
+    """G(z) in batches (G should be in eval mode); keyword arguments go to G (truncation)."""
     parts = []
-    for start in range(0, len(z), batch_size):
-        lab = labels[start : start + batch_size] if labels is not None else None
-        parts.append(G(z[start : start + batch_size], lab).float())
+    with tqdm(total=len(z), unit="img", desc="generating", disable=not progress, leave=False) as bar:
+        for start in range(0, len(z), batch_size):
+            lab = labels[start : start + batch_size] if labels is not None else None
+            parts.append(G(z[start : start + batch_size], lab, **kwargs).float())
+            bar.update(len(parts[-1]))
     return torch.cat(parts)
 
 
@@ -497,7 +502,7 @@ def evaluate_and_log(evaluator: Any, state: TrainState, info: DataInfo, run: Run
     improved (state.best is then updated)."""
     from ganforge.metrics.evaluate import is_better
 
-    result = evaluator(state.G_ema, info.num_classes, seed=cfg.train.seed)
+    result = evaluator(state.G_ema, seed=cfg.train.seed)
     run.append_log({"step": state.step, "eval": result.figures, "eval_num_samples": result.num_samples,
                     "eval_extractor": result.extractor, "eval_reference": result.reference,
                     "eval_seconds": round(result.seconds, 2)})

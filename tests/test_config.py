@@ -20,7 +20,7 @@ def test_tiny_config_resolves_every_default(tmp_path):
     assert cfg.generator == Component("dcgan", {"latent_dim": 8, "base_width": 8, "max_width": 512, "norm": "batch"})
     # Defaults come from the builders' signatures and show up in the resolved config.
     assert resolved["optim"]["g"] == {"kind": "adam", "lr": 2e-4, "betas": [0.5, 0.999], "weight_decay": 0.0,
-                                      "eps": 1e-8}
+                                      "eps": 1e-8, "implementation": "auto"}
     assert resolved["loss"] == {"kind": "non_saturating"}
     # The resolved dict parses back to the same config (checkpoints rely on this).
     assert parse_config(resolved) == cfg

@@ -30,6 +30,7 @@ from ganforge.errors import ConfigError, GanforgeError
 from ganforge.metrics import scores
 from ganforge.metrics.inception import WEIGHTS_FILE, FIDInception, load_fid_weights
 from ganforge.metrics.modes import mode_coverage
+from ganforge.models import conditioning_classes
 from ganforge.registry import EXTRACTORS, METRICS
 
 CACHE_VERSION = 1
@@ -128,7 +129,10 @@ def inception_score(inputs: MetricInputs) -> dict[str, float]:
     """Inception Score over 10 splits (Salimans et al. 2016); higher is better."""
     if inputs.fake.logits is None:
         raise GanforgeError("the Inception Score needs an extractor with class logits (inception)")
-    mean, std = scores.inception_score(inputs.fake.logits)
+    try:
+        mean, std = scores.inception_score(inputs.fake.logits)
+    except ValueError as e:
+        raise GanforgeError(f"eval: {e}") from None
     return {"is": mean, "is_std": std}
 
 
@@ -309,12 +313,13 @@ class Evaluator:
             return len(self.source.tensors()[0])
         return len(self.source.dataset)  # type: ignore[attr-defined]
 
-    def fake_features(self, G: nn.Module, num_classes: int, seed: int) -> Features:
+    def fake_features(self, G: nn.Module, seed: int) -> Features:
         """Features of `num_samples` generated samples (noise from `seed`)."""
         from ganforge.sample import sample_noise
 
         G_device = next(G.parameters()).device
         z = sample_noise(self.num_samples, G.latent_dim, seed, G_device)
+        num_classes = conditioning_classes(G)
         labels = (torch.arange(self.num_samples, device=G_device) % num_classes) if num_classes else None
         is_image = self.source.info.is_image
 
@@ -334,12 +339,12 @@ class Evaluator:
 
     # -- metrics ----------------------------------------------------------------------------
 
-    def __call__(self, G: nn.Module, num_classes: int = 0, seed: int = 0) -> EvalResult:
+    def __call__(self, G: nn.Module, seed: int = 0) -> EvalResult:
         """All configured metrics for generator G."""
         start = time.perf_counter()
         needs_real = any(m != "is" for m in self.metrics) and self.source.info.is_image
         real = self.real_features() if needs_real else None
-        fake = self.fake_features(G, num_classes, seed)
+        fake = self.fake_features(G, seed)
         inputs = MetricInputs(fake, real, self.source)
         figures: dict[str, float] = {}
         for name in self.metrics:

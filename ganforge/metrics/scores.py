@@ -70,6 +70,8 @@ def inception_score(logits: Tensor, splits: int = 10) -> tuple[float, float]:
     """Inception Score: mean and standard deviation over `splits` equal parts."""
     logits = logits.double().cpu()
     n = len(logits)
+    if n < splits:
+        raise ValueError(f"the Inception Score needs at least {splits} samples ({splits} splits), got {n}")
     scores = []
     for i in range(splits):
         part = logits[i * n // splits : (i + 1) * n // splits]

@@ -1,7 +1,8 @@
 """Generator and discriminator architectures, registered by short name.
 
 Every generator has a `latent_dim` attribute and maps (z, labels=None) to samples; every
-discriminator maps (x, labels=None) to one logit per sample, shape (N,).
+discriminator maps (x, labels=None) to one logit per sample, shape (N,). A conditional
+generator also has `num_classes` > 0; one without it ignores labels.
 """
 
 from __future__ import annotations
@@ -21,9 +22,14 @@ def init_dcgan_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+def conditioning_classes(G: nn.Module) -> int:
+    """How many classes a generator is conditioned on (0: unconditional)."""
+    return int(getattr(G, "num_classes", 0) or 0)
+
+
 def count_parameters(module: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+    """Number of parameters (frozen ones included)."""
+    return sum(p.numel() for p in module.parameters())
 
 
 def activation(name: str) -> nn.Module:

@@ -1,0 +1,92 @@
+"""Walks through the latent space: spherical interpolation between random noise vectors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch import Tensor
+
+from ganforge.errors import GanforgeError
+from ganforge.imaging import enlarge, grid
+from ganforge.sample import LoadedGenerator, check_truncation, class_labels, sample_noise
+from ganforge.train import generate
+
+
+def slerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
+    """Spherical interpolation between rows of a and b at fractions t (N,): Gaussian noise
+    keeps its typical norm along the way, which a straight line through the middle does not."""
+    a_n, b_n = a / a.norm(dim=-1, keepdim=True), b / b.norm(dim=-1, keepdim=True)
+    omega = torch.acos((a_n * b_n).sum(-1).clamp(-1 + 1e-7, 1 - 1e-7)).unsqueeze(-1)
+    t = t.unsqueeze(-1)
+    return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
+
+
+def walk(keyframes: Tensor, num_frames: int, loop: bool) -> Tensor:
+    """(K, D) keyframes -> (num_frames, D) points along consecutive slerps (closing the loop)."""
+    stops = torch.cat([keyframes, keyframes[:1]]) if loop else keyframes
+    segments = len(stops) - 1
+    position = torch.linspace(0, segments, num_frames + 1 if loop else num_frames)[: num_frames]
+    index = position.floor().long().clamp(max=segments - 1)
+    return slerp(stops[index], stops[index + 1], position - index)
+
+
+def interpolate(loaded: LoadedGenerator, num_frames: int, rows: int, cols: int, keyframes: int, seed: int,
+                class_index: int | None = None, truncation: float | None = None, progress: bool = False
+                ) -> list[Image.Image]:
+    """Frames of a grid of walks. For conditional generators each row is one class (all
+    classes, or --class alone); otherwise each cell is an independent walk."""
+    if not loaded.info.is_image:
+        raise GanforgeError("interpolate makes images; this generator makes 2D points")
+    if num_frames < 2:
+        raise GanforgeError("--num-frames: at least 2")
+    extra = check_truncation(loaded.G, truncation)
+    device = next(loaded.G.parameters()).device
+    classes = loaded.num_classes
+    if classes and class_index is None:
+        rows = classes  # one row per class
+    cells = rows * cols
+    # One looping walk per cell through `keyframes` random points.
+    key = sample_noise(cells * keyframes, loaded.G.latent_dim, seed, torch.device("cpu")).view(cells, keyframes, -1)
+    paths = torch.stack([walk(key[c], num_frames, loop=True) for c in range(cells)], dim=1)  # (frames, cells, D)
+    if classes:
+        per_cell = class_labels(cells, classes, class_index, torch.device("cpu"))
+        if class_index is None:
+            per_cell = torch.arange(rows).repeat_interleave(cols)  # row r shows class r
+        labels = per_cell.to(device)
+    else:
+        labels = None
+    frames = []
+    for f in range(num_frames):
+        images = generate(loaded.G, paths[f].to(device), labels, progress=False, **extra)
+        frames.append(enlarge(grid(images, nrow=cols), 96, images.shape[-1]))
+        if progress:
+            print(f"\rframe {f + 1}/{num_frames}", end="", flush=True)
+    if progress:
+        print()
+    return frames
+
+
+def strip(loaded: LoadedGenerator, num_frames: int, rows: int, seed: int, class_index: int | None = None,
+          truncation: float | None = None) -> Image.Image:
+    """One row per walk from one random point to another, left to right in `num_frames` steps."""
+    extra = check_truncation(loaded.G, truncation)
+    device = next(loaded.G.parameters()).device
+    ends = sample_noise(rows * 2, loaded.G.latent_dim, seed, torch.device("cpu")).view(rows, 2, -1)
+    z = torch.cat([walk(ends[r], num_frames, loop=False) for r in range(rows)])
+    classes = loaded.num_classes
+    labels = None
+    if classes:
+        labels = (class_labels(len(z), classes, class_index, device) if class_index is not None
+                  else (torch.arange(rows) % classes).repeat_interleave(num_frames).to(device))
+    images = generate(loaded.G, z.to(device), labels, **extra)
+    return enlarge(grid(images, nrow=num_frames), 64, images.shape[-1])
+
+
+def save_gif(frames: list[Image.Image], out: Path, fps: float) -> None:
+    """An endlessly looping animated GIF."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    first, *rest = [f.convert("RGB") for f in frames]
+    first.save(out, save_all=True, append_images=rest, duration=max(20, round(1000 / fps)), loop=0,
+               optimize=False, disposal=1)

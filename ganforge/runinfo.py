@@ -1,0 +1,144 @@
+"""Reading run folders back: logs, checkpoints, summaries (for `info`, `runs` and `report`)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ganforge.checkpoint import CheckpointIndex, find_checkpoint
+
+
+def read_log(run: Path) -> list[dict[str, Any]]:
+    """Records of RUN/log.jsonl (a line cut short by a crash is skipped)."""
+    path = Path(run) / "log.jsonl"
+    records = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+    return records
+
+
+def is_run(path: Path) -> bool:
+    """Whether a folder looks like a ganforge run."""
+    return (path / "config.yaml").is_file() or (path / "checkpoints" / "index.json").is_file()
+
+
+@dataclass
+class RunSummary:
+    """One line of `ganforge runs`."""
+
+    name: str
+    path: str
+    data: str = "?"
+    generator: str = "?"
+    step: int = 0
+    steps: int | None = None
+    losses: dict[str, float] = field(default_factory=dict)
+    best: dict[str, Any] | None = None
+    last_change: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def summarize(run: Path) -> RunSummary:
+    """Name, config, step, last losses, best metric and last change of a run folder."""
+    import yaml
+
+    summary = RunSummary(run.name, str(run))
+    config = run / "config.yaml"
+    if config.is_file():
+        try:
+            cfg = yaml.safe_load(config.read_text()) or {}
+            summary.data = str(cfg.get("data", {}).get("kind", "?"))
+            summary.generator = str(cfg.get("generator", {}).get("kind", "?"))
+            summary.steps = cfg.get("train", {}).get("steps")
+        except (OSError, yaml.YAMLError, AttributeError):
+            pass
+    records = read_log(run)
+    losses = [r for r in records if "d_loss" in r]
+    if losses:
+        last = losses[-1]
+        summary.step = int(last["step"])
+        summary.losses = {k: last[k] for k in ("d_loss", "g_loss") if k in last}
+    try:
+        index = CheckpointIndex(run / "checkpoints")
+        if index.entries:
+            summary.step = max(summary.step, max(int(e["step"]) for e in index.entries))
+        summary.best = index.best
+    except Exception:  # a damaged index: the summary goes on without it
+        pass
+    times = [p.stat().st_mtime for p in run.rglob("*") if p.is_file()]
+    summary.last_change = max(times) if times else run.stat().st_mtime
+    return summary
+
+
+def find_runs(folder: Path) -> list[Path]:
+    """Run folders at or below `folder` (two levels deep), newest change first."""
+    folder = Path(folder)
+    if is_run(folder):
+        return [folder]
+    runs = [p for p in folder.glob("*") if p.is_dir() and is_run(p)]
+    runs += [p for p in folder.glob("*/*") if p.is_dir() and is_run(p) and p.parent not in runs]
+    return runs
+
+
+def ago(timestamp: float) -> str:
+    """'3 min ago' style."""
+    seconds = max(0, time.time() - timestamp)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit} ago"
+    return f"{seconds:.0f} s ago"
+
+
+def checkpoint_details(path: Path) -> dict[str, Any]:
+    """Everything `ganforge info` shows about a checkpoint or run folder."""
+    from ganforge.build import build_discriminator
+    from ganforge.checkpoint import load_checkpoint
+    from ganforge.config import parse_config
+    from ganforge.data import DataInfo
+    from ganforge.models import count_parameters
+    from ganforge.sample import load_generator
+
+    file, _ = find_checkpoint(path)
+    loaded = load_generator(path, device="cpu")
+    payload = load_checkpoint(file)
+    cfg = parse_config(payload["config"])
+    D = build_discriminator(cfg.discriminator, DataInfo.from_dict(payload["data_info"]))
+    run = file.parent.parent if file.parent.name == "checkpoints" else file.parent
+    evals = [r for r in read_log(run) if "eval" in r]
+    files = []
+    if (file.parent / "index.json").is_file():
+        index = CheckpointIndex(file.parent)
+        files = [{"file": e["file"], "step": e["step"], "bytes": e["bytes"]} for e in index.entries]
+        if index.best:
+            files.append({"file": index.best["file"], "step": index.best["step"], "bytes": index.best["bytes"],
+                          "best": f"{index.best['figure']}={index.best['value']:.6g}"})
+    else:
+        files = [{"file": file.name, "step": payload["step"], "bytes": file.stat().st_size}]
+    return {
+        "checkpoint": str(file),
+        "step": payload["step"],
+        "steps": cfg.train.steps,
+        "data": {"kind": cfg.data.kind, "shape": payload["data_info"]["shape"],
+                 "num_classes": payload["data_info"]["num_classes"]},
+        "generator": {"kind": cfg.generator.kind, "parameters": count_parameters(loaded.G),
+                      "latent_dim": loaded.G.latent_dim, "conditional_classes": loaded.num_classes},
+        "discriminator": {"kind": cfg.discriminator.kind, "parameters": count_parameters(D)},
+        "loss": cfg.loss.kind,
+        "regularizers": [r.kind for r in cfg.regularizers],
+        "batch_size": cfg.train.batch_size,
+        "latest_metrics": (evals[-1]["eval"] if evals else None),
+        "ganforge_version": payload.get("ganforge_version"),
+        "torch_version": payload.get("torch_version"),
+        "files": files,
+    }
