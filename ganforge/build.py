@@ -80,9 +80,35 @@ def build_loss(cfg: Config) -> Loss:
     return build(LOSSES, cfg.loss, "loss")
 
 
-def build_regularizers(cfg: Config) -> list[Regularizer]:
-    """The regularizers, in config order."""
-    return [build(REGULARIZERS, c, f"regularizers.{i}") for i, c in enumerate(cfg.regularizers)]
+def build_regularizers(cfg: Config) -> list[tuple[str, Regularizer]]:
+    """The regularizers, in config order, as (kind, object); combinations that make no sense
+    (weight clipping with a gradient penalty, label smoothing with the hinge loss) are errors."""
+    kinds = [c.kind for c in cfg.regularizers]
+    regs = []
+    for i, c in enumerate(cfg.regularizers):
+        reg = build(REGULARIZERS, c, f"regularizers.{i}")
+        for other in reg.incompatible:
+            if other in kinds or other == cfg.loss.kind:
+                what = f"loss {other}" if other == cfg.loss.kind else f"regularizer {other}"
+                raise ConfigError(f"regularizers.{i}: {c.kind} cannot be combined with {what}; remove one of them")
+        if kinds.count(c.kind) > 1:
+            raise ConfigError(f"regularizers.{i}: {c.kind} is listed twice")
+        regs.append((c.kind, reg))
+    return regs
+
+
+def build_networks(cfg: Config, info: DataInfo) -> tuple[nn.Module, nn.Module, list[tuple[str, Regularizer]]]:
+    """G, D and the regularizers, with the regularizers' changes to the networks made
+    (spectral normalisation): the same on every path, training or loading a checkpoint."""
+    G = build_generator(cfg.generator, info)
+    D = build_discriminator(cfg.discriminator, info)
+    regs = build_regularizers(cfg)
+    for i, (kind, reg) in enumerate(regs):
+        try:
+            reg.setup(G, D)
+        except ValueError as e:
+            raise ConfigError(f"regularizers.{i} ({kind}): {e}") from None
+    return G, D, regs
 
 
 def build_optimizer(component: Component, model: nn.Module, where: str) -> torch.optim.Optimizer:
@@ -102,10 +128,8 @@ def validate(cfg: Config) -> DataInfo:
     """Build what can be built cheaply (data source, both networks) to surface config errors
     before anything runs; returns the data description."""
     info = build_data(cfg).info
-    build_generator(cfg.generator, info)
-    build_discriminator(cfg.discriminator, info)
+    build_networks(cfg, info)
     build_loss(cfg)
-    build_regularizers(cfg)
     from ganforge.metrics.evaluate import check_metrics
 
     check_metrics(cfg.eval.metrics, info.is_image, cfg.eval.best)

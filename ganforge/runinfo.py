@@ -102,7 +102,7 @@ def ago(timestamp: float) -> str:
 
 def checkpoint_details(path: Path) -> dict[str, Any]:
     """Everything `ganforge info` shows about a checkpoint or run folder."""
-    from ganforge.build import build_discriminator
+    from ganforge.build import build_networks
     from ganforge.checkpoint import load_checkpoint
     from ganforge.config import parse_config
     from ganforge.data import DataInfo
@@ -113,7 +113,7 @@ def checkpoint_details(path: Path) -> dict[str, Any]:
     loaded = load_generator(path, device="cpu")
     payload = load_checkpoint(file)
     cfg = parse_config(payload["config"])
-    D = build_discriminator(cfg.discriminator, DataInfo.from_dict(payload["data_info"]))
+    _, D, _ = build_networks(cfg, DataInfo.from_dict(payload["data_info"]))
     run = file.parent.parent if file.parent.name == "checkpoints" else file.parent
     evals = [r for r in read_log(run) if "eval" in r]
     files = []

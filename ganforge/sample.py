@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ganforge.build import build_generator, resolve_device
+from ganforge.build import build_networks, resolve_device
 from ganforge.checkpoint import find_checkpoint, load_checkpoint
 from ganforge.config import parse_config
 from ganforge.data import DataInfo
@@ -43,7 +43,7 @@ def load_generator(path: str | Path, use_ema: bool = True, device: str = "auto")
     try:
         info = DataInfo.from_dict(payload["data_info"])
         cfg = parse_config(payload["config"], default_source=str(file))
-        G = build_generator(cfg.generator, info)
+        G, _, _ = build_networks(cfg, info)
         G.load_state_dict(payload["state"]["G_ema" if use_ema else "G"])
     except ConfigError as e:
         raise CheckpointError(f"{file}: its stored config is not valid for this ganforge ({e})") from None

@@ -10,7 +10,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +20,9 @@ from tqdm import tqdm
 
 from ganforge.build import (
     build_data,
-    build_discriminator,
-    build_generator,
     build_loss,
+    build_networks,
     build_optimizer,
-    build_regularizers,
     build_scheduler,
     resolve_device,
 )
@@ -63,6 +61,7 @@ class TrainState:
     rollbacks: int = 0  # times a non-finite state was rolled back (train.on_nonfinite: rollback)
     lr_scale: float = 1.0  # product of the rollbacks' learning-rate factors
     best: dict[str, Any] | None = None  # best evaluation so far: {figure, value, step}
+    regularizers: list[tuple[str, Regularizer]] = field(default_factory=list)  # with their own state
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -81,6 +80,7 @@ class TrainState:
             "rollbacks": self.rollbacks,
             "lr_scale": self.lr_scale,
             "best": self.best,
+            "regularizers": [reg.state_dict() for _, reg in self.regularizers],
         }
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
@@ -100,13 +100,14 @@ class TrainState:
         self.rollbacks = int(sd.get("rollbacks", 0))
         self.lr_scale = float(sd.get("lr_scale", 1.0))
         self.best = sd.get("best")
+        for (_, reg), reg_state in zip(self.regularizers, sd.get("regularizers", [])):
+            reg.load_state_dict(reg_state)
 
 
 def create_state(cfg: Config, info: DataInfo, device: torch.device, sync_batchnorm: bool = False) -> TrainState:
     """Fresh networks, optimizers and schedules for `cfg` (seed the RNGs first)."""
     memory_format = torch.channels_last if cfg.train.channels_last and info.is_image else torch.contiguous_format
-    G = build_generator(cfg.generator, info)
-    D = build_discriminator(cfg.discriminator, info)
+    G, D, regularizers = build_networks(cfg, info)
     if sync_batchnorm:
         # Batch statistics over all ranks' shards; the state dict keys stay those of BatchNorm.
         G, D = nn.SyncBatchNorm.convert_sync_batchnorm(G), nn.SyncBatchNorm.convert_sync_batchnorm(D)
@@ -127,7 +128,8 @@ def create_state(cfg: Config, info: DataInfo, device: torch.device, sync_batchno
     fixed_z = torch.randn(cfg.samples.num, G.latent_dim, generator=g).to(device)
     classes = conditioning_classes(G)
     fixed_labels = (torch.arange(cfg.samples.num) % classes).to(device) if classes else None
-    return TrainState(G, D, G_ema, opt_g, opt_d, sched_g, sched_d, scaler_g, scaler_d, fixed_z, fixed_labels)
+    return TrainState(G, D, G_ema, opt_g, opt_d, sched_g, sched_d, scaler_g, scaler_d, fixed_z, fixed_labels,
+                      regularizers=regularizers)
 
 
 # --------------------------------------------------------------------------------------------
@@ -178,6 +180,19 @@ def _split(x: Tensor | None, parts: int) -> list[Tensor | None]:
     return list(x.chunk(parts)) if x is not None else [None] * parts
 
 
+def fake_labels(G: nn.Module, n: int, device: torch.device, gen: torch.Generator) -> Tensor | None:
+    """Classes asked of a conditional generator: uniform, from the step's noise stream."""
+    classes = conditioning_classes(G)
+    return torch.randint(classes, (n,), device=device, generator=gen) if classes else None
+
+
+def augmented(regularizers: list[tuple[str, Regularizer]], x: Tensor, gen: torch.Generator, step: int) -> Tensor:
+    """D's input after every augmenting regularizer (DiffAugment, ADA, instance noise)."""
+    for _, reg in regularizers:
+        x = reg.augment(x, gen, step)
+    return x
+
+
 def discriminator_step(
     state: TrainState,
     rt: Runtime,
@@ -196,25 +211,35 @@ def discriminator_step(
     for micro, (x, y) in enumerate(zip(real.chunk(A), _split(labels, A))):
         gen = rt.noise(micro, state.step, phase)
         z = torch.randn(x.shape[0], state.G.latent_dim, device=x.device, generator=gen)
+        y_fake = fake_labels(state.G, x.shape[0], x.device, gen)
         with torch.no_grad(), rt.autocast():
-            fake = rt.G_fast(z, y)
+            fake = rt.G_fast(z, y_fake)
+        x_in = augmented(regularizers, x, gen, state.step)
+        fake_in = augmented(regularizers, fake, gen, state.step)
         with rt.no_sync(rt.D_train, micro):
             with rt.autocast():
-                d_loss = loss.d_loss(rt.D_train(x, y), rt.D_train(fake, y))
+                real_logits, fake_logits = rt.D_train(x_in, y), rt.D_train(fake_in, y_fake)
+                d_loss = loss.d_loss(real_logits, fake_logits)
             total = d_loss
             for name, reg in regularizers:
-                if reg.applies_to == "d" and d_update % reg.every == 0:
+                term, scale = reg.d_outputs(real_logits, fake_logits), reg.weight
+                if term is None and d_update % reg.every == 0:
                     # Penalties differentiate through D: float32, and the plain module (a double
                     # backward through torch.compile is not supported).
                     with torch.autocast(x.device.type, enabled=False):
-                        penalty = reg(state.D, x.float(), fake.float(), y, gen)
-                    # Lazy regularization: a penalty applied every k-th update counts k times.
-                    total = total + penalty * (reg.weight * reg.every)
-                    stats[name] = stats.get(name, 0) + penalty.detach() / A
+                        term = reg.d_penalty(state.D, x_in.float(), fake_in.float(), y, y_fake, gen)
+                    scale = reg.weight * reg.every  # lazy: applied every k-th update, it counts k times
+                if term is not None:
+                    total = total + term * scale
+                    stats[name] = stats.get(name, 0) + term.detach() / A
             state.scaler_d.scale(total / A).backward()
         stats["d_loss"] = stats.get("d_loss", 0) + d_loss.detach() / A
+        for _, reg in regularizers:
+            reg.observe(real_logits, state.step)
     state.scaler_d.step(state.opt_d)
     state.scaler_d.update()
+    for _, reg in regularizers:
+        reg.after_d_step(state.D)
     return stats
 
 
@@ -222,29 +247,44 @@ def generator_step(
     state: TrainState,
     rt: Runtime,
     loss: Loss,
+    regularizers: list[tuple[str, Regularizer]],
     labels: Tensor | None,
     real: Tensor,
     phase: int,
 ) -> dict[str, Tensor]:
-    """One generator update against the current discriminator; returns the detached loss."""
+    """One generator update against the current discriminator; returns the detached losses."""
     A = rt.accumulate
-    g_total: Tensor | int = 0
+    stats: dict[str, Tensor] = {}
     state.D.requires_grad_(False)  # D's weights get no gradients here: saves a third of its backward
     state.opt_g.zero_grad(set_to_none=True)
     for micro, (x, y) in enumerate(zip(real.chunk(A), _split(labels, A))):
         gen = rt.noise(micro, state.step, phase)
         z = torch.randn(x.shape[0], state.G.latent_dim, device=x.device, generator=gen)
+        y_fake = fake_labels(state.G, x.shape[0], x.device, gen)
         with rt.no_sync(rt.G_train, micro):
             with rt.autocast():
-                fake_logits = rt.D_fast(rt.G_train(z, y), y)
-                real_logits = rt.D_fast(x, y) if loss.g_needs_real else None
+                fake = rt.G_train(z, y_fake)
+                fake_logits = rt.D_fast(augmented(regularizers, fake, gen, state.step), y_fake)
+                real_logits = rt.D_fast(augmented(regularizers, x, gen, state.step), y) if loss.g_needs_real \
+                    else None
+                for _, reg in regularizers:
+                    fake_logits = reg.g_logits(fake_logits, state.step)
                 g_loss = loss.g_loss(fake_logits, real_logits)
-            state.scaler_g.scale(g_loss / A).backward()
-        g_total = g_total + g_loss.detach() / A
+            total = g_loss
+            for name, reg in regularizers:
+                if state.step % reg.every == 0:
+                    with torch.autocast(x.device.type, enabled=False):
+                        term = reg.g_penalty(state.G, state.D, z, y_fake, fake.float(), gen)
+                    if term is not None:
+                        total = total + term * (reg.weight * reg.every)
+                        key = f"{name}_g" if reg.has_d_terms else name
+                        stats[key] = stats.get(key, 0) + term.detach() / A
+            state.scaler_g.scale(total / A).backward()
+        stats["g_loss"] = stats.get("g_loss", 0) + g_loss.detach() / A
     state.scaler_g.step(state.opt_g)
     state.scaler_g.update()
     state.D.requires_grad_(True)
-    return {"g_loss": g_total}  # type: ignore[dict-item]
+    return stats
 
 
 class EMA:
@@ -385,7 +425,7 @@ def train(
     info = source.info
     state = create_state(cfg, info, device, sync_batchnorm=cfg.train.sync_batchnorm and ctx.enabled)
     loss = build_loss(cfg)
-    regularizers = list(zip((c.kind for c in cfg.regularizers), build_regularizers(cfg)))
+    regularizers = state.regularizers
     batches = source.batches(cfg.train.batch_size, cfg.train.seed, device, ctx.rank, ctx.world_size)
     if resume is not None:
         state.load_state_dict(resume["state"])
@@ -421,7 +461,7 @@ def train(
                 meter.add(discriminator_step(state, rt, loss, regularizers, real, labels,
                                              d_update=state.step * d_steps + i, phase=i))
             # (2) Update G.
-            meter.add(generator_step(state, rt, loss, labels, real, phase=-1))
+            meter.add(generator_step(state, rt, loss, regularizers, labels, real, phase=-1))
             # (3) Update G_ema and the learning rates.
             state.step += 1
             ema.update(state.step)
