@@ -48,7 +48,8 @@ def cutout(x: Tensor, gen: torch.Generator | None, ratio: float = 0.5) -> Tensor
     cx = torch.randint(0, w + (1 - cw % 2), (n, 1, 1), device=x.device, generator=gen)
     ys = torch.arange(h, device=x.device).view(1, h, 1)
     xs = torch.arange(w, device=x.device).view(1, 1, w)
-    hole = ((ys - cy).abs() < ch / 2) & ((xs - cx).abs() < cw / 2)
+    top, left = cy - ch // 2, cx - cw // 2  # the hole may hang over the border, as in DiffAugment
+    hole = (ys >= top) & (ys < top + ch) & (xs >= left) & (xs < left + cw)
     return x * (~hole).unsqueeze(1).to(x.dtype)
 
 

@@ -231,7 +231,7 @@ def sample(
     loaded = load_generator(checkpoint, use_ema=not no_ema, device=device)
     samples = draw(loaded, num, seed=seed, batch_size=batch_size, class_index=class_index, truncation=truncation,
                    progress=not quiet)
-    written = write_samples(loaded, samples, out, grid)
+    written = write_samples(loaded, samples, out, grid, class_grid=class_index is None)
     where = written[0] if len(written) <= 2 else written[0].parent
     if as_json:
         typer.echo(json.dumps({"checkpoint": str(loaded.checkpoint), "step": loaded.step, "num": num, "seed": seed,

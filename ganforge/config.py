@@ -64,8 +64,10 @@ class ScheduleConfig:
 class EMAConfig:
     """Exponential moving average of the generator's weights, used for samples."""
 
-    decay: Annotated[float, Range(ge=0.0, lt=1.0)] = 0.999  # 0 turns the average off
+    decay: Annotated[float, Range(ge=0.0, lt=1.0)] = 0.999  # per step; 0 turns the average off
     start: Annotated[int, Range(ge=0)] = 0  # steps before averaging starts (EMA copies G until then)
+    # StyleGAN's ramp-up: early on, the averaging horizon is at most rampup x the steps done so far.
+    rampup: Annotated[float, Range(gt=0.0)] | None = None
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ from PIL import Image
 from torch import Tensor
 
 from ganforge.errors import GanforgeError
+from ganforge.generation import generate
 from ganforge.imaging import enlarge, grid
 from ganforge.sample import LoadedGenerator, check_truncation, class_labels, sample_noise
-from ganforge.train import generate
 
 
 def slerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:

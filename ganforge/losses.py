@@ -80,3 +80,18 @@ class LeastSquares(Loss):
 
     def g_loss(self, fake: Tensor, real: Tensor | None = None) -> Tensor:
         return 0.5 * ((fake - 1.0) ** 2).mean()
+
+
+@LOSSES.register("relativistic_average")
+class RelativisticAverage(Loss):
+    """RaGAN (Jolicoeur-Martineau 2018): D judges whether reals look more real than the average
+    fake, and vice versa; G's loss needs D's outputs on reals too."""
+
+    g_needs_real = True
+
+    def d_loss(self, real: Tensor, fake: Tensor) -> Tensor:
+        return F.softplus(-(real - fake.mean())).mean() + F.softplus(fake - real.mean()).mean()
+
+    def g_loss(self, fake: Tensor, real: Tensor | None = None) -> Tensor:
+        assert real is not None, "relativistic_average needs D's outputs on real data"
+        return F.softplus(-(fake - real.mean())).mean() + F.softplus(real - fake.mean()).mean()

@@ -97,6 +97,8 @@ _BUILTIN_MODULES = (
     "ganforge.data.images",
     "ganforge.models.mlp",
     "ganforge.models.dcgan",
+    "ganforge.models.resnet",
+    "ganforge.models.stylegan2",
     "ganforge.losses",
     "ganforge.regularizers",
     "ganforge.optim",

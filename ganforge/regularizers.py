@@ -263,7 +263,8 @@ class Orthogonal(Regularizer):
     def g_penalty(self, G, D, z, labels, fake, gen):
         total = fake.new_zeros(())
         for name, p in G.named_parameters():
-            if p.dim() < 2 or "embed" in name or not p.requires_grad:
+            # BigGAN leaves the shared class embedding out.
+            if p.dim() < 2 or "embed" in name or "shared" in name or not p.requires_grad:
                 continue
             w = p.flatten(1)
             gram = w @ w.T
@@ -324,9 +325,12 @@ class TopK(Regularizer):
 
 
 def apply_spectral_norm(module: nn.Module) -> None:
-    """Spectral normalisation (Miyato et al. 2018) on every conv and linear weight, in place."""
+    """Spectral normalisation (Miyato et al. 2018) on every conv, linear and embedding weight, in place.
+    (Layers with equalized learning rate, as in stylegan2, keep their own scaling.)"""
     for child in list(module.modules()):
-        if isinstance(child, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)) and \
+        if getattr(child, "spectral_norm_exempt", False):
+            continue
+        if isinstance(child, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Embedding)) and \
                 not torch.nn.utils.parametrize.is_parametrized(child, "weight"):
             dim = 1 if isinstance(child, nn.ConvTranspose2d) else 0
             torch.nn.utils.parametrizations.spectral_norm(child, dim=dim)

@@ -14,10 +14,17 @@ from ganforge.build import build_networks, resolve_device
 from ganforge.checkpoint import find_checkpoint, load_checkpoint
 from ganforge.config import parse_config
 from ganforge.data import DataInfo
-from ganforge.errors import CheckpointError, ConfigError, GanforgeError
+from ganforge.errors import CheckpointError, ConfigError
+from ganforge.generation import (  # noqa: F401  (re-exported for users)
+    check_truncation,
+    class_labels,
+    class_rows,
+    generate,
+    grid_columns,
+    sample_noise,
+)
 from ganforge.imaging import grid, scatter, to_pil
 from ganforge.models import conditioning_classes
-from ganforge.train import generate
 
 
 @dataclass
@@ -53,35 +60,6 @@ def load_generator(path: str | Path, use_ema: bool = True, device: str = "auto")
     return LoadedGenerator(G, info, int(payload["step"]), file, payload["config"])
 
 
-def sample_noise(num: int, latent_dim: int, seed: int, device: torch.device) -> torch.Tensor:
-    """Gaussian noise drawn on the CPU from `seed`, so the same seed gives the same samples anywhere."""
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(num, latent_dim, generator=g).to(device)
-
-
-def class_labels(num: int, num_classes: int, class_index: int | None, device: torch.device) -> torch.Tensor | None:
-    """Labels for `num` samples: all `class_index`, or cycling through the classes; None when
-    the generator is unconditional."""
-    if class_index is not None:
-        if num_classes == 0:
-            raise GanforgeError("--class: this generator is unconditional (it takes no class labels)")
-        if not 0 <= class_index < num_classes:
-            raise GanforgeError(f"--class {class_index}: this generator has classes 0 to {num_classes - 1}")
-        return torch.full((num,), class_index, device=device, dtype=torch.long)
-    return (torch.arange(num, device=device) % num_classes) if num_classes else None
-
-
-def check_truncation(G: nn.Module, truncation: float | None) -> dict[str, float]:
-    """Keyword arguments for G's forward; an error if G has no truncation trick."""
-    if truncation is None:
-        return {}
-    if not getattr(G, "supports_truncation", False):
-        raise GanforgeError(f"--truncation: the {type(G).__name__} has no truncation trick (stylegan2 has)")
-    if not 0.0 <= truncation <= 1.0:
-        raise GanforgeError(f"--truncation {truncation}: use a value from 0 (the average) to 1 (no truncation)")
-    return {"truncation": truncation}
-
-
 def sample(loaded: LoadedGenerator, num: int, seed: int = 0, batch_size: int = 256, class_index: int | None = None,
            truncation: float | None = None, progress: bool = False) -> torch.Tensor:
     """`num` samples on the CPU: images in [-1, 1] (N, C, H, W) or vectors (N, D)."""
@@ -92,7 +70,8 @@ def sample(loaded: LoadedGenerator, num: int, seed: int = 0, batch_size: int = 2
     return generate(loaded.G, z, labels, batch_size, progress=progress, **extra).cpu()
 
 
-def write_samples(loaded: LoadedGenerator, samples: torch.Tensor, out: Path, as_grid: bool) -> list[Path]:
+def write_samples(loaded: LoadedGenerator, samples: torch.Tensor, out: Path, as_grid: bool,
+                  class_grid: bool = False) -> list[Path]:
     """Write samples as image files in a folder, one grid PNG, or (2D data) .npy plus a scatter plot."""
     written: list[Path] = []
     try:
@@ -106,7 +85,7 @@ def write_samples(loaded: LoadedGenerator, samples: torch.Tensor, out: Path, as_
         if as_grid:
             png = out if out.suffix.lower() == ".png" else out.with_suffix(".png")
             png.parent.mkdir(parents=True, exist_ok=True)
-            grid(samples).save(png)
+            grid(samples, nrow=grid_columns(len(samples), loaded.num_classes) if class_grid else None).save(png)
             return [png]
         out.mkdir(parents=True, exist_ok=True)
         for i, image in enumerate(samples):

@@ -54,3 +54,17 @@ def cosine(total_steps: int, warmup_steps: Steps = 0, final: Fraction = 0.0) -> 
         return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * t))
 
     return _with_warmup(factor, warmup_steps)
+
+
+@SCHEDULES.register("step")
+def step(total_steps: int, warmup_steps: Steps = 0, every: Annotated[int, Range(ge=1)] = 10_000,
+         gamma: Annotated[float, Range(gt=0.0, le=1.0)] = 0.5) -> Factor:
+    """Multiply the learning rate by `gamma` every `every` steps."""
+    return _with_warmup(lambda s: gamma ** (s // every), warmup_steps)
+
+
+@SCHEDULES.register("exponential")
+def exponential(total_steps: int, warmup_steps: Steps = 0, final: Annotated[float, Range(gt=0.0, le=1.0)] = 0.1
+                ) -> Factor:
+    """Decay smoothly by a constant factor per step, reaching `final` x lr at the end."""
+    return _with_warmup(lambda s: final ** (min(s, total_steps) / max(1, total_steps)), warmup_steps)

@@ -30,6 +30,7 @@ from ganforge.config import Config
 from ganforge.data import DataInfo
 from ganforge.distributed import Dist, all_reduce_mean, any_rank, check_batch_split, stream_seed, wrap
 from ganforge.errors import ConfigError, TrainingAborted
+from ganforge.generation import class_rows, generate, grid_columns
 from ganforge.imaging import grid, scatter
 from ganforge.losses import Loss
 from ganforge.models import conditioning_classes
@@ -127,7 +128,8 @@ def create_state(cfg: Config, info: DataInfo, device: torch.device, sync_batchno
     g = torch.Generator().manual_seed(cfg.train.seed + 2**31)
     fixed_z = torch.randn(cfg.samples.num, G.latent_dim, generator=g).to(device)
     classes = conditioning_classes(G)
-    fixed_labels = (torch.arange(cfg.samples.num) % classes).to(device) if classes else None
+    # Conditional runs: the grid shows one class per row.
+    fixed_labels = class_rows(cfg.samples.num, classes, device) if classes else None
     return TrainState(G, D, G_ema, opt_g, opt_d, sched_g, sched_d, scaler_g, scaler_d, fixed_z, fixed_labels,
                       regularizers=regularizers)
 
@@ -290,8 +292,9 @@ def generator_step(
 class EMA:
     """G_ema <- decay * G_ema + (1 - decay) * G after each step; buffers are copied."""
 
-    def __init__(self, ema: nn.Module, model: nn.Module, decay: float, start: int) -> None:
-        self.decay, self.start = decay, start
+    def __init__(self, ema: nn.Module, model: nn.Module, decay: float, start: int, rampup: float | None = None
+                 ) -> None:
+        self.decay, self.start, self.rampup = decay, start, rampup
         self.ema_params = list(ema.parameters())
         self.params = list(model.parameters())
         self.ema_buffers = list(ema.buffers())
@@ -302,10 +305,18 @@ class EMA:
         """Average after `step` (the number of completed steps); before `start`, copy."""
         if self.decay == 0:
             return  # no averaging: `sync` copies G only when G_ema is read
-        weight = 1.0 if step <= self.start else 1.0 - self.decay
+        weight = 1.0 if step <= self.start else 1.0 - self.decay_at(step - self.start)
         torch._foreach_lerp_(self.ema_params, self.params, weight)
         for e, b in zip(self.ema_buffers, self.buffers):
             e.copy_(b)
+
+    def decay_at(self, steps: int) -> float:
+        """The decay after `steps` averaging steps: with ramp-up, the half-life is at most
+        rampup x steps (StyleGAN), so early weights are forgotten quickly."""
+        if self.rampup is None:
+            return self.decay
+        half_life = math.log(0.5) / math.log(self.decay)
+        return 0.5 ** (1.0 / max(min(half_life, steps * self.rampup), 1e-8))
 
     @torch.no_grad()
     def sync(self) -> None:
@@ -340,19 +351,6 @@ class Meter:
             means = all_reduce_mean(means, ctx)
         self.values = {}
         return dict(zip(keys, means.tolist()))
-
-
-@torch.no_grad()
-def generate(G: nn.Module, z: Tensor, labels: Tensor | None, batch_size: int = 256, progress: bool = False,
-             **kwargs: Any) -> Tensor:
-    """G(z) in batches (G should be in eval mode); keyword arguments go to G (truncation)."""
-    parts = []
-    with tqdm(total=len(z), unit="img", desc="generating", disable=not progress, leave=False) as bar:
-        for start in range(0, len(z), batch_size):
-            lab = labels[start : start + batch_size] if labels is not None else None
-            parts.append(G(z[start : start + batch_size], lab, **kwargs).float())
-            bar.update(len(parts[-1]))
-    return torch.cat(parts)
 
 
 def nonfinite_networks(state: TrainState) -> list[str]:
@@ -433,9 +431,8 @@ def train(
         restore_rng(resume["rng"])
         run.truncate_log(state.step)  # records past the checkpoint belong to the lost future
     rt = make_runtime(cfg, state, ctx, device)
-    ema = EMA(state.G_ema, state.G, cfg.train.ema.decay, cfg.train.ema.start)
+    ema = EMA(state.G_ema, state.G, cfg.train.ema.decay, cfg.train.ema.start, cfg.train.ema.rampup)
     channels_last = cfg.train.channels_last and info.is_image
-    reference = source.reference_points(5000)
     evaluator = None
     if cfg.eval.every and ctx.is_main:
         from ganforge.metrics.evaluate import evaluator_for
@@ -446,11 +443,8 @@ def train(
     stop = stop or threading.Event()
     stopping = False
 
-    meter = Meter()
-    last_checkpoint: Path | None = None
-    last_log = (time.perf_counter(), state.step)
-    bar = tqdm(total=total, initial=state.step, unit="step", dynamic_ncols=True, disable=not (progress and ctx.is_main),
-               desc=run.path.name)
+    upkeep = Maintenance(cfg, cfg_dict, run, state, batches, ema, info, ctx, device, evaluator,
+                         source.reference_points(5000), progress)
     try:
         while state.step < total and not stopping:
             # (1) Update D on `d_steps_per_g_step` fresh real batches.
@@ -458,73 +452,21 @@ def train(
                 real, labels = next(batches)
                 if channels_last:
                     real = real.contiguous(memory_format=torch.channels_last)
-                meter.add(discriminator_step(state, rt, loss, regularizers, real, labels,
-                                             d_update=state.step * d_steps + i, phase=i))
+                upkeep.meter.add(discriminator_step(state, rt, loss, regularizers, real, labels,
+                                                    d_update=state.step * d_steps + i, phase=i))
             # (2) Update G.
-            meter.add(generator_step(state, rt, loss, regularizers, labels, real, phase=-1))
+            upkeep.meter.add(generator_step(state, rt, loss, regularizers, labels, real, phase=-1))
             # (3) Update G_ema and the learning rates.
             state.step += 1
             ema.update(state.step)
             state.sched_g.step()
             state.sched_d.step()
-            bar.update()
-
             # (4) Maintenance: log, samples, eval, checkpoint; a non-finite state stops or rolls back.
-            step = state.step
-            log_due = step % cfg.log.every == 0 or step == total
-            # Ranks agree on stopping at log steps (one small all-reduce); alone, at every step.
-            stopping = any_rank(stop.is_set(), ctx, device) if (ctx.enabled and log_due) else \
-                (stop.is_set() and not ctx.enabled)
-            last = step == total or stopping
+            stopping = upkeep.stop_requested(stop)
             try:
-                if log_due or last:
-                    now = time.perf_counter()
-                    record = {"step": step, **meter.pop(ctx), "lr_g": state.opt_g.param_groups[0]["lr"],
-                              "lr_d": state.opt_d.param_groups[0]["lr"],
-                              "img_per_s": (step - last_log[1]) * batch_size * d_steps / max(now - last_log[0], 1e-9),
-                              "images_seen": step * batch_size * d_steps}
-                    if batches.skipped:
-                        record["skipped_images"] = batches.skipped
-                    last_log = (now, step)
-                    bad = [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
-                    if bad:
-                        raise NonFinite(step, " and ".join(bad))
-                    run.append_log(record)
-                    bar.set_postfix_str(f"d={record['d_loss']:.3f} g={record['g_loss']:.3f} "
-                                        f"lr={record['lr_g']:.1e} img/s={record['img_per_s']:.0f}", refresh=False)
-                if (step % cfg.samples.every == 0 or last) and run.is_writer:
-                    ema.sync()
-                    fake = generate(state.G_ema, state.fixed_z, state.fixed_labels)
-                    run.save_sample(grid(fake) if info.is_image else scatter(fake, reference), step)
-                improved = False
-                if evaluator is not None and (step % cfg.eval.every == 0 or step == total):
-                    ema.sync()
-                    improved = evaluate_and_log(evaluator, state, info, run, cfg)
-                if step % cfg.checkpoint.every == 0 or last or improved:
-                    ema.sync()
-                    bad_nets = nonfinite_networks(state)
-                    if bad_nets:
-                        raise NonFinite(step, " and ".join(f"{n} weights" for n in bad_nets))
-                    if run.is_writer:
-                        body = {"step": step, "config": cfg_dict, "data_info": info.to_dict(),
-                                "state": state.state_dict(), "data": batches.state_dict(), "rng": capture_rng()}
-                        if step % cfg.checkpoint.every == 0 or last:
-                            last_checkpoint = run.save_checkpoint(body, step, cfg.checkpoint.keep)
-                        if improved:
-                            run.save_best(body, step, state.best["figure"], state.best["value"])
+                upkeep.after_step(last=state.step == total or stopping)
             except NonFinite as event:
-                if cfg.train.on_nonfinite != "rollback" or state.rollbacks >= cfg.train.max_rollbacks:
-                    good = run.latest_checkpoint()
-                    limit = f" after {state.rollbacks} rollbacks" if state.rollbacks else ""
-                    raise TrainingAborted(
-                        f"{event}{limit}; nothing was saved over the last good checkpoint "
-                        f"({good or 'none yet'}); {NONFINITE_ADVICE}"
-                    ) from None
-                roll_back(state, batches, run, cfg, event)
-                meter = Meter()
-                last_log = (time.perf_counter(), state.step)
-                bar.reset(total=total)
-                bar.update(state.step)
+                upkeep.recover(event)
     except torch.cuda.OutOfMemoryError:
         raise TrainingAborted(
             f"out of GPU memory at step {state.step} with train.batch_size={batch_size} "
@@ -533,8 +475,107 @@ def train(
             "is intact)"
         ) from None
     finally:
-        bar.close()
-    return TrainResult(state.step, total, state.step < total, last_checkpoint)
+        upkeep.close()
+    return TrainResult(state.step, total, state.step < total, upkeep.last_checkpoint)
+
+
+class Maintenance:
+    """The block after each step: log, sample grid, evaluation, checkpoint, each when due, and
+    what happens when a loss or weight turns non-finite."""
+
+    def __init__(self, cfg: Config, cfg_dict: dict[str, Any], run: RunDir, state: TrainState, batches: Any,
+                 ema: EMA, info: DataInfo, ctx: Dist, device: torch.device, evaluator: Any,
+                 reference: Tensor | None, progress: bool) -> None:
+        self.cfg, self.cfg_dict, self.run, self.state, self.batches = cfg, cfg_dict, run, state, batches
+        self.ema, self.info, self.ctx, self.device, self.evaluator = ema, info, ctx, device, evaluator
+        self.reference = reference
+        self.meter = Meter()
+        self.last_checkpoint: Path | None = None
+        self.last_log = (time.perf_counter(), state.step)
+        self.bar = tqdm(total=cfg.train.steps, initial=state.step, unit="step", dynamic_ncols=True,
+                        disable=not (progress and ctx.is_main), desc=run.path.name)
+
+    def _due(self, every: int) -> bool:
+        return self.state.step % every == 0 or self.state.step == self.cfg.train.steps
+
+    def stop_requested(self, stop: threading.Event) -> bool:
+        """Alone: at every step. Several ranks agree at log steps (one small all-reduce)."""
+        if not self.ctx.enabled:
+            return stop.is_set()
+        return any_rank(stop.is_set(), self.ctx, self.device) if self._due(self.cfg.log.every) else False
+
+    def after_step(self, last: bool) -> None:
+        """Everything due at this step (`last`: the run ends here)."""
+        self.bar.update()
+        if self._due(self.cfg.log.every) or last:
+            self.log()
+        if (self._due(self.cfg.samples.every) or last) and self.run.is_writer:
+            self.samples()
+        improved = False
+        if self.evaluator is not None and self._due(self.cfg.eval.every):
+            self.ema.sync()
+            improved = evaluate_and_log(self.evaluator, self.state, self.info, self.run, self.cfg)
+        if self._due(self.cfg.checkpoint.every) or last or improved:
+            self.checkpoint(regular=self._due(self.cfg.checkpoint.every) or last, best=improved)
+
+    def log(self) -> None:
+        """Average losses since the last record (one host sync), speed, learning rates."""
+        state, cfg, step = self.state, self.cfg, self.state.step
+        images = cfg.train.batch_size * cfg.train.d_steps_per_g_step
+        now = time.perf_counter()
+        record = {"step": step, **self.meter.pop(self.ctx), "lr_g": state.opt_g.param_groups[0]["lr"],
+                  "lr_d": state.opt_d.param_groups[0]["lr"],
+                  "img_per_s": (step - self.last_log[1]) * images / max(now - self.last_log[0], 1e-9),
+                  "images_seen": step * images}
+        if self.batches.skipped:
+            record["skipped_images"] = self.batches.skipped
+        self.last_log = (now, step)
+        bad = [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
+        if bad:
+            raise NonFinite(step, " and ".join(bad))
+        self.run.append_log(record)
+        self.bar.set_postfix_str(f"d={record['d_loss']:.3f} g={record['g_loss']:.3f} lr={record['lr_g']:.1e} "
+                                 f"img/s={record['img_per_s']:.0f}", refresh=False)
+
+    def samples(self) -> None:
+        """The fixed-noise grid (2D data: a scatter plot over the real data)."""
+        self.ema.sync()
+        fake = generate(self.state.G_ema, self.state.fixed_z, self.state.fixed_labels)
+        columns = grid_columns(len(fake), conditioning_classes(self.state.G))
+        image = grid(fake, nrow=columns) if self.info.is_image else scatter(fake, self.reference)
+        self.run.save_sample(image, self.state.step)
+
+    def checkpoint(self, regular: bool, best: bool) -> None:
+        """The complete state, after checking that every weight is finite."""
+        self.ema.sync()
+        state = self.state
+        bad_nets = nonfinite_networks(state)
+        if bad_nets:
+            raise NonFinite(state.step, " and ".join(f"{n} weights" for n in bad_nets))
+        if not self.run.is_writer:
+            return
+        body = {"step": state.step, "config": self.cfg_dict, "data_info": self.info.to_dict(),
+                "state": state.state_dict(), "data": self.batches.state_dict(), "rng": capture_rng()}
+        if regular:
+            self.last_checkpoint = self.run.save_checkpoint(body, state.step, self.cfg.checkpoint.keep)
+        if best:
+            self.run.save_best(body, state.step, state.best["figure"], state.best["value"])
+
+    def recover(self, event: NonFinite) -> None:
+        """Stop with what to do, or (train.on_nonfinite: rollback) continue from the last good state."""
+        state, cfg = self.state, self.cfg
+        if cfg.train.on_nonfinite != "rollback" or state.rollbacks >= cfg.train.max_rollbacks:
+            limit = f" after {state.rollbacks} rollbacks" if state.rollbacks else ""
+            raise TrainingAborted(f"{event}{limit}; nothing was saved over the last good checkpoint "
+                                  f"({self.run.latest_checkpoint() or 'none yet'}); {NONFINITE_ADVICE}") from None
+        roll_back(state, self.batches, self.run, cfg, event)
+        self.meter = Meter()
+        self.last_log = (time.perf_counter(), state.step)
+        self.bar.reset(total=cfg.train.steps)
+        self.bar.update(state.step)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def evaluate_and_log(evaluator: Any, state: TrainState, info: DataInfo, run: RunDir, cfg: Config) -> bool:

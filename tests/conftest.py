@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -65,3 +66,14 @@ def cli():
         return runner.invoke(app, list(args), catch_exceptions=False)
 
     return invoke
+
+
+class LinearD(nn.Module):
+    """A discriminator D(x) = <w, x>: its input gradient is w everywhere."""
+
+    def __init__(self, w: torch.Tensor) -> None:
+        super().__init__()
+        self.w = nn.Parameter(w)
+
+    def forward(self, x, labels=None):
+        return (x.flatten(1) * self.w).sum(1)

@@ -8,11 +8,12 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import LinearD
 from ganforge.build import build_discriminator, build_generator
 from ganforge.config import Component
 from ganforge.data import DataInfo
 from ganforge.losses import Hinge, LeastSquares, Minimax, NonSaturating, Wasserstein
-from ganforge.registry import DISCRIMINATORS, GENERATORS, LOSSES, REGULARIZERS, SCHEDULES
+from ganforge.registry import DISCRIMINATORS, GENERATORS, LOSSES, SCHEDULES
 from ganforge.regularizers import R1, GradientPenalty
 
 # Small settings per architecture, so that the sweep stays fast.
@@ -110,17 +111,6 @@ def test_every_registered_loss_is_tested():
 
 
 # -- regularizers --------------------------------------------------------------------------
-
-
-class LinearD(nn.Module):
-    """D(x) = <w, x>: its input gradient is w everywhere."""
-
-    def __init__(self, w: torch.Tensor) -> None:
-        super().__init__()
-        self.w = nn.Parameter(w)
-
-    def forward(self, x, labels=None):
-        return (x.flatten(1) * self.w).sum(1)
 
 
 def test_gradient_penalty_is_zero_for_unit_norm_gradients_and_grows_otherwise():

@@ -46,11 +46,11 @@ def gaussian_grid(
 def gaussian_ring(
     num_samples: Annotated[int, Range(ge=1)] = 100_000,
     radius: Annotated[float, Range(gt=0)] = 1.0,
-    std: Annotated[float, Range(gt=0)] = 0.02,
+    std: Annotated[float, Range(gt=0)] = 0.01,  # PacGAN's 2D-ring setting
     modes: Annotated[int, Range(ge=1)] = 8,
     seed: int = 0,
 ) -> GaussianMixture:
-    """8 Gaussians evenly spaced on a circle of radius 1 (2D vectors)."""
+    """8 Gaussians evenly spaced on a circle of radius 1, std 0.01 (2D vectors)."""
     angles = torch.arange(modes, dtype=torch.float64) * (2 * math.pi / modes)
     centres = (torch.stack([angles.cos(), angles.sin()], dim=1) * radius).float()
     return GaussianMixture("gaussian_ring", centres, std, num_samples, seed)

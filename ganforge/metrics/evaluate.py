@@ -315,7 +315,7 @@ class Evaluator:
 
     def fake_features(self, G: nn.Module, seed: int) -> Features:
         """Features of `num_samples` generated samples (noise from `seed`)."""
-        from ganforge.sample import sample_noise
+        from ganforge.generation import sample_noise
 
         G_device = next(G.parameters()).device
         z = sample_noise(self.num_samples, G.latent_dim, seed, G_device)

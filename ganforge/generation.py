@@ -1,0 +1,64 @@
+"""Drawing from a generator: noise, class labels, batched forward passes, truncation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from ganforge.errors import GanforgeError
+
+
+@torch.no_grad()
+def generate(G: nn.Module, z: Tensor, labels: Tensor | None, batch_size: int = 256, progress: bool = False,
+             **kwargs: Any) -> Tensor:
+    """G(z) in batches (G should be in eval mode); keyword arguments go to G (truncation)."""
+    parts = []
+    with tqdm(total=len(z), unit="img", desc="generating", disable=not progress, leave=False) as bar:
+        for start in range(0, len(z), batch_size):
+            lab = labels[start : start + batch_size] if labels is not None else None
+            parts.append(G(z[start : start + batch_size], lab, **kwargs).float())
+            bar.update(len(parts[-1]))
+    return torch.cat(parts)
+
+
+def sample_noise(num: int, latent_dim: int, seed: int, device: torch.device) -> torch.Tensor:
+    """Gaussian noise drawn on the CPU from `seed`, so the same seed gives the same samples anywhere."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(num, latent_dim, generator=g).to(device)
+
+
+def class_labels(num: int, num_classes: int, class_index: int | None, device: torch.device) -> torch.Tensor | None:
+    """Labels for `num` samples: all `class_index`, or cycling through the classes; None when
+    the generator is unconditional."""
+    if class_index is not None:
+        if num_classes == 0:
+            raise GanforgeError("--class: this generator is unconditional (it takes no class labels)")
+        if not 0 <= class_index < num_classes:
+            raise GanforgeError(f"--class {class_index}: this generator has classes 0 to {num_classes - 1}")
+        return torch.full((num,), class_index, device=device, dtype=torch.long)
+    return class_rows(num, num_classes, device) if num_classes else None
+
+
+def class_rows(num: int, num_classes: int, device: torch.device) -> torch.Tensor:
+    """Labels in class order, an equal run of each: a grid of `num / num_classes` columns shows
+    one class per row."""
+    return (torch.arange(num, device=device) * num_classes // num).clamp(max=num_classes - 1)
+
+
+def grid_columns(num: int, num_classes: int) -> int | None:
+    """Columns of a sample grid: one row per class for conditional generators."""
+    return -(-num // num_classes) if num_classes else None
+
+
+def check_truncation(G: nn.Module, truncation: float | None) -> dict[str, float]:
+    """Keyword arguments for G's forward; an error if G has no truncation trick."""
+    if truncation is None:
+        return {}
+    if not getattr(G, "supports_truncation", False):
+        raise GanforgeError(f"--truncation: the {type(G).__name__} has no truncation trick (stylegan2 has)")
+    if not 0.0 <= truncation <= 1.0:
+        raise GanforgeError(f"--truncation {truncation}: use a value from 0 (the average) to 1 (no truncation)")
+    return {"truncation": truncation}
