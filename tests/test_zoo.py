@@ -371,7 +371,7 @@ def shipped_overrides(name: str, tmp_path) -> list[str]:
     if cfg.generator.kind == "stylegan2":
         sets += ["generator.latent_dim=8", "generator.w_dim=8"]
     if cfg.generator.kind == "biggan":
-        sets += ["generator.latent_dim=16", "generator.shared_dim=4"]
+        sets += ["generator.latent_dim=24", "generator.shared_dim=4"]  # splits into 3, 4, 5 or 6 chunks
     data = tmp_path / "data"
     if cfg.data.kind == "cifar10":
         make_cifar(data)
