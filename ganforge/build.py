@@ -132,5 +132,5 @@ def validate(cfg: Config) -> DataInfo:
     build_loss(cfg)
     from ganforge.metrics.evaluate import check_metrics
 
-    check_metrics(cfg.eval.metrics, info.is_image, cfg.eval.best)
+    check_metrics(cfg.eval.metrics, info.is_image, cfg.eval.best, num_samples=cfg.eval.num_samples)
     return info

@@ -51,6 +51,11 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             except GanforgeError as e:
                 err("error: " + " ".join(str(e).split()))  # always one line
                 raise typer.Exit(e.exit_code) from None
+            except OSError as e:  # a file-system failure no command anticipated: still one line
+                where = f" {e.filename}" if e.filename else ""
+                err(f"error: could not access{where} ({e.strerror or type(e).__name__}); "
+                    "check the path, its permissions and the free space")
+                raise typer.Exit(1) from None
 
     return wrapper
 
@@ -263,11 +268,15 @@ def interpolate(
     quiet: bool = QUIET_OPTION,
 ) -> None:
     """Walk between random latents (spherical interpolation) as an animated GIF or a PNG strip."""
+    import torch
+
+    from ganforge.generation import class_labels
     from ganforge.interpolate import interpolate as make_frames
     from ganforge.interpolate import save_gif, strip
     from ganforge.sample import load_generator
 
     loaded = load_generator(checkpoint, use_ema=not no_ema, device=device)
+    class_labels(1, loaded.num_classes, class_index, torch.device("cpu"))  # --class names one of its classes
     try:
         if out.suffix.lower() == ".gif":
             frames = make_frames(loaded, num_frames, rows, cols, keyframes, seed, class_index, truncation,

@@ -8,6 +8,7 @@ metadata_props.
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
 from pathlib import Path
@@ -17,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ganforge import __version__
+from ganforge.checkpoint import atomic_write_bytes
 from ganforge.errors import GanforgeError
 from ganforge.sample import LoadedGenerator
 
@@ -83,7 +85,9 @@ def export(loaded: LoadedGenerator, fmt: str, out: Path, truncation: float | Non
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TorchScript's deprecation notices
             traced = torch.jit.trace(module, example, check_trace=False)
-            torch.jit.save(traced, str(out), _extra_files={METADATA_FILE: json.dumps(meta)})
+            buffer = io.BytesIO()
+            torch.jit.save(traced, buffer, _extra_files={METADATA_FILE: json.dumps(meta)})
+        atomic_write_bytes(out, buffer.getbuffer())
     elif fmt == "onnx":
         _export_onnx(module, example, out, meta)
     else:
@@ -106,12 +110,12 @@ def _export_onnx(module: nn.Module, example: tuple[Tensor, ...], out: Path, meta
                                         verbose=False)
         except Exception as e:  # the exporter reports unsupported operators in many ways
             raise GanforgeError(f"ONNX export failed ({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
-        program.save(str(out))
-    model = onnx.load(str(out))
+    model = program.model_proto
     for key, value in meta.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, json.dumps(value)
-    onnx.save(model, str(out))
+    onnx.checker.check_model(model)
+    atomic_write_bytes(out, model.SerializeToString())
 
 
 def read_torchscript_metadata(path: Path) -> dict[str, Any]:

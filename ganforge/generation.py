@@ -43,9 +43,9 @@ def class_labels(num: int, num_classes: int, class_index: int | None, device: to
 
 
 def class_rows(num: int, num_classes: int, device: torch.device) -> torch.Tensor:
-    """Labels in class order, an equal run of each: a grid of `num / num_classes` columns shows
-    one class per row."""
-    return (torch.arange(num, device=device) * num_classes // num).clamp(max=num_classes - 1)
+    """Labels in class order, a run of `grid_columns(num, num_classes)` per class, so that grid
+    shows one class per row (when `num` is not a multiple of the classes, the last rows fall short)."""
+    return (torch.arange(num, device=device) // grid_columns(num, num_classes)).clamp(max=num_classes - 1)
 
 
 def grid_columns(num: int, num_classes: int) -> int | None:

@@ -189,7 +189,7 @@ class Consistency(Regularizer):
 class LabelSmoothing(Regularizer):
     """One-sided label smoothing (Salimans et al. 2016): D's real target is `real_target`, not 1."""
 
-    incompatible = ("hinge", "wasserstein", "least_squares")
+    incompatible = ("hinge", "wasserstein", "least_squares", "relativistic_average")  # BCE on raw logits only
 
     def __init__(self, real_target: Annotated[float, Range(gt=0.0, lt=1.0)] = 0.9) -> None:
         self.real_target, self.weight = real_target, 1.0
@@ -383,8 +383,9 @@ class DiffAugment(Regularizer):
 
 @REGULARIZERS.register("ada")
 class AdaptiveAugment(Regularizer):
-    """ADA-style adaptive augmentation: probability p rises while E[sign D(real)] > target, falls
-    otherwise; p is saved in checkpoints."""
+    """ADA-style adaptive augmentation: every `interval` D updates, the probability p rises if
+    E[sign D(real)] over those updates' real images (all processes) exceeds `target`, and falls
+    otherwise, by (images seen) / `speed_images`. p and the running sums are saved in checkpoints."""
 
     incompatible = ("diffaugment",)
 
@@ -393,9 +394,10 @@ class AdaptiveAugment(Regularizer):
                  policy: list[Policy] = ("xflip", "translation", "color", "cutout"),  # type: ignore[assignment]
                  initial_p: Annotated[float, Range(ge=0, le=1)] = 0.0) -> None:
         self.target, self.interval, self.speed_images, self.policy = target, interval, speed_images, list(policy)
-        self.p = torch.tensor(initial_p)  # a tensor on the training device: adjusting it needs no host sync
-        self.weight = 1.0
-        self._signs: list[Tensor] = []
+        # Tensors on the training device: adjusting p needs no host sync.
+        self.p = torch.tensor(initial_p)
+        self._sign_sum, self._seen = torch.zeros(()), 0  # sum of sign D(real), real images: since the last adjustment
+        self._updates = 0
 
     def augment(self, x, gen, step):
         if x.dim() != 4:
@@ -404,18 +406,27 @@ class AdaptiveAugment(Regularizer):
         return augment.adaptive_augment(x, self.policy, self.p, gen)
 
     def observe(self, real_logits, step):
-        self._signs.append(real_logits.detach().float().sign().mean())
-        if len(self._signs) >= self.interval:
-            r_t = torch.stack(self._signs).mean()
-            images = self.interval * real_logits.shape[0]
-            self.p = (self.p.to(r_t.device) + torch.sign(r_t - self.target) * (images / self.speed_images)).clamp(0, 1)
-            self._signs = []
+        self._sign_sum = self._sign_sum.to(real_logits.device) + real_logits.detach().float().sign().sum()
+        self._seen += real_logits.numel()
+
+    def after_d_step(self, D):
+        self._updates += 1
+        if self._updates % self.interval:
+            return
+        signs = torch.stack([self._sign_sum, self._sign_sum.new_tensor(float(self._seen))])
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(signs)  # every process adjusts p alike
+        r_t = signs[0] / signs[1].clamp(min=1)
+        self.p = (self.p.to(r_t.device) + torch.sign(r_t - self.target) * (signs[1] / self.speed_images)).clamp(0, 1)
+        self._sign_sum, self._seen = torch.zeros_like(self._sign_sum), 0
 
     def state_dict(self) -> dict[str, Any]:
-        return {"p": float(self.p)}
+        return {"p": float(self.p), "sign_sum": float(self._sign_sum), "seen": self._seen, "updates": self._updates}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.p = torch.tensor(float(state.get("p", float(self.p))))
+        self._sign_sum, self._seen = torch.tensor(float(state.get("sign_sum", 0.0))), int(state.get("seen", 0))
+        self._updates = int(state.get("updates", 0))
 
 
 @REGULARIZERS.register("instance_noise")

@@ -26,13 +26,14 @@ from typing import Any
 from PIL import Image
 
 from ganforge.checkpoint import (
+    INDEX_NAME,
     CheckpointIndex,
     atomic_write_bytes,
     checkpoint_name,
     serialize,
     wrap_payload,
 )
-from ganforge.errors import RunFolderError, TrainingAborted
+from ganforge.errors import CheckpointError, RunFolderError, TrainingAborted
 
 
 class RunDir:
@@ -202,7 +203,7 @@ class RunDir:
             index.add(name, step, sha, len(data))
             # Forget the oldest in the index first, then delete them: the index never names a
             # file that is gone.
-            pruned = [e["file"] for e in index.newest_first()[keep:]]
+            pruned = [e["file"] for e in index.newest_first()[keep:] if e["file"] != name]
             for old in pruned:
                 index.remove(old)
             index.save()
@@ -246,10 +247,44 @@ class RunDir:
             return None
         return self.checkpoints / latest if latest else None
 
-    def truncate_log(self, step: int) -> None:
-        """Drop log records after `step` (and a line cut short by a crash) before continuing."""
+    def rewind(self, step: int) -> None:
+        """Continue from the checkpoint at `step` (a resume or a rollback): what the run recorded
+        after it belongs to a lost future. Log records after `step` are dropped; checkpoints after
+        it (ones that were skipped as damaged) leave the index and are renamed `*.skipped`, so
+        pruning never counts them and `latest` names the checkpoint written next."""
+        if not self.is_writer:
+            return
+        try:
+            self._truncate_log(step)
+            self._forget_checkpoints_after(step)
+        except OSError as e:
+            raise RunFolderError(f"could not update the run folder {self.path} ({e.strerror or type(e).__name__}); "
+                                 "check that it is writable and has free space, then --resume") from None
+
+    def _forget_checkpoints_after(self, step: int) -> None:
+        try:
+            index = CheckpointIndex(self.checkpoints)
+        except CheckpointError as e:
+            damaged = self.checkpoints / f"{INDEX_NAME}.damaged"
+            warnings.warn(f"{e}; moved it to {damaged.name} and starting a new index", stacklevel=2)
+            os.replace(self.checkpoints / INDEX_NAME, damaged)
+            return
+        later = [e["file"] for e in index.entries if e["step"] > step]
+        if not later:
+            return
+        for name in later:
+            index.remove(name)
+        newest = index.newest_first()
+        index.latest = newest[0]["file"] if newest else None
+        index.save()
+        for name in later:
+            if (self.checkpoints / name).exists():
+                os.replace(self.checkpoints / name, self.checkpoints / f"{name}.skipped")
+
+    def _truncate_log(self, step: int) -> None:
+        """Drop log records after `step` (and a line cut short by a crash)."""
         log = self.path / "log.jsonl"
-        if not self.is_writer or not log.exists():
+        if not log.exists():
             return
         kept = []
         for line in log.read_text().splitlines():

@@ -6,6 +6,7 @@ import contextlib
 import copy
 import functools
 import math
+import os
 import threading
 import time
 import warnings
@@ -28,7 +29,7 @@ from ganforge.build import (
 )
 from ganforge.config import Config
 from ganforge.data import DataInfo
-from ganforge.distributed import Dist, all_reduce_mean, any_rank, check_batch_split, stream_seed, wrap
+from ganforge.distributed import Dist, all_reduce_mean, any_rank, barrier, check_batch_split, stream_seed, wrap
 from ganforge.errors import ConfigError, TrainingAborted
 from ganforge.generation import class_rows, generate, grid_columns
 from ganforge.imaging import grid, scatter
@@ -164,12 +165,18 @@ class Runtime:
     seed: int
     generators: list[torch.Generator]
 
-    def noise(self, micro: int, step: int, phase: int) -> torch.Generator:
+    def noise(self, micro: int, step: int, phase: int, rollbacks: int = 0) -> torch.Generator:
         """The noise stream of one micro-batch of one phase of one step. It depends only on
-        (seed, step, phase, shard), so a batch split over ranks or accumulation steps sees the
-        same noise as in one piece, and a resumed run needs no saved noise state."""
+        (seed, step, phase, shard) and the number of rollbacks so far, so the same global batch
+        split into the same number of shards (processes x accumulate) sees the same noise however
+        the shards are spread, a resumed run needs no saved noise state, and a rolled-back run
+        does not replay the noise that blew up. The global torch generator is seeded from the
+        same coordinates, for networks that draw noise inside their forward (StyleGAN2's
+        per-pixel noise and style mixing)."""
         shard = self.ctx.rank * self.accumulate + micro
-        return self.generators[micro].manual_seed(stream_seed(self.seed, step, phase, shard))
+        coords = (self.seed, step, phase, shard) + ((rollbacks,) if rollbacks else ())
+        torch.manual_seed(stream_seed(*coords, -1))
+        return self.generators[micro].manual_seed(stream_seed(*coords))
 
     def no_sync(self, module: nn.Module, micro: int) -> contextlib.AbstractContextManager[Any]:
         """Skip DDP's gradient all-reduce for all but the last micro-batch."""
@@ -211,7 +218,7 @@ def discriminator_step(
     stats: dict[str, Tensor] = {}
     state.opt_d.zero_grad(set_to_none=True)
     for micro, (x, y) in enumerate(zip(real.chunk(A), _split(labels, A))):
-        gen = rt.noise(micro, state.step, phase)
+        gen = rt.noise(micro, state.step, phase, state.rollbacks)
         z = torch.randn(x.shape[0], state.G.latent_dim, device=x.device, generator=gen)
         y_fake = fake_labels(state.G, x.shape[0], x.device, gen)
         with torch.no_grad(), rt.autocast():
@@ -260,7 +267,7 @@ def generator_step(
     state.D.requires_grad_(False)  # D's weights get no gradients here: saves a third of its backward
     state.opt_g.zero_grad(set_to_none=True)
     for micro, (x, y) in enumerate(zip(real.chunk(A), _split(labels, A))):
-        gen = rt.noise(micro, state.step, phase)
+        gen = rt.noise(micro, state.step, phase, state.rollbacks)
         z = torch.randn(x.shape[0], state.G.latent_dim, device=x.device, generator=gen)
         y_fake = fake_labels(state.G, x.shape[0], x.device, gen)
         with rt.no_sync(rt.G_train, micro):
@@ -420,6 +427,9 @@ def train(
         raise ConfigError("train.sync_batchnorm: SyncBatchNorm needs CUDA devices; set it to false on the CPU")
     seed_everything(cfg.train.seed)
     source = build_data(cfg)
+    if ctx.is_main:
+        source.prepare()  # downloads, while the other processes wait
+    barrier(ctx)
     info = source.info
     state = create_state(cfg, info, device, sync_batchnorm=cfg.train.sync_batchnorm and ctx.enabled)
     loss = build_loss(cfg)
@@ -429,7 +439,7 @@ def train(
         state.load_state_dict(resume["state"])
         batches.load_state_dict(resume["data"])
         restore_rng(resume["rng"])
-        run.truncate_log(state.step)  # records past the checkpoint belong to the lost future
+        run.rewind(state.step)
     rt = make_runtime(cfg, state, ctx, device)
     ema = EMA(state.G_ema, state.G, cfg.train.ema.decay, cfg.train.ema.start, cfg.train.ema.rampup)
     channels_last = cfg.train.channels_last and info.is_image
@@ -617,9 +627,8 @@ def roll_back(state: TrainState, batches: Any, run: RunDir, cfg: Config, event: 
         for group, base, factor in zip(sched.optimizer.param_groups, sched.base_lrs, sched.lr_lambdas):
             group["lr"] = base * factor(sched.last_epoch)
     state.rollbacks, state.lr_scale = rollbacks, lr_scale
-    # A different noise stream, so that the same blow-up is not replayed step for step.
-    seed_everything(cfg.train.seed + 1_000_003 * rollbacks + state.step)
-    run.truncate_log(state.step)
+    # The noise streams mix in the rollback count (Runtime.noise), so the blow-up is not replayed.
+    run.rewind(state.step)
     run.append_log({"step": state.step, "event": "rollback", "from_step": event.step, "reason": str(event),
                     "lr_scale": lr_scale, "rollback": rollbacks})
     if run.is_writer:
@@ -628,7 +637,13 @@ def roll_back(state: TrainState, batches: Any, run: RunDir, cfg: Config, event: 
 
 
 def configure_backends(device: torch.device, deterministic: bool) -> None:
-    """Deterministic cuDNN kernels (same seed, same run) or autotuned ones (faster)."""
+    """Deterministic kernels (same seed, same run) or autotuned ones (faster). On CUDA,
+    deterministic mode also picks PyTorch's deterministic implementations where they exist; an
+    operation without one (e.g. some interpolation backwards) runs anyway, with a warning naming it."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not deterministic
         torch.backends.cudnn.deterministic = deterministic
+        if deterministic:
+            # cuBLAS needs a fixed workspace for reproducible matmuls (read when cuBLAS starts).
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(deterministic, warn_only=True)

@@ -41,6 +41,14 @@ def test_train_then_sample_from_a_fresh_process(tmp_path):
     files = sorted(out.iterdir())
     assert [f.name for f in files] == [f"{i:06d}.png" for i in range(5)]
     assert Image.open(files[0]).size == (16, 16) and Image.open(files[0]).mode == "L"
+    # Sampling loads no more than it needs: torchvision's model zoo (for the FID Inception) stays out.
+    code = ("import sys; from ganforge.cli import main; sys.argv = ['ganforge', 'sample', sys.argv[1], '--num', '2', "
+            "'--out', sys.argv[2], '-q']\ntry:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print('torchvision.models' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code, str(run), str(tmp_path / "lean")], capture_output=True,
+                            text=True)
+    assert result.stdout.strip().splitlines()[-1] == "False", result.stderr
+    assert len(list((tmp_path / "lean").iterdir())) == 2
 
 
 def test_sample_grid_seed_and_ema_choice(cli, tmp_path):

@@ -162,7 +162,11 @@ def test_missing_inception_weights_offline_names_file_and_place(cli, tmp_path, m
     assert result.exit_code == 2
     [line] = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
     assert "pt_inception-2015-12-05-6726825d.pth" in line
-    assert str(tmp_path / "torch-home" / "hub" / "checkpoints") in line and "eval.inception_weights" in line
+    assert str(tmp_path / "torch-home" / "hub" / "checkpoints") in line
+    assert "eval.extractor.weights" in line and "--inception-weights" in line
+    # The key it names is one the config accepts.
+    config = write_config(tmp_path, tiny_config(run))
+    assert cli("config", str(config), "--set", "eval.extractor.weights=/x.pth").exit_code == 0
 
 
 def test_training_evaluates_logs_and_keeps_the_best_checkpoint(cli, tmp_path):
@@ -197,3 +201,14 @@ def test_eval_config_errors(tmp_path):
     cfg = tiny_config(tmp_path / "run", eval={"every": 2, "metrics": ["fdi"]})
     assert_one_line_error(run_cli("config", str(write_config(tmp_path, cfg))), 2, "unknown metric 'fdi'",
                           "did you mean 'fid'")
+    cfg = tiny_config(tmp_path / "run", eval={"every": 2, "metrics": ["fid", "dc"], "num_samples": 5})
+    assert_one_line_error(run_cli("config", str(write_config(tmp_path, cfg))), 2, "eval.num_samples",
+                          "dc needs at least 6 samples, got 5")
+
+
+def test_eval_with_too_few_samples_for_a_metric_is_one_line(cli, tmp_path, random_inception_weights):
+    _, weights = random_inception_weights
+    run = tmp_path / "run"
+    assert cli("train", str(write_config(tmp_path, tiny_config(run))), "-q").exit_code == 0
+    result = run_cli("eval", str(run), "--metrics", "pr", "--num", "3", "--inception-weights", str(weights), "-q")
+    assert_one_line_error(result, 2, "--num", "pr needs at least 4 samples, got 3")

@@ -103,6 +103,8 @@ def test_interpolate_gif_and_strip(cli, image_run, tmp_path):
     assert_one_line_error(run_cli("interpolate", str(image_run), "--out", str(tmp_path / "x.mp4")), 2, ".gif")
     assert_one_line_error(run_cli("interpolate", str(image_run), "--out", str(gif), "--truncation", "0.5"), 2,
                           "no truncation trick")
+    assert_one_line_error(run_cli("interpolate", str(image_run), "--out", str(gif), "--class", "3"), 2,
+                          "--class", "unconditional")
 
 
 def test_slerp_keeps_the_norm_between_equal_norm_points():

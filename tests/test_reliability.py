@@ -94,9 +94,25 @@ def test_rollback_reloads_scales_lr_and_continues(cli, tmp_path, monkeypatch):
                                   "rollback_lr_factor": 0.5, "max_rollbacks": 2},
                       log={"every": 1}, checkpoint={"every": 3, "keep": 5})
     poison_after(monkeypatch, 5, target="D")
+    seeds: dict[int, list[int]] = {}  # step -> seeds of its noise streams, in the order drawn
+    noise = train_module.Runtime.noise
+
+    def recording_noise(self, micro, step, phase, rollbacks=0):
+        gen = noise(self, micro, step, phase, rollbacks)
+        seeds.setdefault(step, []).append(gen.initial_seed())
+        return gen
+
+    monkeypatch.setattr(train_module.Runtime, "noise", recording_noise)
     result = cli("train", str(write_config(tmp_path, cfg)), "-q")
     assert result.exit_code == 0, result.stderr
     assert "rolled back to step 3" in result.stderr and "rollback 1 of 2" in result.stderr
+    # The updates that became steps 4-6 ran twice: the second time (after the rollback) on fresh
+    # noise, not a replay; the others ran once.
+    once = len(seeds[0])
+    assert once > 0 and all(len(seeds[s]) == once for s in (1, 2, 6, 11)) and 12 not in seeds
+    for s in (3, 4, 5):
+        first, second = seeds[s][:once], seeds[s][once:]
+        assert len(first) == len(second) == once and not set(first) & set(second)
     records = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
     events = [r for r in records if r.get("event") == "rollback"]
     assert len(events) == 1 and events[0]["step"] == 3 and events[0]["from_step"] == 6
@@ -229,6 +245,23 @@ def test_corrupt_latest_checkpoint_resume_falls_back(cli, tmp_path, damage):
     assert f"skipping {latest}" in result.stderr and "Traceback" not in result.stderr
     assert f"resuming {run} at step 3" in result.stdout
     assert load_checkpoint(latest)["step"] == 6  # rewritten by the continuation
+
+
+def test_skipped_checkpoint_never_displaces_a_good_one(cli, tmp_path):
+    run = trained_run(cli, tmp_path)
+    damaged = run / "checkpoints" / "step-00000006.pt"
+    damaged.write_bytes(damaged.read_bytes()[:1000])
+    # Resume from step 3 with checkpoints at 4 and 8, keeping one: the damaged step-6 file (newer
+    # than step 4) must not take the one place and push out the checkpoint just written.
+    result = run_cli("train", "--resume", str(run), "--set", "train.steps=8", "--set", "checkpoint.every=4",
+                     "--set", "checkpoint.keep=1", "-q")
+    assert result.returncode == 0, result.stderr
+    index = json.loads((run / "checkpoints" / "index.json").read_text())
+    assert index["latest"] == "step-00000008.pt" and [e["file"] for e in index["checkpoints"]] == [index["latest"]]
+    assert sorted(p.name for p in (run / "checkpoints").glob("step-*")) == [
+        "step-00000006.pt.skipped", "step-00000008.pt"]
+    assert load_checkpoint(run / "checkpoints" / "step-00000008.pt")["step"] == 8
+    assert_run_still_samples(cli, run, tmp_path, step=8)
 
 
 def test_crafted_pickle_is_refused_and_never_runs(cli, tmp_path):

@@ -112,17 +112,31 @@ def test_diffaugment_uses_the_step_noise_stream():
 
 
 def test_ada_probability_follows_the_sign_of_d_on_reals_and_is_saved():
+    D = nn.Linear(1, 1)
+
+    def d_update(ada, logits):
+        ada.observe(logits, 0)
+        ada.after_d_step(D)
+
     ada = AdaptiveAugment(target=0.6, interval=2, speed_images=100)
     confident = torch.ones(10)  # E[sign D(real)] = 1 > 0.6: overfitting, more augmentation
     for _ in range(4):
-        ada.observe(confident, 0)
+        d_update(ada, confident)
     assert float(ada.p) == pytest.approx(0.4)  # two adjustments of 2 x 10 / 100
     for _ in range(2):
-        ada.observe(-confident, 0)
+        d_update(ada, -confident)
     assert float(ada.p) == pytest.approx(0.2)
-    restored = AdaptiveAugment()
+    # Micro-batches: two observations in one D update count as one update of 20 images.
+    ada.observe(confident[:5], 0)
+    ada.observe(confident[:5], 0)
+    ada.after_d_step(D)
+    # A checkpoint between adjustments carries the running sums: the next adjustment is the same.
+    restored = AdaptiveAugment(target=0.6, interval=2, speed_images=100)
     restored.load_state_dict(ada.state_dict())
     assert float(restored.p) == pytest.approx(0.2)
+    for a in (ada, restored):
+        d_update(a, -confident)  # mean sign (10 - 10) / 20 = 0 < 0.6: down by 20 / 100
+    assert float(ada.p) == float(restored.p) == pytest.approx(0.0)
     x = torch.randn(1000, 1, 8, 8)
     untouched = AdaptiveAugment(policy=["xflip"])  # p = 0: the identity
     assert torch.equal(untouched.augment(x, torch.Generator().manual_seed(0), 0), x)
@@ -228,6 +242,8 @@ def test_path_length_penalty_on_stylegan2():
     ([{"kind": "weight_clipping"}, {"kind": "gradient_penalty"}], "wasserstein",
      ["weight_clipping cannot be combined with regularizer gradient_penalty"]),
     ([{"kind": "label_smoothing"}], "hinge", ["label_smoothing cannot be combined with loss hinge"]),
+    ([{"kind": "label_smoothing"}], "relativistic_average",
+     ["label_smoothing cannot be combined with loss relativistic_average"]),
     ([{"kind": "diffaugment"}, {"kind": "ada"}], "non_saturating", ["diffaugment cannot be combined with"]),
     ([{"kind": "path_length"}], "non_saturating", ["path_length works with the stylegan2 generator only"]),
     ([{"kind": "ac_gan"}], "non_saturating", ["ac_gan needs a discriminator with an auxiliary classifier"]),
@@ -303,6 +319,17 @@ def test_conditional_needs_labelled_data(tmp_path):
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
     result = run_cli("config", str(write_config(tmp_path, cfg)))
     assert_one_line_error(result, 2, "generator (resnet)", "conditional needs a labelled data set")
+
+
+@pytest.mark.parametrize("num", [5, 20, 64, 100, 101])
+def test_class_rows_put_one_class_on_each_grid_row(num):
+    from ganforge.generation import class_rows, grid_columns
+
+    labels = class_rows(num, 10, torch.device("cpu"))
+    cols = grid_columns(num, 10)
+    rows = [labels[i:i + cols].tolist() for i in range(0, num, cols)]
+    assert all(len(set(row)) == 1 for row in rows[:10])  # every row holds a single class
+    assert [row[0] for row in rows[:10]] == list(range(min(10, len(rows))))  # in class order
 
 
 def test_conditional_run_samples_the_asked_class_and_grids_by_class(cli, tmp_path):

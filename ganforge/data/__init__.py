@@ -74,6 +74,11 @@ class DataSource(ABC):
         """Load the data (if not yet) and return a stream of shuffled batches: each global batch
         of `batch_size` samples, of which this rank gets its 1/world_size share."""
 
+    def prepare(self) -> None:
+        """Fetch what is missing (data sets with `download: true`). Training calls it on one
+        process while the others wait, so that they never download into one folder at once."""
+        return None
+
     def reference_points(self, num: int) -> Tensor | None:
         """Up to `num` real samples for plots of vector data (None for images)."""
         return None

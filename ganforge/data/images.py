@@ -151,9 +151,12 @@ class IdxImages(TensorSource):
                     f"offline, put the files in {self.raw}"
                 )
 
-    def load(self) -> tuple[Tensor, Tensor]:
+    def prepare(self) -> None:
         if self.download and self._missing():
             self._fetch()
+
+    def load(self) -> tuple[Tensor, Tensor]:
+        self.prepare()
         xs, ys = [], []
         for s in self.splits:
             images = read_idx(self._find(f"{s}-images-idx3-ubyte"))  # type: ignore[arg-type]
@@ -263,9 +266,12 @@ class Cifar10(TensorSource):
                 f"so that {self.folder} holds {', '.join(self.files)}"
             ) from None
 
-    def load(self) -> tuple[Tensor, Tensor]:
+    def prepare(self) -> None:
         if self.download and self._missing():
             self._fetch()
+
+    def load(self) -> tuple[Tensor, Tensor]:
+        self.prepare()
         parts = [read_cifar_batch(self.folder / n) for n in self.files]
         x = torch.from_numpy(np.concatenate([p[0] for p in parts]))
         y = torch.from_numpy(np.concatenate([p[1] for p in parts]))

@@ -28,7 +28,6 @@ from ganforge.config import Component, config_to_dict
 from ganforge.data import DataSource, TensorSource, epoch_permutation
 from ganforge.errors import ConfigError, GanforgeError
 from ganforge.metrics import scores
-from ganforge.metrics.inception import WEIGHTS_FILE, FIDInception, load_fid_weights
 from ganforge.metrics.modes import mode_coverage
 from ganforge.models import conditioning_classes
 from ganforge.registry import EXTRACTORS, METRICS
@@ -63,6 +62,8 @@ class FeatureExtractor(nn.Module):
 class InceptionExtractor(FeatureExtractor):
     def __init__(self, state_dict: dict[str, Tensor], source: str) -> None:
         super().__init__()
+        from ganforge.metrics.inception import FIDInception  # torchvision's models: imported when used
+
         self.net = FIDInception(state_dict)
         self.name = f"inception-v3-fid ({source})"
 
@@ -76,6 +77,8 @@ class InceptionExtractor(FeatureExtractor):
 @EXTRACTORS.register("inception")
 def inception(weights: str | None = None, download: bool = True) -> InceptionExtractor:
     """FID Inception v3 (TF 2015-12-05 weights, pytorch-fid port): pool3 2048-d and 1008 logits."""
+    from ganforge.metrics.inception import WEIGHTS_FILE, load_fid_weights
+
     state = load_fid_weights(weights, download)
     return InceptionExtractor(state, weights or WEIGHTS_FILE)
 
@@ -166,6 +169,9 @@ IMAGE_METRICS = {"fid", "kid", "is", "pr", "dc"}
 VECTOR_METRICS = {"modes"}
 FIGURES = {"fid": ["fid"], "kid": ["kid", "kid_std"], "is": ["is", "is_std"], "pr": ["precision", "recall"],
            "dc": ["density", "coverage"], "modes": ["modes", "modes_strict", "high_quality_pct", "reverse_kl"]}
+# The fewest samples a metric is defined on: k-th neighbours need k + 1 points (pr: k = 3, dc:
+# k = 5); IS splits into 10 parts.
+MIN_SAMPLES = {"fid": 2, "kid": 2, "is": 10, "pr": 4, "dc": 6, "modes": 1}
 
 
 def default_metrics(metrics: tuple[str, ...] | list[str], is_image: bool) -> list[str]:
@@ -174,8 +180,9 @@ def default_metrics(metrics: tuple[str, ...] | list[str], is_image: bool) -> lis
 
 
 def check_metrics(metrics: tuple[str, ...] | list[str], is_image: bool, best: str | None = None,
-                  where: str = "eval.metrics") -> None:
-    """Config-time checks: known names, suited to the data, `best` among their figures."""
+                  where: str = "eval.metrics", num_samples: int | None = None,
+                  num_where: str = "eval.num_samples") -> None:
+    """Config-time checks: known names, suited to the data, enough samples, `best` among their figures."""
     metrics = default_metrics(metrics, is_image)
     for name in metrics:
         METRICS.get(name, where)
@@ -183,6 +190,8 @@ def check_metrics(metrics: tuple[str, ...] | list[str], is_image: bool, best: st
             raise ConfigError(f"{where}: {name} is for 2D mixtures; for images use {', '.join(sorted(IMAGE_METRICS))}")
         if not is_image and name in IMAGE_METRICS:
             raise ConfigError(f"{where}: {name} needs images; for 2D data use modes")
+        if num_samples is not None and num_samples < MIN_SAMPLES[name]:
+            raise ConfigError(f"{num_where}: {name} needs at least {MIN_SAMPLES[name]} samples, got {num_samples}")
     if best is not None:
         figures = [f for name in metrics for f in FIGURES[name]]
         if best not in figures:
@@ -229,7 +238,7 @@ class Evaluator:
         from ganforge.build import build
 
         metrics = default_metrics(metrics, source.info.is_image)
-        check_metrics(metrics, source.info.is_image)
+        check_metrics(metrics, source.info.is_image, num_samples=num_samples, num_where="--num (eval.num_samples)")
         self.data_cfg, self.source, self.metrics = data_cfg, source, metrics
         self.num_samples, self.device, self.batch_size, self.progress = num_samples, device, batch_size, progress
         self.real_samples = real_samples or num_samples

@@ -116,7 +116,7 @@ def load_fid_weights(path: str | None = None, download: bool = True) -> dict[str
     target = Path(path).expanduser() if path else default_weights_path()
     if not target.is_file():
         if path:
-            raise GanforgeError(f"eval.inception_weights: no file at {target}")
+            raise GanforgeError(f"eval.extractor.weights (or --inception-weights): no file at {target}")
         if download:
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -126,7 +126,7 @@ def load_fid_weights(path: str | None = None, download: bool = True) -> dict[str
                 raise GanforgeError(
                     f"the FID Inception weights are not on this machine and could not be downloaded "
                     f"({type(e).__name__}); download {WEIGHTS_URL} and place it at {target}, "
-                    "or set eval.inception_weights to its path"
+                    "or set eval.extractor.weights (ganforge eval: --inception-weights) to its path"
                 ) from None
         else:
             raise GanforgeError(f"the FID Inception weights are missing: place {WEIGHTS_FILE} at {target}")
