@@ -264,6 +264,33 @@ def test_skipped_checkpoint_never_displaces_a_good_one(cli, tmp_path):
     assert_run_still_samples(cli, run, tmp_path, step=8)
 
 
+def test_damaged_index_resume_falls_back_to_the_files(cli, tmp_path):
+    run = trained_run(cli, tmp_path)
+    index = run / "checkpoints" / "index.json"
+    index.write_text('{"checkpoints": [')  # cut short
+    result = run_cli("train", "--resume", str(run), "--set", "train.steps=9", "-q")
+    assert result.returncode == 0, result.stderr
+    assert "index.json is damaged" in result.stderr and "Traceback" not in result.stderr
+    assert f"resuming {run} at step 6" in result.stdout
+    assert (run / "checkpoints" / "index.json.damaged").read_text() == '{"checkpoints": ['
+    assert_run_still_samples(cli, run, tmp_path, step=9)
+
+
+def test_export_that_cannot_be_written_is_one_line(cli, tmp_path, monkeypatch):
+    run = trained_run(cli, tmp_path)
+    import ganforge.export
+
+    def full_disk(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(ganforge.export, "atomic_write_bytes", full_disk)
+    out = tmp_path / "g.pt"
+    result = cli("export", str(run), "--format", "torchscript", "--out", str(out))
+    assert result.exit_code == 2 and not out.exists()
+    [line] = error_lines(result)
+    assert f"cannot write {out}" in line and "No space left" in line
+
+
 def test_crafted_pickle_is_refused_and_never_runs(cli, tmp_path):
     marker = tmp_path / "payload-ran"
 
