@@ -47,6 +47,15 @@ def test_inception_matches_pytorch_fid_with_the_same_weights(random_inception_we
     torch.testing.assert_close(pool, expected, rtol=0, atol=1e-6)
     # The logits are pool3 times the classifier weights, without the bias.
     torch.testing.assert_close(logits, pool @ state["fc.weight"].T)
+    # The extractor ganforge evaluates with (8-bit images in, channels_last convolutions) gives
+    # pytorch-fid's features to float rounding.
+    from ganforge.metrics.evaluate import InceptionExtractor
+
+    images = (x * 255).round().to(torch.uint8)
+    with torch.no_grad():
+        features, _ = InceptionExtractor(state, "random").eval()(images)
+        expected = reference(images.float() / 255)[0].flatten(1)
+    torch.testing.assert_close(features, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_frechet_distance_matches_scipy_reference():
