@@ -396,7 +396,8 @@ class AdaptiveAugment(Regularizer):
         self.target, self.interval, self.speed_images, self.policy = target, interval, speed_images, list(policy)
         # Tensors on the training device: adjusting p needs no host sync.
         self.p = torch.tensor(initial_p)
-        self._sign_sum, self._seen = torch.zeros(()), 0  # sum of sign D(real), real images: since the last adjustment
+        # Since the last adjustment: the sum of sign D(real) and the number of real images.
+        self._sign_sum, self._seen = torch.zeros(()), torch.zeros(())
         self._updates = 0
 
     def augment(self, x, gen, step):
@@ -407,25 +408,27 @@ class AdaptiveAugment(Regularizer):
 
     def observe(self, real_logits, step):
         self._sign_sum = self._sign_sum.to(real_logits.device) + real_logits.detach().float().sign().sum()
-        self._seen += real_logits.numel()
+        self._seen = self._seen.to(real_logits.device) + real_logits.numel()
 
     def after_d_step(self, D):
         self._updates += 1
         if self._updates % self.interval:
             return
-        signs = torch.stack([self._sign_sum, self._sign_sum.new_tensor(float(self._seen))])
+        signs = torch.stack([self._sign_sum, self._seen])  # on the device: no host sync
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(signs)  # every process adjusts p alike
         r_t = signs[0] / signs[1].clamp(min=1)
         self.p = (self.p.to(r_t.device) + torch.sign(r_t - self.target) * (signs[1] / self.speed_images)).clamp(0, 1)
-        self._sign_sum, self._seen = torch.zeros_like(self._sign_sum), 0
+        self._sign_sum, self._seen = torch.zeros_like(self._sign_sum), torch.zeros_like(self._seen)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"p": float(self.p), "sign_sum": float(self._sign_sum), "seen": self._seen, "updates": self._updates}
+        return {"p": float(self.p), "sign_sum": float(self._sign_sum), "seen": int(self._seen),
+                "updates": self._updates}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.p = torch.tensor(float(state.get("p", float(self.p))))
-        self._sign_sum, self._seen = torch.tensor(float(state.get("sign_sum", 0.0))), int(state.get("seen", 0))
+        self._sign_sum = torch.tensor(float(state.get("sign_sum", 0.0)))
+        self._seen = torch.tensor(float(state.get("seen", 0)))
         self._updates = int(state.get("updates", 0))
 
 
