@@ -66,8 +66,9 @@ class EMAConfig:
 
     decay: Annotated[float, Range(ge=0.0, lt=1.0)] = 0.999  # per step; 0 turns the average off
     start: Annotated[int, Range(ge=0)] = 0  # steps before averaging starts (EMA copies G until then)
-    # StyleGAN's ramp-up: early on, the averaging horizon is at most rampup x the steps done so far.
-    rampup: Annotated[float, Range(gt=0.0)] | None = None
+    # StyleGAN2-ADA's ramp-up: the averaging half-life is at most rampup x the images seen so far, so
+    # the random initial weights are forgotten quickly; null averages with `decay` from the start.
+    rampup: Annotated[float, Range(gt=0.0)] | None = 0.05
 
 
 @dataclass(frozen=True)

@@ -312,7 +312,9 @@ class EMA:
         """Average after `step` (the number of completed steps); before `start`, copy."""
         if self.decay == 0:
             return  # no averaging: `sync` copies G only when G_ema is read
-        weight = 1.0 if step <= self.start else 1.0 - self.decay_at(step - self.start)
+        # As StyleGAN2-ADA: the ramp-up counts the images seen before this step, so the first
+        # averaged step copies G.
+        weight = 1.0 if step <= self.start else 1.0 - self.decay_at(step - self.start - 1)
         torch._foreach_lerp_(self.ema_params, self.params, weight)
         for e, b in zip(self.ema_buffers, self.buffers):
             e.copy_(b)
@@ -323,7 +325,7 @@ class EMA:
         if self.rampup is None:
             return self.decay
         half_life = math.log(0.5) / math.log(self.decay)
-        return 0.5 ** (1.0 / max(min(half_life, steps * self.rampup), 1e-8))
+        return 0.5 ** (1.0 / max(min(half_life, steps * self.rampup), 1e-8))  # beta = 0.5 ** (batch / ema_nimg)
 
     @torch.no_grad()
     def sync(self) -> None:
