@@ -8,20 +8,27 @@ calls every hook at one fixed place of the step:
 - `d_outputs(real_logits, fake_logits)`: a term on D's outputs (label smoothing, LeCam);
 - `d_penalty(D, real, fake, labels, gen)`: a term needing its own passes through D (gradient
   penalty, R1, R2, DRAGAN, consistency, the AC-GAN classifier);
-- `g_logits(fake_logits, step)`: which fakes the G loss uses (top-k);
+- `g_logits(fake_logits, step, epoch)`: which fakes the G loss uses (top-k);
 - `g_penalty(G, D, z, labels, fake, gen)`: a term on the generator (orthogonality, path
   length, the AC-GAN classifier);
 - `after_d_step(D)`: after D's optimizer step (weight clipping);
 - `observe(real_logits, step)`: D's outputs on reals, for adaptive schedules (ADA).
 
-Penalties return unweighted values; the loop multiplies them by `weight` and, for lazy
-regularization (StyleGAN2), by `every`, applying them every `every`-th update. State that
-changes during training (ADA's p, LeCam's anchors) is in `state_dict` and saved in checkpoints.
+Those hooks return unweighted values. `d_term` and `g_term` turn them into what the step adds to
+its loss: `weight` x the output term at every update; `weight` x `every` x the penalty at every
+`every`-th update and nothing in between (lazy regularization, StyleGAN2: applied every k-th
+update, a penalty counts k times). A regularizer whose weighting is not one factor overrides
+`d_term`/`g_term` itself. The `D` that penalties see is D as the loop uses it: its inputs are the
+images before augmentation, and the augmenting regularizers run inside the call (as
+StyleGAN2-ADA's `run_D`), so input-gradient penalties include the augmentation's Jacobian.
+State that changes during training (ADA's p, LeCam's anchors) is in `state_dict` and saved in
+checkpoints.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import torch
@@ -29,12 +36,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ganforge import augment
+from ganforge.accepts import Accepts
 from ganforge.params import Range
 from ganforge.registry import REGULARIZERS
 
 Weight = Annotated[float, Range(ge=0.0)]
 Every = Annotated[int, Range(ge=1)]
 Policy = Literal["color", "translation", "cutout", "xflip"]
+
+
+@dataclass(frozen=True)
+class Term:
+    """What a regularizer adds to a loss at one update: `loss` (weighted, with the lazy factor)
+    goes into the backward pass, `value` (the unweighted figure) into the log."""
+
+    loss: Tensor
+    value: Tensor
 
 
 class Regularizer:
@@ -44,6 +61,27 @@ class Regularizer:
     every: int = 1
     # Other regularizer kinds (or losses, or architectures) this one cannot be combined with.
     incompatible: tuple[str, ...] = ()
+    accepts = Accepts()  # the data it works with (ganforge.accepts)
+
+    def d_term(self, update: int, D: nn.Module, real: Tensor, fake: Tensor, labels: Tensor | None,
+               fake_labels: Tensor | None, real_logits: Tensor, fake_logits: Tensor,
+               gen: torch.Generator | None) -> Term | None:
+        """What this regularizer adds to D's loss at D update `update` (None: nothing)."""
+        value = self.d_outputs(real_logits, fake_logits)
+        if value is not None:
+            return Term(self.weight * value, value)
+        if update % self.every:
+            return None
+        value = self.d_penalty(D, real, fake, labels, fake_labels, gen)
+        return None if value is None else Term(self.weight * self.every * value, value)
+
+    def g_term(self, update: int, G: nn.Module, D: nn.Module, z: Tensor, labels: Tensor | None, fake: Tensor,
+               gen: torch.Generator | None) -> Term | None:
+        """What this regularizer adds to G's loss at G update `update` (None: nothing)."""
+        if update % self.every:
+            return None
+        value = self.g_penalty(G, D, z, labels, fake, gen)
+        return None if value is None else Term(self.weight * self.every * value, value)
 
     def setup(self, G: nn.Module, D: nn.Module) -> None:
         """Change the networks once, before the optimizers see them."""
@@ -61,8 +99,8 @@ class Regularizer:
         """An unweighted penalty that runs D itself (every `every` D updates)."""
         return None
 
-    def g_logits(self, fake_logits: Tensor, step: int) -> Tensor:
-        """The fake logits the generator loss uses."""
+    def g_logits(self, fake_logits: Tensor, step: int, epoch: int = 0) -> Tensor:
+        """The fake logits the generator loss uses (`epoch`: the data stream's epoch)."""
         return fake_logits
 
     def g_penalty(self, G: nn.Module, D: nn.Module, z: Tensor, labels: Tensor | None, fake: Tensor,
@@ -86,7 +124,8 @@ class Regularizer:
     def has_d_terms(self) -> bool:
         """Whether it adds to D's loss too (its G-side figure is then logged as NAME_g)."""
         cls = type(self)
-        return cls.d_penalty is not Regularizer.d_penalty or cls.d_outputs is not Regularizer.d_outputs
+        hooks = ("d_penalty", "d_outputs", "d_term")
+        return any(getattr(cls, hook) is not getattr(Regularizer, hook) for hook in hooks)
 
 
 # --------------------------------------------------------------------------------------------
@@ -172,17 +211,32 @@ class Consistency(Regularizer):
     """Balanced consistency regularization (bCR, Zhao et al. 2020): D's output should not change
     under flip-and-translate of reals and fakes."""
 
+    accepts = Accepts(vectors=False)
+
     def __init__(self, weight: Weight = 10.0, every: Every = 1, fake_weight: Weight = 10.0) -> None:
         self.weight, self.every, self.fake_weight = weight, every, fake_weight
 
-    def d_penalty(self, D, real, fake, labels, fake_labels, gen):
+    def terms(self, D: nn.Module, real: Tensor, fake: Tensor, labels: Tensor | None, fake_labels: Tensor | None,
+              gen: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        """The unweighted real and fake consistency terms."""
         def shaken(x: Tensor) -> Tensor:
             return augment.translation(augment.xflip(x, gen), gen)
 
         real, fake = real.detach(), fake.detach()
         real_term = (D(real, labels) - D(shaken(real), labels)).pow(2).mean()
         fake_term = (D(fake, fake_labels) - D(shaken(fake), fake_labels)).pow(2).mean()
-        return real_term + (self.fake_weight / max(self.weight, 1e-12)) * fake_term
+        return real_term, fake_term
+
+    def d_penalty(self, D, real, fake, labels, fake_labels, gen):
+        real_term, fake_term = self.terms(D, real, fake, labels, fake_labels, gen)
+        return real_term + fake_term
+
+    def d_term(self, update, D, real, fake, labels, fake_labels, real_logits, fake_logits, gen):
+        # Two weights (lambda_real, lambda_fake), so the one-factor weighting of the base class does not fit.
+        if update % self.every:
+            return None
+        real_term, fake_term = self.terms(D, real, fake, labels, fake_labels, gen)
+        return Term(self.every * (self.weight * real_term + self.fake_weight * fake_term), real_term + fake_term)
 
 
 @REGULARIZERS.register("label_smoothing")
@@ -228,7 +282,10 @@ class LeCam(Regularizer):
 @REGULARIZERS.register("ac_gan")
 class AuxiliaryClassifier(Regularizer):
     """AC-GAN (Odena et al. 2017): D's auxiliary head classifies reals and fakes, and G makes
-    fakes of the asked class; needs a discriminator built with `auxiliary_classifier: true`."""
+    fakes of the asked class; needs a discriminator built with `auxiliary_classifier: true`.
+    Both players' classifier terms see D's inputs as D does (augmented, if augmentation is on)."""
+
+    accepts = Accepts(needs_labels=True)
 
     def __init__(self, weight: Weight = 1.0, fake_weight: Weight = 1.0) -> None:
         self.weight, self.fake_weight = weight, fake_weight
@@ -255,7 +312,8 @@ class AuxiliaryClassifier(Regularizer):
 
 @REGULARIZERS.register("orthogonal")
 class Orthogonal(Regularizer):
-    """BigGAN's orthogonal regularization of G: ||W W^T * (1 - I)||_F^2 over its weight matrices."""
+    """BigGAN's orthogonal regularization of G: (1/2) ||W W^T * (1 - I)||_F^2 over its weight
+    matrices, whose gradient is BigGAN-PyTorch's `ortho`: 2 (W W^T * (1 - I)) W, times `weight`."""
 
     def __init__(self, weight: Weight = 1e-4, every: Every = 1) -> None:
         self.weight, self.every = weight, every
@@ -268,7 +326,9 @@ class Orthogonal(Regularizer):
                 continue
             w = p.flatten(1)
             gram = w @ w.T
-            total = total + (gram * (1 - torch.eye(len(gram), device=w.device, dtype=w.dtype))).pow(2).sum()
+            off_diagonal = gram * (1 - torch.eye(len(gram), device=w.device, dtype=w.dtype))
+            # The 1/2 makes d/dW equal to the reference's 2 (W W^T * (1 - I)) W (without it, 4x).
+            total = total + 0.5 * off_diagonal.pow(2).sum()
         return total
 
 
@@ -279,7 +339,7 @@ class PathLength(Regularizer):
     def __init__(self, weight: Weight = 2.0, every: Every = 4, decay: Annotated[float, Range(ge=0, lt=1)] = 0.01,
                  batch_shrink: Annotated[int, Range(ge=1)] = 2) -> None:
         self.weight, self.every, self.decay, self.batch_shrink = weight, every, decay, batch_shrink
-        self.mean: Tensor | None = None
+        self.mean = torch.zeros(())  # as StyleGAN2's pl_mean: starts at 0, moves by `decay` per update
 
     def setup(self, G: nn.Module, D: nn.Module) -> None:
         if not hasattr(G, "synthesis_with_styles"):
@@ -292,29 +352,31 @@ class PathLength(Regularizer):
         noise = noise / math.sqrt(images.shape[2] * images.shape[3])
         (grad,) = torch.autograd.grad((images * noise).sum(), w, create_graph=True)
         lengths = grad.pow(2).sum(dim=2).mean(dim=1).sqrt()
-        mean = lengths.mean().detach()
-        self.mean = mean if self.mean is None else torch.lerp(self.mean.to(mean.device), mean, self.decay)
+        self.mean = torch.lerp(self.mean.to(lengths.device), lengths.mean().detach().float(), self.decay)
         return (lengths - self.mean).pow(2).mean()
 
     def state_dict(self) -> dict[str, Any]:
         return {"mean": self.mean}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.mean = state.get("mean")
+        mean = state.get("mean")
+        self.mean = torch.zeros(()) if mean is None else mean
 
 
 @REGULARIZERS.register("top_k")
 class TopK(Regularizer):
     """Top-k training of G (Sinha et al. 2020): G learns only from the fakes D rates highest;
-    the kept fraction decays from 1 by `decay` per epoch-like `interval` steps, down to `keep`."""
+    the kept fraction decays from 1 by `decay` per epoch of the data (as the paper and StudioGAN:
+    k = max(k * gamma, nu * batch)), or per `interval` steps if given, down to `keep`."""
 
     def __init__(self, keep: Annotated[float, Range(gt=0, le=1)] = 0.5,
                  decay: Annotated[float, Range(gt=0, le=1)] = 0.99,
-                 interval: Annotated[int, Range(ge=1)] = 100) -> None:
+                 interval: Annotated[int, Range(ge=1)] | None = None) -> None:
         self.keep, self.decay, self.interval, self.weight = keep, decay, interval, 1.0
 
-    def g_logits(self, fake_logits, step):
-        fraction = max(self.keep, self.decay ** (step // self.interval))
+    def g_logits(self, fake_logits, step, epoch=0):
+        periods = epoch if self.interval is None else step // self.interval
+        fraction = max(self.keep, self.decay ** periods)
         k = max(1, int(round(fraction * len(fake_logits))))
         return fake_logits.topk(k).values if k < len(fake_logits) else fake_logits
 
@@ -373,6 +435,7 @@ class DiffAugment(Regularizer):
     in both D and G steps, differentiably."""
 
     incompatible = ("ada",)
+    accepts = Accepts(vectors=False)
 
     def __init__(self, policy: list[Policy] = ("color", "translation", "cutout")) -> None:  # type: ignore[assignment]
         self.policy, self.weight = list(policy), 1.0
@@ -383,17 +446,23 @@ class DiffAugment(Regularizer):
 
 @REGULARIZERS.register("ada")
 class AdaptiveAugment(Regularizer):
-    """ADA-style adaptive augmentation: every `interval` D updates, the probability p rises if
-    E[sign D(real)] over those updates' real images (all processes) exceeds `target`, and falls
-    otherwise, by (images seen) / `speed_images`. p and the running sums are saved in checkpoints."""
+    """ADA (Karras et al. 2020): StyleGAN2-ADA's augmentation pipeline (`bgc` by default), each
+    operation applied with probability p; every `interval` D updates p rises if E[sign D(real)]
+    over those updates' real images (all processes) exceeds `target` and falls otherwise, by
+    (images seen) / `speed_images` (the reference: batch x interval / 500k). `pipeline:
+    diffaugment` applies DiffAugment's `policy` operations with probability p instead. p and the
+    running sums are saved in checkpoints."""
 
     incompatible = ("diffaugment",)
+    accepts = Accepts(vectors=False)
 
     def __init__(self, target: Annotated[float, Range(gt=0, lt=1)] = 0.6, interval: Annotated[int, Range(ge=1)] = 4,
-                 speed_images: Annotated[int, Range(ge=1)] = 100_000,
+                 speed_images: Annotated[int, Range(ge=1)] = 500_000,
+                 pipeline: Literal["bgc", "bg", "b", "g", "c", "diffaugment"] = "bgc",
                  policy: list[Policy] = ("xflip", "translation", "color", "cutout"),  # type: ignore[assignment]
                  initial_p: Annotated[float, Range(ge=0, le=1)] = 0.0) -> None:
         self.target, self.interval, self.speed_images, self.policy = target, interval, speed_images, list(policy)
+        self.pipeline = pipeline
         # Tensors on the training device: adjusting p needs no host sync.
         self.p = torch.tensor(initial_p)
         # Since the last adjustment: the sum of sign D(real) and the number of real images.
@@ -404,7 +473,9 @@ class AdaptiveAugment(Regularizer):
         if x.dim() != 4:
             return x
         self.p = self.p.to(x.device)
-        return augment.adaptive_augment(x, self.policy, self.p, gen)
+        if self.pipeline == "diffaugment":
+            return augment.adaptive_augment(x, self.policy, self.p, gen)
+        return augment.ada_augment(x, self.p, gen, self.pipeline)
 
     def observe(self, real_logits, step):
         self._sign_sum = self._sign_sum.to(real_logits.device) + real_logits.detach().float().sign().sum()

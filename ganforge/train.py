@@ -202,6 +202,27 @@ def augmented(regularizers: list[tuple[str, Regularizer]], x: Tensor, gen: torch
     return x
 
 
+class AugmentingD:
+    """D as the loop uses it, for the regularizers' own passes: the inputs are images before
+    augmentation and the augmentation runs inside the call, as StyleGAN2-ADA's `run_D`, so an
+    input-gradient penalty (R1) includes the augmentation's Jacobian. Wraps the plain module: a
+    double backward through torch.compile is not supported."""
+
+    def __init__(self, D: nn.Module, regularizers: list[tuple[str, Regularizer]], gen: torch.Generator,
+                 step: int) -> None:
+        self.D, self.regularizers, self.gen, self.step = D, regularizers, gen, step
+
+    def __call__(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        return self.D(augmented(self.regularizers, x, self.gen, self.step), labels)
+
+    def classify(self, x: Tensor) -> Tensor:
+        """The auxiliary classifier's logits (AC-GAN) on the augmented input."""
+        return self.D.classify(augmented(self.regularizers, x, self.gen, self.step))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.D, name)
+
+
 def discriminator_step(
     state: TrainState,
     rt: Runtime,
@@ -230,17 +251,15 @@ def discriminator_step(
                 real_logits, fake_logits = rt.D_train(x_in, y), rt.D_train(fake_in, y_fake)
                 d_loss = loss.d_loss(real_logits, fake_logits)
             total = d_loss
+            D_reg = AugmentingD(state.D, regularizers, gen, state.step)
             for name, reg in regularizers:
-                term, scale = reg.d_outputs(real_logits, fake_logits), reg.weight
-                if term is None and d_update % reg.every == 0:
-                    # Penalties differentiate through D: float32, and the plain module (a double
-                    # backward through torch.compile is not supported).
-                    with torch.autocast(x.device.type, enabled=False):
-                        term = reg.d_penalty(state.D, x_in.float(), fake_in.float(), y, y_fake, gen)
-                    scale = reg.weight * reg.every  # lazy: applied every k-th update, it counts k times
+                # Regularizers differentiate through D in float32 (fp32 master weights, as the references).
+                with torch.autocast(x.device.type, enabled=False):
+                    term = reg.d_term(d_update, D_reg, x.float(), fake.float(), y, y_fake, real_logits.float(),
+                                      fake_logits.float(), gen)
                 if term is not None:
-                    total = total + term * scale
-                    stats[name] = stats.get(name, 0) + term.detach() / A
+                    total = total + term.loss
+                    stats[name] = stats.get(name, 0) + term.value.detach() / A
             state.scaler_d.scale(total / A).backward()
         stats["d_loss"] = stats.get("d_loss", 0) + d_loss.detach() / A
         for _, reg in regularizers:
@@ -260,8 +279,10 @@ def generator_step(
     labels: Tensor | None,
     real: Tensor,
     phase: int,
+    epoch: int = 0,
 ) -> dict[str, Tensor]:
-    """One generator update against the current discriminator; returns the detached losses."""
+    """One generator update against the current discriminator (`epoch`: the data stream's, for
+    schedules counted in epochs); returns the detached losses."""
     A = rt.accumulate
     stats: dict[str, Tensor] = {}
     state.D.requires_grad_(False)  # D's weights get no gradients here: saves a third of its backward
@@ -277,17 +298,17 @@ def generator_step(
                 real_logits = rt.D_fast(augmented(regularizers, x, gen, state.step), y) if loss.g_needs_real \
                     else None
                 for _, reg in regularizers:
-                    fake_logits = reg.g_logits(fake_logits, state.step)
+                    fake_logits = reg.g_logits(fake_logits, state.step, epoch)
                 g_loss = loss.g_loss(fake_logits, real_logits)
             total = g_loss
+            D_reg = AugmentingD(state.D, regularizers, gen, state.step)
             for name, reg in regularizers:
-                if state.step % reg.every == 0:
-                    with torch.autocast(x.device.type, enabled=False):
-                        term = reg.g_penalty(state.G, state.D, z, y_fake, fake.float(), gen)
-                    if term is not None:
-                        total = total + term * (reg.weight * reg.every)
-                        key = f"{name}_g" if reg.has_d_terms else name
-                        stats[key] = stats.get(key, 0) + term.detach() / A
+                with torch.autocast(x.device.type, enabled=False):
+                    term = reg.g_term(state.step, state.G, D_reg, z, y_fake, fake.float(), gen)
+                if term is not None:
+                    total = total + term.loss
+                    key = f"{name}_g" if reg.has_d_terms else name
+                    stats[key] = stats.get(key, 0) + term.value.detach() / A
             state.scaler_g.scale(total / A).backward()
         stats["g_loss"] = stats.get("g_loss", 0) + g_loss.detach() / A
     state.scaler_g.step(state.opt_g)
@@ -467,7 +488,8 @@ def train(
                 upkeep.meter.add(discriminator_step(state, rt, loss, regularizers, real, labels,
                                                     d_update=state.step * d_steps + i, phase=i))
             # (2) Update G.
-            upkeep.meter.add(generator_step(state, rt, loss, regularizers, labels, real, phase=-1))
+            upkeep.meter.add(generator_step(state, rt, loss, regularizers, labels, real, phase=-1,
+                                            epoch=batches.state_dict().get("epoch", 0)))
             # (3) Update G_ema and the learning rates.
             state.step += 1
             ema.update(state.step)
