@@ -458,7 +458,7 @@ class AdaptiveAugment(Regularizer):
 
     def __init__(self, target: Annotated[float, Range(gt=0, lt=1)] = 0.6, interval: Annotated[int, Range(ge=1)] = 4,
                  speed_images: Annotated[int, Range(ge=1)] = 500_000,
-                 pipeline: Literal["bgc", "bg", "b", "g", "c", "diffaugment"] = "bgc",
+                 pipeline: Literal["bgc", "bg", "blit", "geom", "color", "diffaugment"] = "bgc",
                  policy: list[Policy] = ("xflip", "translation", "color", "cutout"),  # type: ignore[assignment]
                  initial_p: Annotated[float, Range(ge=0, le=1)] = 0.0) -> None:
         self.target, self.interval, self.speed_images, self.policy = target, interval, speed_images, list(policy)
