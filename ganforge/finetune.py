@@ -1,0 +1,211 @@
+"""Fine-tuning from a trained GAN: copy its weights into fresh networks, and freeze D's first blocks.
+
+StyleGAN2-ADA's most used workflow: start from a model trained on a large data set and train it
+on a few hundred images of a new one. `load_init` copies the chosen networks' weights (and
+buffers) from any ganforge checkpoint; optimizers, schedules and the step stay fresh. A changed
+number of classes re-initialises the class-indexed layers (embeddings, class projections, an
+auxiliary classifier) and says so. `freeze_d_layers` is FreezeD (Mo et al. 2020): the first
+blocks of D, counted from the input side, keep their pretrained weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor, nn
+
+from ganforge.checkpoint import find_checkpoint, load_checkpoint
+from ganforge.errors import CheckpointError, ConfigError
+
+NETWORKS = ("G", "D", "G_ema")
+SHOWN = 3  # names listed in one message before "and N more"
+ROLE = {"G": "generator", "G_ema": "generator", "D": "discriminator"}
+
+
+def _shape(t: Tensor) -> str:
+    return str(tuple(t.shape))
+
+
+def _names(keys: Sequence[str]) -> str:
+    more = f" (and {len(keys) - SHOWN} more)" if len(keys) > SHOWN else ""
+    return ", ".join(keys[:SHOWN]) + more
+
+
+def class_parameter_names(module: nn.Module, num_classes: int) -> set[str]:
+    """State-dict names of the class-indexed layers: embedding tables and linear layers fed
+    one-hot labels or producing class logits (a dimension equal to the class count)."""
+    if num_classes <= 0:
+        return set()
+    names = set()
+    for prefix, m in module.named_modules():
+        if not isinstance(m, nn.Embedding) and not (isinstance(m, nn.Linear) or type(m).__name__ == "EqualLinear"):
+            continue
+        tensors = m.state_dict()
+        if any(num_classes in tuple(value.shape) for value in tensors.values()):
+            names.update(f"{prefix}.{key}" if prefix else key for key in tensors)
+    return names
+
+
+def _differs_by_classes(old: tuple[int, ...], new: tuple[int, ...], old_classes: int, new_classes: int) -> bool:
+    """Shapes that differ only where the old class count became the new one."""
+    return len(old) == len(new) and old != new and all(
+        a == b or (a == old_classes and b == new_classes) for a, b in zip(old, new))
+
+
+def merge_weights(name: str, module: nn.Module, source: dict[str, Tensor], old_classes: int, new_classes: int,
+                  strict_shapes: bool) -> tuple[dict[str, Tensor], list[str]]:
+    """`module`'s state dict with every matching tensor of `source` copied in -> (state, warnings).
+    Raises a one-line ConfigError for a shape or key mismatch when `strict_shapes`."""
+    target = module.state_dict()
+    class_keys = class_parameter_names(module, new_classes)
+    warnings: list[str] = []
+    mismatched: list[str] = []
+    for key, value in target.items():
+        if key not in source:
+            continue
+        loaded = source[key]
+        if tuple(loaded.shape) == tuple(value.shape):
+            target[key] = loaded
+        elif key in class_keys and _differs_by_classes(tuple(loaded.shape), tuple(value.shape), old_classes,
+                                                       new_classes):
+            warnings.append(f"init.checkpoint: {name} parameter {key} is re-initialised: the checkpoint has "
+                            f"{old_classes} classes, this config {new_classes}")
+        else:
+            mismatched.append(key)
+    # Keys in one and not the other. Class layers come and go with conditioning (a conditional
+    # config from an unconditional checkpoint): expected. Anything else is another architecture.
+    fresh = [k for k in target if k not in source and k in class_keys]
+    # A checkpoint has no modules: its class layers are those with a matrix or table that has a
+    # class-count dimension, with all their tensors.
+    class_layers = {k.rpartition(".")[0] for k, v in source.items()
+                    if k not in target and old_classes > 0 and v.dim() <= 2 and old_classes in tuple(v.shape)}
+    dropped = [k for k in source if k not in target and k.rpartition(".")[0] in class_layers]
+    missing = [k for k in target if k not in source and k not in fresh]
+    unexpected = [k for k in source if k not in target and k not in dropped]
+    if fresh or dropped:
+        parts = [f"initialised fresh: {_names(fresh)}" if fresh else "",
+                 f"not used: {_names(dropped)}" if dropped else ""]
+        warnings.append(f"init.checkpoint: {name} class layers differ from the checkpoint's ({old_classes} classes "
+                        f"there, {new_classes} here): " + "; ".join(p for p in parts if p))
+    if missing or unexpected:
+        parts = [f"missing from the checkpoint: {_names(missing)}" if missing else "",
+                 f"only in the checkpoint: {_names(unexpected)}" if unexpected else ""]
+        what = f"init.checkpoint: {name} does not match this config's architecture (" + \
+            "; ".join(p for p in parts if p) + ")"
+        if any("parametrizations." in k for k in missing + unexpected):
+            what += "; spectral_norm differs between the checkpoint's run and this config"
+        if strict_shapes:
+            raise ConfigError(f"{what}; use the checkpoint's architecture, or set init.strict_shapes: false to "
+                              "load only the matching parameters")
+        warnings.append(f"{what}; loaded the matching parameters only")
+    if mismatched:
+        key = mismatched[0]
+        more = f" (and {len(mismatched) - 1} more)" if len(mismatched) > 1 else ""
+        what = (f"init.checkpoint: {name} parameter {key} has shape {_shape(source[key])} in the checkpoint, "
+                f"{_shape(target[key])} in this config{more}")
+        if strict_shapes:
+            raise ConfigError(f"{what}; give the {ROLE[name]} the checkpoint's settings, or set "
+                              "init.strict_shapes: false to keep such parameters freshly initialised")
+        warnings.append(f"{what}; kept freshly initialised")
+    return target, warnings
+
+
+def load_init(state: Any, checkpoint: str | Path, num_classes: int, load: Sequence[str] = NETWORKS,
+              strict_shapes: bool = True) -> list[str]:
+    """Copy the weights of the networks named in `load` from a checkpoint (file or run folder)
+    into `state.G`, `state.D`, `state.G_ema`; returns one warning line per adjustment.
+    Optimizers, schedules and the step are left as they are (fresh). `num_classes`: this
+    config's data classes. G loaded without G_ema: G_ema starts as a copy of G, as in training."""
+    unknown = [n for n in load if n not in NETWORKS]
+    if unknown or not load:
+        raise ConfigError(f"init.load: {'unknown network ' + repr(unknown[0]) if unknown else 'empty'}; "
+                          f"name one or more of {', '.join(NETWORKS)}")
+    try:
+        file, sha = find_checkpoint(checkpoint)
+        payload = load_checkpoint(file, sha)
+        stored = payload["state"]
+        old_classes = int(payload["data_info"]["num_classes"])
+    except CheckpointError as e:
+        raise ConfigError(f"init.checkpoint: {e}") from None
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError(f"init.checkpoint: {checkpoint} holds no network weights (not a training "
+                          "checkpoint of ganforge)") from None
+    warnings: list[str] = []
+    merged: dict[str, dict[str, Tensor]] = {}
+    for name in load:
+        source = stored.get(name)
+        if not isinstance(source, dict):
+            raise ConfigError(f"init.checkpoint: {file} has no {name} weights; drop {name} from init.load")
+        merged[name], notes = merge_weights(name, getattr(state, name), source, old_classes, num_classes,
+                                            strict_shapes)
+        warnings += notes
+    # Every check passed: only now change the networks.
+    for name, weights in merged.items():
+        getattr(state, name).load_state_dict(weights)
+    if "G" in load and "G_ema" not in load:
+        state.G_ema.load_state_dict(state.G.state_dict())
+    if "G_ema" in load and "G" not in load:
+        warnings.append("init.load: G_ema is loaded but G is not; the moving average will drift towards the "
+                        "fresh G (load both, or G alone)")
+    return warnings
+
+
+# --------------------------------------------------------------------------------------------
+# FreezeD
+# --------------------------------------------------------------------------------------------
+
+
+def discriminator_blocks(D: nn.Module) -> list[list[nn.Module]]:
+    """D's feature blocks from the input side, each a list of modules; the output head (final
+    layer, minibatch-std epilogue, class projection) is not among them.
+    dcgan / mlp: each strided conv or linear layer with its norm and activation; stylegan2: each
+    residual block (the first with from_rgb, as StyleGAN2-ADA counts); resnet / biggan: each
+    residual block (a self-attention layer belongs to the block before it)."""
+    from ganforge.models.dcgan import DCGANDiscriminator
+    from ganforge.models.mlp import MLPDiscriminator
+    from ganforge.models.resnet import ResNetDiscriminator, SelfAttention
+    from ganforge.models.stylegan2 import StyleGAN2Discriminator
+
+    if isinstance(D, StyleGAN2Discriminator):
+        blocks = [[b] for b in D.blocks]
+        blocks[0].insert(0, D.from_rgb)
+        return blocks
+    if isinstance(D, ResNetDiscriminator):
+        groups: list[list[nn.Module]] = []
+        for m in D.blocks:
+            if isinstance(m, SelfAttention) and groups:
+                groups[-1].append(m)
+            else:
+                groups.append([m])
+        return groups
+    if isinstance(D, (DCGANDiscriminator, MLPDiscriminator)):
+        groups = []
+        for m in D.net:
+            if isinstance(m, (nn.Conv2d, nn.Linear)) or not groups:
+                groups.append([m])
+            else:
+                groups[-1].append(m)
+        return groups[:-1]  # the last layer makes the logit: the head
+    raise ConfigError(f"init.freeze_d_layers: the {type(D).__name__} has no block list to freeze; use 0")
+
+
+def freeze_d_layers(D: nn.Module, n: int) -> list[str]:
+    """FreezeD: stop training D's first `n` blocks (requires_grad False, so an optimizer built
+    afterwards leaves them out); returns the frozen parameter names."""
+    if n < 0:
+        raise ConfigError(f"init.freeze_d_layers: must be >= 0, got {n}")
+    if n == 0:
+        return []
+    blocks = discriminator_blocks(D)
+    if n > len(blocks):
+        raise ConfigError(f"init.freeze_d_layers: {n} is more than the {len(blocks)} blocks of this "
+                          f"{type(D).__name__}; use 0 to {len(blocks)}")
+    frozen = {id(p) for block in blocks[:n] for m in block for p in m.parameters()}
+    names = []
+    for name, p in D.named_parameters():
+        if id(p) in frozen:
+            p.requires_grad_(False)
+            names.append(name)
+    return names
