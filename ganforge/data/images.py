@@ -7,6 +7,7 @@ that can build nothing but arrays), so no file from elsewhere can run code.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import pickle
@@ -291,11 +292,12 @@ def cifar10(root: str = "data", split: Split = "train", resolution: Resolution =
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
-def _decode(path: Path, resolution: int, channels: int, crop: str) -> Tensor:
-    """One image file -> uint8 tensor (channels, resolution, resolution)."""
+def _decode(source: Any, resolution: int, channels: int, crop: str) -> Tensor:
+    """One image (a path, a binary file object or a PIL image) -> uint8 tensor (channels, resolution, resolution)."""
     from PIL import Image
 
-    with Image.open(path) as img:
+    with contextlib.ExitStack() as stack:
+        img = source if isinstance(source, Image.Image) else stack.enter_context(Image.open(source))
         img = img.convert("L" if channels == 1 else "RGB")
         if crop == "center":
             # Scale the shorter side to `resolution`, then cut the centre square.
@@ -313,23 +315,47 @@ def _decode(path: Path, resolution: int, channels: int, crop: str) -> Tensor:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
 
 
-class _FolderDataset(torch.utils.data.Dataset):
-    def __init__(self, files: list[Path], labels: list[int] | None, resolution: int, channels: int,
-                 crop: str, on_bad_image: str) -> None:
-        self.files, self.labels = files, labels
+class DecodingDataset(torch.utils.data.Dataset):
+    """Images decoded on demand, in DataLoader workers: (uint8 image, label), or a one-line
+    reason why an image could not be read (skipped or fatal, as `on_bad_image` says)."""
+
+    def __init__(self, num: int, labels: list[int] | None, resolution: int, channels: int, crop: str,
+                 on_bad_image: str) -> None:
+        self.num, self.labels = num, labels
         self.resolution, self.channels, self.crop = resolution, channels, crop
         self.on_bad_image = on_bad_image
 
     def __len__(self) -> int:
-        return len(self.files)
+        return self.num
+
+    def open(self, i: int) -> Any:
+        """Image i as something PIL can read: a path, a binary file object or a PIL image."""
+        raise NotImplementedError
+
+    def describe(self, i: int) -> str:
+        """Image i's name for error lines."""
+        return f"#{i}"
 
     def __getitem__(self, i: int) -> tuple[Tensor, int] | str:
-        """(image, label), or a one-line description of why the file could not be read."""
+        """(image, label), or a one-line description of why the image could not be read."""
         try:
-            x = _decode(self.files[i], self.resolution, self.channels, self.crop)
-        except Exception as e:  # PIL raises many types for damaged files
-            return f"cannot read image {self.files[i]} ({type(e).__name__}: {' '.join(str(e).split())[:200]})"
+            x = _decode(self.open(i), self.resolution, self.channels, self.crop)
+        except Exception as e:  # PIL (and archive readers) raise many types for damaged files
+            return f"cannot read image {self.describe(i)} ({type(e).__name__}: {' '.join(str(e).split())[:200]})"
         return x, (self.labels[i] if self.labels is not None else -1)
+
+
+class _FolderDataset(DecodingDataset):
+    def __init__(self, files: list[Path], labels: list[int] | None, resolution: int, channels: int,
+                 crop: str, on_bad_image: str) -> None:
+        super().__init__(len(files), labels, resolution, channels, crop, on_bad_image)
+        self.files = files
+
+    def open(self, i: int) -> Path:
+        return self.files[i]
+
+    def describe(self, i: int) -> str:
+        return str(self.files[i])
 
 
 def _collate(items: list[tuple[Tensor, int] | str]) -> tuple[Tensor, Tensor, list[str]]:
@@ -361,7 +387,7 @@ class _EpochBatchSampler(torch.utils.data.Sampler[list[int]]):
 class FolderBatches(Batches):
     """Batches decoded by DataLoader workers; position counts the batches the loop consumed."""
 
-    def __init__(self, dataset: _FolderDataset, batch_size: int, seed: int, device: torch.device,
+    def __init__(self, dataset: DecodingDataset, batch_size: int, seed: int, device: torch.device,
                  num_workers: int, has_labels: bool, rank: int = 0, world_size: int = 1) -> None:
         self.dataset, self.seed, self.device = dataset, seed, device
         self.num_workers, self.has_labels = num_workers, has_labels
@@ -406,22 +432,12 @@ class FolderBatches(Batches):
         self._it = None
 
 
-class ImageFolder(DataSource):
-    def __init__(self, path: str, resolution: int, channels: int, crop: str, labels: str,
-                 num_workers: int, in_memory: bool, on_bad_image: str) -> None:
-        root = Path(path).expanduser()
-        if not root.is_dir():
-            raise DataError(f"data.path: no such folder: {root}")
-        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        if not files:
-            raise DataError(f"data.path: {root} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-        # Class labels from sub-folders, as torchvision's ImageFolder: root/<class>/<image>.
-        classes = sorted({f.relative_to(root).parts[0] for f in files if len(f.relative_to(root).parts) > 1})
-        use_labels = labels == "auto" and len(classes) >= 2 and all(len(f.relative_to(root).parts) > 1 for f in files)
-        self.classes = classes if use_labels else []
-        label_list = [classes.index(f.relative_to(root).parts[0]) for f in files] if use_labels else None
-        self.info = DataInfo("image_folder", (channels, resolution, resolution), num_classes=len(self.classes))
-        self.dataset = _FolderDataset(files, label_list, resolution, channels, crop, on_bad_image)
+class DecodedImages(DataSource):
+    """A data set of image files decoded on demand (a folder, a zip, a Hugging Face data set):
+    decoded by DataLoader workers into resumable batches, or all at once with `in_memory`."""
+
+    def __init__(self, info: DataInfo, dataset: DecodingDataset, num_workers: int, in_memory: bool) -> None:
+        self.info, self.dataset = info, dataset
         self.num_workers, self.in_memory = num_workers, in_memory
 
     def _load_all(self) -> tuple[Tensor, Tensor | None, int]:
@@ -446,6 +462,25 @@ class ImageFolder(DataSource):
                              self.dataset.labels is not None, rank, world_size)
 
 
+class ImageFolder(DecodedImages):
+    def __init__(self, path: str, resolution: int, channels: int, crop: str, labels: str,
+                 num_workers: int, in_memory: bool, on_bad_image: str) -> None:
+        root = Path(path).expanduser()
+        if not root.is_dir():
+            raise DataError(f"data.path: no such folder: {root}")
+        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not files:
+            raise DataError(f"data.path: {root} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        # Class labels from sub-folders, as torchvision's ImageFolder: root/<class>/<image>.
+        classes = sorted({f.relative_to(root).parts[0] for f in files if len(f.relative_to(root).parts) > 1})
+        use_labels = labels == "auto" and len(classes) >= 2 and all(len(f.relative_to(root).parts) > 1 for f in files)
+        self.classes = classes if use_labels else []
+        label_list = [classes.index(f.relative_to(root).parts[0]) for f in files] if use_labels else None
+        info = DataInfo("image_folder", (channels, resolution, resolution), num_classes=len(self.classes))
+        super().__init__(info, _FolderDataset(files, label_list, resolution, channels, crop, on_bad_image),
+                         num_workers, in_memory)
+
+
 @DATASETS.register("image_folder")
 def image_folder(
     path: str,
@@ -459,3 +494,7 @@ def image_folder(
 ) -> ImageFolder:
     """Any folder of images (png, jpg, ...), resized and centre-cropped; sub-folders become classes."""
     return ImageFolder(path, resolution, channels, crop, labels, num_workers, in_memory, on_bad_image)
+
+
+# Data sets in other modules that build on the classes above register themselves on import.
+from ganforge.data import archive, hf  # noqa: E402, F401

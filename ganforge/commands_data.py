@@ -1,0 +1,140 @@
+"""Commands for data sets and image folders: `ganforge dataset` and `ganforge eval-images`.
+
+`register(app)` adds them to a Typer app (cli.py's, or a test's). Errors become one `error:`
+line through cli.py's `user_errors`, imported when a command runs; torch loads lazily.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+
+
+def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """cli.py's `user_errors` around `fn`, looked up at call time (cli.py imports this module)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from ganforge.cli import user_errors
+
+        return user_errors(fn)(*args, **kwargs)
+
+    return wrapper
+
+
+@_user_errors
+def dataset_command(
+    src: Path = typer.Argument(..., help="A folder of images (sub-folders = classes) or a zip of images."),
+    out: Path = typer.Option(..., "--out", "-o", help="The zip to write (StyleGAN2-ADA's format)."),
+    resolution: int = typer.Option(..., "--resolution", "-r", help="Side of the square images, in pixels."),
+    labels: str = typer.Option("auto", "--labels",
+                               help="folders (sub-folder = class), json (SRC's dataset.json), none, or auto: "
+                                    "json if there is one, else folders if every image is in one, else none."),
+    channels: int = typer.Option(3, "--channels", help="3 (RGB) or 1 (greyscale)."),
+    workers: int = typer.Option(min(8, os.cpu_count() or 1), "--workers", min=0,
+                                help="Processes that decode and resize (0: this one)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON (every skipped file listed)."),
+) -> None:
+    """Check, centre-crop and resize images once into a zip that `data: {kind: zip}` reads in place."""
+    from ganforge.dataset_tool import make_dataset
+
+    summary = make_dataset(src, out, resolution, labels=labels, channels=channels, overwrite=overwrite,
+                           workers=workers, progress=not quiet)
+    if as_json:
+        typer.echo(json.dumps(summary.to_dict(), indent=1))
+        return
+    typer.echo(summary.describe())
+    typer.echo(f"train on it with: data: {{kind: zip, path: {out}}}")
+
+
+@_user_errors
+def eval_images(
+    images: Path = typer.Argument(..., help="A folder of images to score (e.g. from ganforge sample)."),
+    reference: Path | None = typer.Option(None, "--reference", help="A folder of real images to compare with."),
+    data: Path | None = typer.Option(None, "--data",
+                                     help="A config file whose data section is the real data to compare with."),
+    metrics: str = typer.Option("fid", "--metrics", "-m", help="Comma-separated: fid,kid,is,pr,dc,ifid."),
+    num: int | None = typer.Option(None, "--num", "-n", min=2, help="Score this many of the images (default: all)."),
+    real_num: int | None = typer.Option(None, "--real-num", min=2,
+                                        help="Real images (default: all of --reference; as many as --images "
+                                             "from --data)."),
+    batch_size: int = typer.Option(50, "--batch-size", min=1, help="Images per forward pass."),
+    num_workers: int = typer.Option(2, "--num-workers", min=0, help="Processes that decode images."),
+    inception_weights: str | None = typer.Option(None, "--inception-weights",
+                                                    help="Path of the FID Inception weights file."),
+    cache_dir: str | None = typer.Option(None, "--cache-dir", help="Where data-set statistics are cached."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Also write the result to this JSON file."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON instead of a table."),
+) -> None:
+    """Score a folder of images with FID, KID, IS, PR, DC (or ifid) against real images, as ganforge eval."""
+    from ganforge.build import resolve_device
+    from ganforge.config import Component
+    from ganforge.errors import GanforgeError
+    from ganforge.metrics.folders import evaluate_folders
+
+    names = [m.strip() for m in metrics.split(",") if m.strip()]
+    data_cfg = load_data_section(data) if data is not None else None
+    extractor = Component("inception", {"weights": inception_weights, "download": True})
+    result = evaluate_folders(images, reference, data_cfg, names, extractor, resolve_device(device), num=num,
+                              real_num=real_num, batch_size=batch_size, num_workers=num_workers,
+                              cache_dir=cache_dir, progress=not quiet)
+    report = {"images": str(images), **result.to_dict()}
+    if out is not None:
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(report, indent=1) + "\n")
+        except OSError as e:
+            raise GanforgeError(f"--out {out}: cannot write ({e.strerror})") from None
+    if as_json:
+        typer.echo(json.dumps(report, indent=1))
+        return
+    typer.echo(f"{images}: {result.num_samples} images, {result.seconds:.0f} s")
+    for name, value in result.figures.items():
+        typer.echo(f"  {name:<18} {value:.6g}")
+    typer.echo(f"  extractor: {result.extractor}")
+    ref = result.reference
+    if "folder" in ref:
+        typer.echo(f"  reference: {ref['folder']} ({ref['num_samples']} images)")
+    elif "stats_file" in ref:
+        typer.echo(f"  reference: {ref['data'].get('kind')} ({ref['num_samples']} real samples), "
+                   f"statistics in {ref['stats_file']}")
+    if out is not None:
+        typer.echo(f"  written to {out}")
+
+
+def load_data_section(path: Path) -> Any:
+    """The data section of a config file (a whole ganforge config, or one with only `data:`), checked."""
+    import yaml
+
+    from ganforge.config import load_config, parse_config
+    from ganforge.errors import ConfigError
+
+    if not path.is_file():
+        raise ConfigError(f"--data: no such file: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"--data: {path} is not valid YAML ({' '.join(str(e).split())[:200]})") from None
+    if not isinstance(raw, dict) or "data" not in raw and "base" not in raw:
+        raise ConfigError(f"--data: {path} has no data section (e.g. data: {{kind: zip, path: DATA.zip}})")
+    if "generator" in raw or "base" in raw:
+        return load_config(path)[0].data
+    # Only a data section: check it against the data registry as a full config would be.
+    stand_in = {"data": raw["data"], "generator": {"kind": "mlp"}, "discriminator": {"kind": "mlp"}}
+    return parse_config(stand_in, default_source=str(path)).data
+
+
+def register(app: typer.Typer) -> None:
+    """Add `dataset` and `eval-images` to a Typer app."""
+    app.command("dataset")(dataset_command)
+    app.command("eval-images")(eval_images)
