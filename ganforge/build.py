@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import inspect
+import re
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from ganforge.accepts import check_accepts
 from ganforge.config import Component, Config
 from ganforge.data import DataInfo, DataSource
-from ganforge.errors import ConfigError
+from ganforge.errors import CheckpointError, ConfigError
 from ganforge.losses import Loss
 from ganforge.registry import (
     DATASETS,
     DISCRIMINATORS,
     GENERATORS,
     LOSSES,
+    METRICS,
     OPTIMIZERS,
     REGULARIZERS,
     SCHEDULES,
@@ -25,17 +29,47 @@ from ganforge.registry import (
 from ganforge.regularizers import Regularizer
 
 
-def build(registry: Registry, component: Component, where: str, **provided: Any) -> Any:
+def build(registry: Registry, component: Component, where: str, *, provider: str = "ganforge", **provided: Any
+          ) -> Any:
     """Call the builder registered as `component.kind` with its params and whatever it accepts
-    of `provided` (values ganforge fills in, such as the data's resolution)."""
+    of `provided` (values ganforge fills in, such as the data's resolution; `provider` says where
+    they come from, for errors)."""
     entry = registry.get(component.kind, where)
     accepted = inspect.signature(entry.builder).parameters
     kwargs = {**component.params, **{k: v for k, v in provided.items() if k in accepted}}
+    missing = [name for name, p in accepted.items()
+               if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and name not in kwargs]
+    if missing:
+        # A builder that needs what this data does not give (an image architecture on vectors):
+        # say so, rather than let the call fail with a TypeError.
+        gives = ", ".join(k for k in provided if k != "num_classes") or "nothing"
+        raise ConfigError(f"{where} ({component.kind}): needs {', '.join(missing)}{_needed_from(missing)}, but "
+                          f"{provider} gives {gives}; change {where}.kind or data.kind")
     try:
         return entry.builder(**kwargs)
-    except ValueError as e:
-        # Constructors reject impossible combinations with ValueError; say where it came from.
-        raise ConfigError(f"{where} ({component.kind}): {e}") from None
+    except (ValueError, TypeError) as e:
+        # Constructors reject impossible combinations with ValueError (a TypeError is a value of the
+        # wrong kind that got through); say where it came from.
+        raise ConfigError(f"{where} ({component.kind}): {' '.join(str(e).split())}") from None
+    except (RuntimeError, OverflowError, MemoryError) as e:
+        if not isinstance(e, (OverflowError, MemoryError)) and not _TOO_LARGE.search(str(e)):
+            raise
+        raise ConfigError(f"{where} ({component.kind}): its sizes ask for more memory than there is "
+                          f"({type(e).__name__}: {' '.join(str(e).split())[:120]}); use smaller sizes") from None
+
+
+# How PyTorch says that a tensor cannot be allocated or its size overflows.
+_TOO_LARGE = re.compile(r"allocat|overflow|out of memory|too large|Trying to create tensor with negative dimension",
+                        re.IGNORECASE)
+
+
+def _needed_from(missing: list[str]) -> str:
+    """` from image data` when the missing arguments are what image data gives, and so on."""
+    if set(missing) <= {"channels", "resolution"}:
+        return " from image data"
+    if set(missing) <= {"data_dim"}:
+        return " from vector data"
+    return ""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -66,13 +100,17 @@ def build_data(cfg: Config) -> DataSource:
 
 
 def build_generator(cfg_generator: Component, info: DataInfo) -> nn.Module:
-    """The generator for data described by `info`."""
-    return build(GENERATORS, cfg_generator, "generator", **info.model_args())
+    """The generator for data described by `info` (refused before it is built if it cannot take them)."""
+    check_accepts(GENERATORS.get(cfg_generator.kind, "generator").builder, info, "generator", cfg_generator.kind)
+    return build(GENERATORS, cfg_generator, "generator", provider=f"data ({info.name})", **info.model_args())
 
 
 def build_discriminator(cfg_discriminator: Component, info: DataInfo) -> nn.Module:
-    """The discriminator for data described by `info`."""
-    return build(DISCRIMINATORS, cfg_discriminator, "discriminator", **info.model_args())
+    """The discriminator for data described by `info` (refused before it is built if it cannot take them)."""
+    check_accepts(DISCRIMINATORS.get(cfg_discriminator.kind, "discriminator").builder, info, "discriminator",
+                  cfg_discriminator.kind)
+    return build(DISCRIMINATORS, cfg_discriminator, "discriminator", provider=f"data ({info.name})",
+                 **info.model_args())
 
 
 def build_loss(cfg: Config) -> Loss:
@@ -80,12 +118,15 @@ def build_loss(cfg: Config) -> Loss:
     return build(LOSSES, cfg.loss, "loss")
 
 
-def build_regularizers(cfg: Config) -> list[tuple[str, Regularizer]]:
+def build_regularizers(cfg: Config, info: DataInfo | None = None) -> list[tuple[str, Regularizer]]:
     """The regularizers, in config order, as (kind, object); combinations that make no sense
-    (weight clipping with a gradient penalty, label smoothing with the hinge loss) are errors."""
+    (weight clipping with a gradient penalty, label smoothing with the hinge loss, an image
+    augmentation on vector data when `info` is given) are errors."""
     kinds = [c.kind for c in cfg.regularizers]
     regs = []
     for i, c in enumerate(cfg.regularizers):
+        if info is not None:
+            check_accepts(REGULARIZERS.get(c.kind, f"regularizers.{i}").builder, info, f"regularizers.{i}", c.kind)
         reg = build(REGULARIZERS, c, f"regularizers.{i}")
         for other in reg.incompatible:
             if other in kinds or other == cfg.loss.kind:
@@ -100,9 +141,10 @@ def build_regularizers(cfg: Config) -> list[tuple[str, Regularizer]]:
 def build_networks(cfg: Config, info: DataInfo) -> tuple[nn.Module, nn.Module, list[tuple[str, Regularizer]]]:
     """G, D and the regularizers, with the regularizers' changes to the networks made
     (spectral normalisation): the same on every path, training or loading a checkpoint."""
+    check_compatible(cfg, info)
     G = build_generator(cfg.generator, info)
     D = build_discriminator(cfg.discriminator, info)
-    regs = build_regularizers(cfg)
+    regs = build_regularizers(cfg, info)
     for i, (kind, reg) in enumerate(regs):
         try:
             reg.setup(G, D)
@@ -124,11 +166,37 @@ def build_scheduler(component: Component, optimizer: torch.optim.Optimizer, tota
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def check_compatible(cfg: Config, info: DataInfo) -> None:
+    """Refuse, in one line naming both keys, a generator, discriminator, regularizer or eval
+    metric whose declared data (`accepts`) do not fit the data, before anything is built."""
+    check_accepts(GENERATORS.get(cfg.generator.kind, "generator").builder, info, "generator", cfg.generator.kind)
+    check_accepts(DISCRIMINATORS.get(cfg.discriminator.kind, "discriminator").builder, info, "discriminator",
+                  cfg.discriminator.kind)
+    for i, c in enumerate(cfg.regularizers):
+        check_accepts(REGULARIZERS.get(c.kind, f"regularizers.{i}").builder, info, f"regularizers.{i}", c.kind)
+    from ganforge.metrics.evaluate import default_metrics
+
+    for name in default_metrics(cfg.eval.metrics, info.is_image):
+        check_accepts(METRICS.get(name, "eval.metrics").builder, info, "eval.metrics", name)
+
+
+def check_init(cfg: Config) -> None:
+    """A new run's `init.checkpoint` names an existing checkpoint file or run folder."""
+    if cfg.init.checkpoint is None:
+        return
+    from ganforge.checkpoint import find_checkpoint
+
+    try:
+        find_checkpoint(Path(cfg.init.checkpoint).expanduser())
+    except CheckpointError as e:
+        raise ConfigError(f"init.checkpoint: {e}") from None
+
+
 def validate(cfg: Config) -> DataInfo:
     """Build what can be built cheaply (data source, both networks) to surface config errors
     before anything runs; returns the data description."""
     info = build_data(cfg).info
-    build_networks(cfg, info)
+    build_networks(cfg, info)  # checks what fits the data first
     build_loss(cfg)
     from ganforge.metrics.evaluate import check_metrics
 

@@ -28,8 +28,11 @@ app = typer.Typer(
 # Keys that may change when a run is resumed: budget and intervals, nothing that alters the
 # networks, the data or the optimizer state.
 RESUMABLE_CHANGES = ("train.steps", "train.device", "train.accumulate", "train.compile", "train.channels_last",
-                     "train.deterministic", "train.sync_batchnorm", "log.every", "samples.every", "checkpoint.every",
-                     "checkpoint.keep", "eval.")
+                     "train.deterministic", "train.sync_batchnorm", "train.max_minutes", "log.every", "samples.every",
+                     "checkpoint.every", "checkpoint.keep", "eval.")
+# Exit code of a run that stopped because its time budget (train.max_minutes) was spent: resumable,
+# and told apart from Ctrl+C (130) so that batch scripts can resubmit.
+BUDGET_SPENT = 3
 
 
 def err(message: str) -> None:
@@ -64,14 +67,24 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     err("warning: " + " ".join(str(message).split()))
 
 
+class StopRequest(threading.Event):
+    """Asks training to finish its step and checkpoint; `signal` names the signal that asked, if one did
+    (otherwise the time budget did)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.signal: str | None = None
+
+
 @contextlib.contextmanager
-def stop_on_signals() -> Iterator[threading.Event]:
+def stop_on_signals() -> Iterator[StopRequest]:
     """Ctrl+C or SIGTERM asks training to finish its step and checkpoint; a second Ctrl+C quits."""
-    event = threading.Event()
+    event = StopRequest()
 
     def handler(signum: int, frame: Any) -> None:
-        if event.is_set():
+        if event.signal is not None:
             raise KeyboardInterrupt
+        event.signal = signal.Signals(signum).name
         event.set()
         err(f"\n{signal.Signals(signum).name}: finishing this step and saving a checkpoint "
             "(Ctrl+C again to quit at once)")
@@ -96,7 +109,8 @@ def _changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [prefix.rstrip(".")]
 
 
-def _resolve_resume(run_path: Path, overrides: list[str]) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+def _resolve_resume(run_path: Path, overrides: list[str], flags: list[Any]
+                    ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """Load a run's newest good checkpoint and its config with the allowed overrides applied."""
     from ganforge.checkpoint import load_latest_good
     from ganforge.config import apply_overrides, config_to_dict, parse_config
@@ -105,7 +119,7 @@ def _resolve_resume(run_path: Path, overrides: list[str]) -> tuple[Any, dict[str
     payload = load_latest_good(run_path)
     stored = payload["config"]
     origins: dict[tuple[str, ...], str] = {}
-    raw = apply_overrides(stored, overrides, origins)
+    raw = apply_overrides(stored, overrides, origins, flags)
     cfg = parse_config(raw, origins, default_source=str(run_path / "config.yaml"))
     cfg_dict = config_to_dict(cfg)
     # Compare resolved configs, so that keys a newer ganforge added (with defaults) are no change.
@@ -130,10 +144,18 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     nproc: int = typer.Option(1, "--nproc", min=1,
                               help="Processes on this machine (one per GPU); starts torchrun for you."),
+    max_minutes: float | None = typer.Option(
+        None, "--max-minutes", metavar="MINUTES",
+        help=f"Time budget (train.max_minutes): then stop as on SIGTERM, with a checkpoint, and exit with code "
+             f"{BUDGET_SPENT}; --resume continues."),
+    init: str | None = typer.Option(None, "--init", metavar="CHECKPOINT",
+                                    help="Start from the weights of this checkpoint or run folder (init.checkpoint)."),
+    dry_run: bool = typer.Option(False, "--dry-run",
+                                 help="Check the config, data and networks, then exit without training or writing."),
 ) -> None:
     """Train a GAN as a config describes; continue a stopped run with --resume."""
     from ganforge import distributed
-    from ganforge.build import resolve_device, validate
+    from ganforge.build import check_init, resolve_device, validate
     from ganforge.config import dump_yaml, load_config
     from ganforge.errors import ConfigError
     from ganforge.run import RunDir
@@ -141,13 +163,30 @@ def train(
 
     if (config is None) == (resume is None):
         raise ConfigError("give a config file to start a run, or --resume RUN_FOLDER to continue one (not both)")
+    if init is not None and resume is not None:
+        raise ConfigError("--init starts a new run from a checkpoint's weights and --resume continues a run: "
+                          "give one of them")
+    # Flags that set config keys: applied after --set, and named as typed in errors.
+    flags = [("train.max_minutes", max_minutes, f"--max-minutes {max_minutes}")] if max_minutes is not None else []
+    if init is not None:
+        flags.append(("init.checkpoint", init, f"--init {init}"))
     if resume is not None:
-        cfg, cfg_dict, payload = _resolve_resume(resume, set_)
+        cfg, cfg_dict, payload = _resolve_resume(resume, set_, flags)
         run_path = resume
     else:
-        cfg, cfg_dict = load_config(config, set_)
+        cfg, cfg_dict = load_config(config, set_, flags)
         payload, run_path = None, Path(cfg.output.dir)
-    validate(cfg)
+        check_init(cfg)  # a resumed run has its weights already
+    info = validate(cfg)
+    if dry_run:
+        from ganforge.accepts import describe
+
+        distributed.check_batch_split(cfg.train.batch_size, distributed.Dist(0, nproc), cfg.train.accumulate)
+        device = resolve_device(cfg.train.device)
+        typer.echo(f"{config or resume}: valid; {cfg.generator.kind} G and {cfg.discriminator.kind} D on "
+                   f"{info.name} ({describe(info)}), {cfg.train.steps} steps on {device} into {run_path}; "
+                   "nothing was written")
+        return
     if nproc > 1 and not distributed.launched_by_torchrun():
         # Check what can be checked here, then start torchrun with the same arguments.
         distributed.check_batch_split(cfg.train.batch_size, distributed.Dist(0, nproc), cfg.train.accumulate)
@@ -186,12 +225,14 @@ def train(
         run.release_lock()
         distributed.shutdown()
     if not ctx.is_main:
-        raise typer.Exit(130 if result.interrupted else 0)
+        raise typer.Exit((BUDGET_SPENT if stop.signal is None else 130) if result.interrupted else 0)
     latest = run.samples / "latest.png"
     if result.interrupted:
-        err(f"stopped at step {result.step} of {result.total_steps}; checkpoint: {result.last_checkpoint}")
+        budget = stop.signal is None and cfg.train.max_minutes is not None
+        why = f"time budget of {cfg.train.max_minutes:g} min spent: " if budget else ""
+        err(f"{why}stopped at step {result.step} of {result.total_steps}; checkpoint: {result.last_checkpoint}")
         err(f"continue with: ganforge train --resume {run.path}")
-        raise typer.Exit(130)
+        raise typer.Exit(BUDGET_SPENT if budget else 130)
     typer.echo(f"done: {result.step} steps")
     typer.echo(f"  samples:    {latest}")
     typer.echo(f"  checkpoint: {result.last_checkpoint}")
@@ -496,11 +537,12 @@ def show_config(
     set_: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE", help="Override a config key."),
 ) -> None:
     """Print the fully resolved config (bases merged, overrides and defaults applied)."""
-    from ganforge.build import validate
+    from ganforge.build import check_init, validate
     from ganforge.config import dump_yaml, load_config
 
     cfg, cfg_dict = load_config(config, set_)
     validate(cfg)
+    check_init(cfg)
     typer.echo(dump_yaml(cfg_dict), nl=False)
 
 

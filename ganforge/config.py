@@ -8,9 +8,11 @@ and their type hints are the schema for the remaining keys. Every error names th
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import inspect
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -20,7 +22,7 @@ from typing import Annotated, Any, Literal, Union
 
 import yaml
 
-from ganforge.errors import ConfigError
+from ganforge.errors import ConfigError, reading
 from ganforge.params import Range
 
 # --------------------------------------------------------------------------------------------
@@ -71,6 +73,9 @@ class EMAConfig:
     rampup: Annotated[float, Range(gt=0.0)] | None = 0.05
 
 
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """The training loop: budget, batch, update ratio, seed, device and numerics."""
@@ -79,17 +84,28 @@ class TrainConfig:
     batch_size: Annotated[int, Range(ge=1)] = 64  # real images per discriminator update, over all processes
     accumulate: Annotated[int, Range(ge=1)] = 1  # micro-batches per update on each process (gradient accumulation)
     d_steps_per_g_step: Annotated[int, Range(ge=1)] = 1
-    seed: int = 0
+    seed: Annotated[int, Range(ge=0, lt=2**32)] = 0  # numpy's limit; torch adds offsets to it
     device: str = "auto"  # auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     channels_last: bool = False
-    compile: bool = False  # torch.compile the networks (regularizers run uncompiled)
+    # torch.compile the networks (regularizers run uncompiled): false, true (= "default") or a mode.
+    compile: bool | CompileMode = False
+    # Wall-clock budget of one `ganforge train` invocation: when spent, training stops as on SIGTERM
+    # (finishes the step, saves a checkpoint); --resume continues. null: no budget.
+    max_minutes: Annotated[float, Range(gt=0.0)] | None = None
     sync_batchnorm: bool = False  # multi-GPU: BatchNorm statistics over all processes (CUDA only)
     deterministic: bool = True  # on CUDA: deterministic cuDNN kernels; false lets cuDNN autotune
     on_nonfinite: Literal["stop", "rollback"] = "stop"  # what a NaN/inf loss or weight does
     rollback_lr_factor: Annotated[float, Range(gt=0.0, lt=1.0)] = 0.5  # lr multiplier per rollback
     max_rollbacks: Annotated[int, Range(ge=1)] = 3
     ema: EMAConfig = field(default_factory=EMAConfig)
+
+    @property
+    def compile_mode(self) -> str | None:
+        """The torch.compile mode, or None when the networks run uncompiled."""
+        if self.compile is False:
+            return None
+        return "default" if self.compile is True else self.compile
 
 
 @dataclass(frozen=True)
@@ -131,6 +147,22 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class InitConfig:
+    """Weights to start a new run from (fine-tuning): another run's checkpoint and what to take from it."""
+
+    checkpoint: str | None = None  # a checkpoint file or run folder; null: random initialisation
+    load: tuple[Literal["G", "D", "G_ema"], ...] = ("G", "D", "G_ema")  # the networks copied from it
+    # FreezeD (Mo et al. 2020): D's first N layers keep the loaded weights and are not trained.
+    freeze_d_layers: Annotated[int, Range(ge=0)] = 0
+    # false: layers whose shapes differ (another resolution or class count) keep their fresh weights.
+    strict_shapes: bool = True
+
+    def __post_init__(self) -> None:
+        if self.checkpoint is not None and not self.load:
+            raise ValueError("load: name at least one of G, D, G_ema to take from init.checkpoint")
+
+
+@dataclass(frozen=True)
 class OutputConfig:
     """Where the run folder goes (default: runs/<config file name>)."""
 
@@ -153,6 +185,7 @@ class Config:
     samples: SamplesConfig = field(default_factory=SamplesConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    init: InitConfig = field(default_factory=InitConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
 
@@ -213,20 +246,46 @@ def type_name(tp: Any) -> str:
 Origins = dict[tuple[str, ...], str]
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except OSError as e:
-        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+# A config has a few hundred values; far more means YAML aliases multiplying one another.
+MAX_VALUES = 100_000
+
+
+def load_yaml(text: str) -> Any:
+    """`yaml.safe_load`, with every failure a yaml.YAMLError and only trees let through."""
     try:
         data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{path}{where}: invalid YAML ({problem})") from None
+    except yaml.YAMLError:
+        raise
+    except (ValueError, TypeError, AttributeError, OverflowError, RecursionError) as e:
+        # PyYAML's constructors let some bad scalars out as plain Python errors (2001-02-30, !!int x).
+        raise yaml.YAMLError(f"{' '.join(str(e).split())}") from None
+    _check_tree(data)
+    return data
+
+
+def _check_tree(data: Any) -> None:
+    """Refuse data that refers to itself (`&a [*a]`) or repeats aliases into millions of values."""
+    count, stack = 0, [(data, ())]
+    while stack:
+        node, parents = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise yaml.YAMLError(f"more than {MAX_VALUES} values (aliases repeated?); a config is far smaller")
+        if isinstance(node, (dict, list)):
+            if id(node) in parents:
+                raise yaml.YAMLError("an alias refers to a mapping or list that contains it")
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, (*parents, id(node))) for child in children)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        with reading(path, "a YAML config file"):
+            data = load_yaml(path.read_bytes().decode("utf-8"))
+    except ConfigError:
+        if not path.exists():
+            raise ConfigError(f"config file not found: {path}") from None
+        raise
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -262,7 +321,7 @@ def _load_with_base(path: Path, origins: Origins, seen: tuple[Path, ...] = ()) -
     base = data.pop("base", None)
     merged: dict[str, Any] = {}
     if base is not None:
-        if not isinstance(base, str):
+        if not isinstance(base, str) or not base or "\0" in base:
             raise ConfigError(f"{path}: base: expected a file name, got {base!r}")
         merged = _load_with_base(path.parent / base, origins, (*seen, path))
     _record_origins(data, (), str(path), origins)
@@ -275,41 +334,54 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not key.strip():
         raise ConfigError(f"--set {text!r}: expected section.key=value")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
+        parsed = load_yaml(value) if value.strip() else None
     except yaml.YAMLError:
-        parsed = value
+        parsed = value  # not YAML: the text itself
     return key.strip().split("."), parsed
 
 
-def apply_overrides(raw: dict[str, Any], overrides: list[str], origins: Origins) -> dict[str, Any]:
-    """Apply `--set a.b=v` overrides to a raw config mapping (returns a new mapping)."""
+# A value set by a command-line flag: (dotted key, value, the flag as the user wrote it).
+Flag = tuple[str, Any, str]
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str], origins: Origins, flags: list[Flag] | None = None
+                    ) -> dict[str, Any]:
+    """Apply `--set a.b=v` overrides, then values of flags such as `--max-minutes`, to a raw config
+    mapping (returns a new mapping)."""
     raw = _merge({}, raw)
     for text in overrides:
         keys, value = parse_override(text)
-        node = raw
-        for i, key in enumerate(keys[:-1]):
-            child = node.get(key)
-            if child is None:
-                child = node[key] = {}
-            elif not isinstance(child, dict):
-                raise ConfigError(f"--set {text}: {'.'.join(keys[: i + 1])} is not a section")
-            else:
-                child = node[key] = dict(child)
-            node = child
-        old = node.get(keys[-1])
-        if isinstance(old, dict) and isinstance(value, dict):
-            value = _merge(old, value)
-        node[keys[-1]] = value
-        _record_origins(value, tuple(keys), f"--set {text}", origins)
+        _set_key(raw, keys, value, f"--set {text}", origins)
+    for dotted, value, label in flags or []:
+        _set_key(raw, dotted.split("."), value, label, origins)
     return raw
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> tuple[Config, dict[str, Any]]:
+def _set_key(raw: dict[str, Any], keys: list[str], value: Any, label: str, origins: Origins) -> None:
+    node = raw
+    for i, key in enumerate(keys[:-1]):
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        elif not isinstance(child, dict):
+            raise ConfigError(f"{label}: {'.'.join(keys[: i + 1])} is not a section")
+        else:
+            child = node[key] = dict(child)
+        node = child
+    old = node.get(keys[-1])
+    if isinstance(old, dict) and isinstance(value, dict):
+        value = _merge(old, value)
+    node[keys[-1]] = value
+    _record_origins(value, tuple(keys), label, origins)
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None, flags: list[Flag] | None = None
+                ) -> tuple[Config, dict[str, Any]]:
     """Read, merge, override and validate a config file; returns (config, resolved dict)."""
     path = Path(path)
     origins: Origins = {}
     raw = _load_with_base(path, origins)
-    raw = apply_overrides(raw, overrides or [], origins)
+    raw = apply_overrides(raw, overrides or [], origins, flags)
     output = raw.get("output")
     if output is None or (isinstance(output, dict) and not output.get("dir")):
         # The run folder defaults to runs/<config name>, relative to where ganforge runs.
@@ -378,7 +450,10 @@ class _Parser:
                 kwargs[name] = self.value(hints[name], value[name], sub)
             elif dataclasses.is_dataclass(hints[name]):
                 kwargs[name] = self.dataclass(hints[name], {}, sub)
-        return cls(**kwargs)
+        try:
+            return cls(**kwargs)
+        except ValueError as e:  # a section's own check across its keys (__post_init__)
+            raise self.fail(path, str(e)) from None
 
     # -- components -----------------------------------------------------------------------
 
@@ -396,6 +471,9 @@ class _Parser:
         if "kind" not in value:
             raise self.fail(path, f"missing `kind`; valid kinds: {', '.join(registry.names())}")
         kind = value["kind"]
+        if not isinstance(kind, str):
+            raise self.fail((*path, "kind"), f"expected the name of a {registry.what}, got {kind!r}; valid: "
+                                             f"{', '.join(registry.names())}")
         if kind not in registry:
             close = difflib.get_close_matches(str(kind), registry.names(), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -440,7 +518,8 @@ class _Parser:
             return self.dataclass(tp, value, path)
         if origin is Literal:
             choices = typing.get_args(tp)
-            if value not in choices:
+            # Types must match too: YAML's `true` equals 1 but is no channel count.
+            if not any(value == c and type(value) is type(c) for c in choices):
                 close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise self.fail(path, f"must be one of {', '.join(map(str, choices))}, got {value!r}{hint}")
@@ -457,6 +536,8 @@ class _Parser:
                     return self.value(arg, value, path)
                 except ConfigError as e:
                     errors.append(e)
+            if len(errors) > 1:  # several kinds of value fit here: name them all
+                raise self.fail(path, f"expected {type_name(tp)}, got {value!r}")
             raise errors[0]
         if origin in (tuple, list):
             args = typing.get_args(tp)
@@ -477,21 +558,29 @@ class _Parser:
         if tp is int:
             if isinstance(value, bool) or not isinstance(value, int):
                 if isinstance(value, float) and value.is_integer():
-                    return int(value)
-                raise self.fail(path, f"expected an integer, got {value!r}")
+                    value = int(value)
+                else:
+                    raise self.fail(path, f"expected an integer, got {value!r}")
+            if not -(2**63) <= value < 2**63:  # nothing ganforge counts needs more than 64 bits
+                raise self.fail(path, f"{value} is too large for an integer here")
             return value
         if tp is float:
-            if isinstance(value, bool):
-                raise self.fail(path, f"expected a number, got {value!r}")
-            if isinstance(value, (int, float)):
-                return float(value)
-            if isinstance(value, str):
+            number = None
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                number = value
+            elif isinstance(value, str):
                 # YAML 1.1 reads `2e-4` (no dot) as text; accept it as the number it means.
-                try:
-                    return float(value)
-                except ValueError:
-                    pass
-            raise self.fail(path, f"expected a number, got {value!r}")
+                with contextlib.suppress(ValueError):
+                    number = float(value)
+            if number is None:
+                raise self.fail(path, f"expected a number, got {value!r}")
+            try:
+                number = float(number)
+            except OverflowError:
+                number = math.inf
+            if not math.isfinite(number):  # inf and nan pass every range check; no setting means them
+                raise self.fail(path, f"expected a finite number, got {value!r}")
+            return number
         if tp is str:
             if not isinstance(value, str):
                 raise self.fail(path, f"expected text, got {value!r}")
