@@ -8,6 +8,8 @@ fakes. `strength` in [0, 1] scales each operation (ADA's probability p applies p
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -132,14 +134,25 @@ def _translate2d(tx: Tensor, ty: Tensor) -> Tensor:
     return _affine2d(one, zero, zero, one, tx, ty)
 
 
+def _reflected_to_unit(coord: Tensor, size: int) -> Tensor:
+    """Pixel coordinates along an axis of `size` pixels (origin at its centre), reflected about the
+    edge pixels' centres into the image, in grid_sample's units ([-1, 1] spans the outer edges)."""
+    last = max(size - 1, 1)
+    index = coord + (size - 1) / 2
+    index = last - (torch.remainder(index, 2 * last) - last).abs()  # a triangle wave: repeated reflection
+    return (2 * index + 1) / size - 1
+
+
 def _color_bases(dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """4x4 generators of the colour ops: luma projection v v^T, chroma projection, cross product
     with the luma axis (hue's rotation generator), and the offset column (brightness)."""
-    v = torch.tensor([1.0, 1.0, 1.0, 0.0], dtype=dtype, device=device) / 3 ** 0.5
-    luma = torch.outer(v, v)
-    chroma = torch.diag(torch.tensor([1.0, 1.0, 1.0, 0.0], dtype=dtype, device=device)) - luma
-    cross = torch.zeros(4, 4, dtype=dtype, device=device)
-    cross[0, 1], cross[0, 2], cross[1, 2] = -v[2], v[1], -v[0]
+    # Filled on the device, not copied from host lists: a host-to-device copy would sync.
+    rgb = torch.ones(4, dtype=dtype, device=device)
+    rgb[3] = 0.0
+    luma = torch.outer(rgb, rgb) / 3  # v v^T for the luma axis v = (1, 1, 1, 0) / sqrt(3)
+    chroma = torch.diag(rgb) - luma
+    cross = torch.zeros(4, 4, dtype=dtype, device=device)  # u -> v x u
+    cross[0, 1] = cross[1, 2] = cross[2, 0] = -1 / 3 ** 0.5
     cross = cross - cross.T
     offset = torch.zeros(4, 4, dtype=dtype, device=device)
     offset[:3, 3] = 1.0
@@ -171,7 +184,11 @@ def ada_augment_ops(x: Tensor, ops: tuple[str, ...] | list[str], p: float | Tens
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     # autocast would run the matrix products at low precision; the pipeline is cheap in float32.
     with torch.autocast(device_type=device.type, enabled=False):
-        p = torch.as_tensor(p, dtype=dtype, device=device)
+        if isinstance(p, Tensor):
+            p = p.to(device=device, dtype=dtype)
+            p_rot = 1 - torch.sqrt((1 - p).clamp(0, 1))
+        else:
+            p_rot = 1 - math.sqrt(min(max(1 - p, 0.0), 1.0))
         images = x.to(dtype)
 
         def rand(*shape: int) -> Tensor:
@@ -190,10 +207,10 @@ def ada_augment_ops(x: Tensor, ops: tuple[str, ...] | list[str], p: float | Tens
             flip = torch.where(chosen(p), torch.floor(rand() * 2), 0.0)
             g_inv = g_inv @ _scale2d(1 - 2 * flip, torch.ones_like(flip))
         if "rotate90" in ops:
-            quarter = torch.where(chosen(p), torch.floor(rand() * 4), 0.0).long()
-            # Exact cosines and sines of k * 90 degrees: a quarter turn resamples without blur.
-            cos = torch.tensor([1.0, 0.0, -1.0, 0.0], dtype=dtype, device=device)[quarter]
-            sin = torch.tensor([0.0, 1.0, 0.0, -1.0], dtype=dtype, device=device)[quarter]
+            quarter = torch.where(chosen(p), torch.floor(rand() * 4), 0.0)
+            # Exact cosines (1, 0, -1, 0) and sines (0, 1, 0, -1) of k quarter turns: no blur.
+            cos = torch.where(quarter == 3, 0.0, 1 - quarter)
+            sin = torch.where(quarter == 0, 0.0, 2 - quarter)
             g_inv = g_inv @ _rotate2d(cos, sin)
         if "xint" in ops:
             shift = torch.where(chosen(p).unsqueeze(1), (rand(2) * 2 - 1) * XINT_MAX, 0.0)
@@ -202,8 +219,7 @@ def ada_augment_ops(x: Tensor, ops: tuple[str, ...] | list[str], p: float | Tens
             s = torch.where(chosen(p), torch.exp2(randn() * SCALE_STD), 1.0)
             g_inv = g_inv @ _scale2d(1 / s, 1 / s)
         # Rotation is split into a pre- and a post-rotation around the anisotropic scaling, each
-        # with probability 1 - sqrt(1 - p), so that a sample is rotated at all with probability p.
-        p_rot = 1 - torch.sqrt((1 - p).clamp(0, 1))
+        # with probability p_rot = 1 - sqrt(1 - p), so that a sample is rotated at all with probability p.
         for stage in ("pre", "post"):
             if stage == "post" and "aniso" in ops:
                 s = torch.where(chosen(p), torch.exp2(randn() * ANISO_STD), 1.0)
@@ -220,15 +236,13 @@ def ada_augment_ops(x: Tensor, ops: tuple[str, ...] | list[str], p: float | Tens
             # grid_sample's units, where [-1, 1] spans the outer edges (align_corners=False). Built in
             # pixel units rather than by affine_grid so that flips, quarter turns and integer shifts
             # land exactly on pixel centres (bit-exact for power-of-two sizes).
-            size = torch.tensor([width, height], dtype=dtype, device=device)
             ys = torch.arange(height, dtype=dtype, device=device) - (height - 1) / 2
             xs = torch.arange(width, dtype=dtype, device=device) - (width - 1) / 2
             centres = torch.stack([xs.expand(height, width), ys.view(height, 1).expand(height, width),
                                    torch.ones(height, width, dtype=dtype, device=device)], dim=-1)
-            sources = torch.einsum("nij,hwj->nhwi", g_inv[:, :2, :], centres) + (size - 1) / 2
-            last = (size - 1).clamp(min=1)
-            sources = last - (torch.remainder(sources, 2 * last) - last).abs()  # a triangle wave: reflection
-            grid = (2 * sources + 1) / size - 1
+            sources = torch.einsum("nij,hwj->nhwi", g_inv[:, :2, :], centres)
+            grid = torch.stack([_reflected_to_unit(sources[..., 0], width),
+                                _reflected_to_unit(sources[..., 1], height)], dim=-1)
             moved = torch.nn.functional.grid_sample(images, grid, mode="bilinear", padding_mode="border",
                                                     align_corners=False)
             # Untouched samples keep their exact pixels (bilinear at pixel centres is exact only up to rounding).
@@ -236,7 +250,8 @@ def ada_augment_ops(x: Tensor, ops: tuple[str, ...] | list[str], p: float | Tens
             images = torch.where(changed.view(n, 1, 1, 1), moved, images)
 
         # Colour ops: c maps (r, g, b, 1) to the new colour; each is the identity plus a multiple
-        # of one generator, so an op not applied contributes exactly the identity.
+        # of one generator, so an op not applied contributes exactly the identity, and an identity
+        # c maps every (finite) pixel to itself exactly, with no mask needed as for resampling.
         eye4 = torch.eye(4, dtype=dtype, device=device).expand(n, 4, 4)
         c = eye4
         luma, chroma, cross, offset = _color_bases(dtype, device)
@@ -262,8 +277,7 @@ def ada_augment_ops(x: Tensor, ops: tuple[str, ...] | list[str], p: float | Tens
             else:
                 grey = c[:, :3, :].mean(dim=1, keepdim=True)  # (N, 1, 4): what a grey input maps to
                 recoloured = flat * grey[:, :, :3].sum(dim=2, keepdim=True) + grey[:, :, 3:]
-            changed = (c != eye4).flatten(1).any(dim=1)
-            images = torch.where(changed.view(n, 1, 1, 1), recoloured.view_as(images), images)
+            images = recoloured.view_as(images)
     return images.to(x.dtype)
 
 
