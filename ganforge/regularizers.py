@@ -454,7 +454,7 @@ class AdaptiveAugment(Regularizer):
     running sums are saved in checkpoints."""
 
     incompatible = ("diffaugment",)
-    accepts = Accepts(vectors=False)
+    accepts = Accepts(vectors=False, channels=(1, 3))  # the colour operations know grey and RGB
 
     def __init__(self, target: Annotated[float, Range(gt=0, lt=1)] = 0.6, interval: Annotated[int, Range(ge=1)] = 4,
                  speed_images: Annotated[int, Range(ge=1)] = 500_000,

@@ -9,6 +9,7 @@ import math
 import os
 import threading
 import time
+import types
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -106,8 +107,13 @@ class TrainState:
             reg.load_state_dict(reg_state)
 
 
-def create_state(cfg: Config, info: DataInfo, device: torch.device, sync_batchnorm: bool = False) -> TrainState:
-    """Fresh networks, optimizers and schedules for `cfg` (seed the RNGs first)."""
+def create_state(cfg: Config, info: DataInfo, device: torch.device, sync_batchnorm: bool = False,
+                 load_init: bool = True) -> TrainState:
+    """Fresh networks, optimizers and schedules for `cfg` (seed the RNGs first). With
+    `init.checkpoint` (fine-tuning) and `load_init`, the networks start from that checkpoint's
+    weights; `init.freeze_d_layers` keeps D's first layers out of D's optimizer either way."""
+    from ganforge import finetune
+
     memory_format = torch.channels_last if cfg.train.channels_last and info.is_image else torch.contiguous_format
     G, D, regularizers = build_networks(cfg, info)
     if sync_batchnorm:
@@ -116,6 +122,12 @@ def create_state(cfg: Config, info: DataInfo, device: torch.device, sync_batchno
     G = G.to(device, memory_format=memory_format)
     D = D.to(device, memory_format=memory_format)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    if cfg.init.checkpoint is not None and load_init:
+        networks = types.SimpleNamespace(G=G, D=D, G_ema=G_ema)
+        for line in finetune.load_init(networks, cfg.init.checkpoint, info.num_classes, cfg.init.load,
+                                       cfg.init.strict_shapes):
+            warnings.warn(line, stacklevel=2)
+    finetune.freeze_d_layers(D, cfg.init.freeze_d_layers)  # before D's optimizer: it skips frozen layers
     opt_g = build_optimizer(cfg.optim.g, G, "optim.g")
     opt_d = build_optimizer(cfg.optim.d, D, "optim.d")
     sched_g = build_scheduler(cfg.schedule.g, opt_g, cfg.train.steps, "schedule.g")
@@ -285,7 +297,9 @@ def generator_step(
     schedules counted in epochs); returns the detached losses."""
     A = rt.accumulate
     stats: dict[str, Tensor] = {}
-    state.D.requires_grad_(False)  # D's weights get no gradients here: saves a third of its backward
+    # D's weights get no gradients here: saves a third of its backward. Afterwards only the
+    # parameters D's optimizer trains get them back (FreezeD's frozen layers stay frozen).
+    state.D.requires_grad_(False)
     state.opt_g.zero_grad(set_to_none=True)
     for micro, (x, y) in enumerate(zip(real.chunk(A), _split(labels, A))):
         gen = rt.noise(micro, state.step, phase, state.rollbacks)
@@ -313,7 +327,9 @@ def generator_step(
         stats["g_loss"] = stats.get("g_loss", 0) + g_loss.detach() / A
     state.scaler_g.step(state.opt_g)
     state.scaler_g.update()
-    state.D.requires_grad_(True)
+    for group in state.opt_d.param_groups:
+        for p in group["params"]:
+            p.requires_grad_(True)
     return stats
 
 
@@ -412,6 +428,7 @@ class TrainResult:
     total_steps: int
     interrupted: bool
     last_checkpoint: Path | None
+    budget_spent: bool = False  # stopped by train.max_minutes (not by a signal)
 
 
 # --------------------------------------------------------------------------------------------
@@ -422,8 +439,10 @@ class TrainResult:
 def make_runtime(cfg: Config, state: TrainState, ctx: Dist, device: torch.device) -> Runtime:
     """Compile and/or wrap the networks for this process, and make its noise streams."""
     G_fast, D_fast = state.G, state.D
-    if cfg.train.compile:
-        G_fast, D_fast = torch.compile(state.G), torch.compile(state.D)
+    mode = cfg.train.compile_mode
+    if mode is not None:
+        # "reduce-overhead" captures CUDA graphs: for small models whose step time is kernel launches.
+        G_fast, D_fast = torch.compile(state.G, mode=mode), torch.compile(state.D, mode=mode)
     return Runtime(
         G_train=wrap(G_fast, ctx, device), D_train=wrap(D_fast, ctx, device), G_fast=G_fast, D_fast=D_fast,
         autocast=autocast_for(device, cfg.train.precision), ctx=ctx, accumulate=cfg.train.accumulate,
@@ -454,7 +473,8 @@ def train(
         source.prepare()  # downloads, while the other processes wait
     barrier(ctx)
     info = source.info
-    state = create_state(cfg, info, device, sync_batchnorm=cfg.train.sync_batchnorm and ctx.enabled)
+    state = create_state(cfg, info, device, sync_batchnorm=cfg.train.sync_batchnorm and ctx.enabled,
+                         load_init=resume is None)  # a resumed run has its own weights
     loss = build_loss(cfg)
     regularizers = state.regularizers
     batches = source.batches(cfg.train.batch_size, cfg.train.seed, device, ctx.rank, ctx.world_size)
@@ -475,6 +495,9 @@ def train(
     d_steps, batch_size, total = cfg.train.d_steps_per_g_step, cfg.train.batch_size, cfg.train.steps
     stop = stop or threading.Event()
     stopping = False
+    # train.max_minutes: a wall-time budget for this process (a cluster job's limit); when spent,
+    # the run stops as on SIGTERM, with a checkpoint, and `--resume` continues it.
+    deadline = time.monotonic() + cfg.train.max_minutes * 60 if cfg.train.max_minutes else math.inf
 
     upkeep = Maintenance(cfg, cfg_dict, run, state, batches, ema, info, ctx, device, evaluator,
                          source.reference_points(5000), progress)
@@ -496,6 +519,9 @@ def train(
             state.sched_g.step()
             state.sched_d.step()
             # (4) Maintenance: log, samples, eval, checkpoint; a non-finite state stops or rolls back.
+            if time.monotonic() >= deadline:
+                upkeep.budget_spent = True
+                stop.set()
             stopping = upkeep.stop_requested(stop)
             try:
                 upkeep.after_step(last=state.step == total or stopping)
@@ -510,7 +536,7 @@ def train(
         ) from None
     finally:
         upkeep.close()
-    return TrainResult(state.step, total, state.step < total, upkeep.last_checkpoint)
+    return TrainResult(state.step, total, state.step < total, upkeep.last_checkpoint, upkeep.budget_spent)
 
 
 class Maintenance:
@@ -525,6 +551,7 @@ class Maintenance:
         self.reference = reference
         self.meter = Meter()
         self.last_checkpoint: Path | None = None
+        self.budget_spent = False
         self.last_log = (time.perf_counter(), state.step)
         self.bar = tqdm(total=cfg.train.steps, initial=state.step, unit="step", dynamic_ncols=True,
                         disable=not (progress and ctx.is_main), desc=run.path.name)
