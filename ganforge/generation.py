@@ -1,7 +1,9 @@
-"""Drawing from a generator: noise, class labels, batched forward passes, truncation."""
+"""Drawing from a generator: noise, class labels, batched forward passes, truncation, noise mode."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -13,8 +15,16 @@ from ganforge.errors import GanforgeError
 
 @torch.no_grad()
 def generate(G: nn.Module, z: Tensor, labels: Tensor | None, batch_size: int = 256, progress: bool = False,
-             **kwargs: Any) -> Tensor:
-    """G(z) in batches (G should be in eval mode); keyword arguments go to G (truncation)."""
+             noise_mode: str | None = None, **kwargs: Any) -> Tensor:
+    """G(z) in batches (G should be in eval mode); keyword arguments go to G (truncation).
+    noise_mode (random, const, none) sets the per-pixel noise of generators that have it (stylegan2)
+    for this call; None keeps G's default (random: from torch's global generator, which the caller
+    seeds) and generators without noise ignore it."""
+    modes = getattr(G, "noise_modes", ())
+    if noise_mode is not None and modes:
+        if noise_mode not in modes:
+            raise GanforgeError(f"--noise-mode {noise_mode}: use one of {', '.join(modes)}")
+        kwargs["noise_mode"] = noise_mode
     parts = []
     with tqdm(total=len(z), unit="img", desc="generating", disable=not progress, leave=False) as bar:
         for start in range(0, len(z), batch_size):
@@ -22,6 +32,17 @@ def generate(G: nn.Module, z: Tensor, labels: Tensor | None, batch_size: int = 2
             parts.append(G(z[start : start + batch_size], lab, **kwargs).float())
             bar.update(len(parts[-1]))
     return torch.cat(parts)
+
+
+@contextlib.contextmanager
+def seeded_global_rng(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed torch's global generators (the CPU's and `device`'s) for the block and restore them
+    after: noise a generator draws inside its forward (stylegan2's random noise) then repeats
+    with the seed, and the caller's random streams are left where they were."""
+    devices = [device] if device.type != "cpu" else []
+    with torch.random.fork_rng(devices=devices, device_type=device.type if devices else "cuda"):
+        torch.manual_seed(seed)
+        yield
 
 
 def sample_noise(num: int, latent_dim: int, seed: int, device: torch.device) -> torch.Tensor:

@@ -22,6 +22,7 @@ from ganforge.generation import (  # noqa: F401  (re-exported for users)
     generate,
     grid_columns,
     sample_noise,
+    seeded_global_rng,
 )
 from ganforge.imaging import grid, scatter, to_pil
 from ganforge.models import conditioning_classes
@@ -61,13 +62,16 @@ def load_generator(path: str | Path, use_ema: bool = True, device: str = "auto")
 
 
 def sample(loaded: LoadedGenerator, num: int, seed: int = 0, batch_size: int = 256, class_index: int | None = None,
-           truncation: float | None = None, progress: bool = False) -> torch.Tensor:
-    """`num` samples on the CPU: images in [-1, 1] (N, C, H, W) or vectors (N, D)."""
+           truncation: float | None = None, progress: bool = False, noise_mode: str | None = None) -> torch.Tensor:
+    """`num` samples on the CPU: images in [-1, 1] (N, C, H, W) or vectors (N, D). noise_mode
+    (stylegan2): random (default, as StyleGAN2-ADA's metrics), const or none; the seed fixes
+    the random noise as well as z."""
     device = next(loaded.G.parameters()).device
     extra = check_truncation(loaded.G, truncation)
     labels = class_labels(num, loaded.num_classes, class_index, device)
     z = sample_noise(num, loaded.G.latent_dim, seed, device)
-    return generate(loaded.G, z, labels, batch_size, progress=progress, **extra).cpu()
+    with seeded_global_rng(seed, device):
+        return generate(loaded.G, z, labels, batch_size, progress=progress, noise_mode=noise_mode, **extra).cpu()
 
 
 def write_samples(loaded: LoadedGenerator, samples: torch.Tensor, out: Path, as_grid: bool,

@@ -11,11 +11,14 @@ from typing import Annotated, Literal
 
 from torch import Tensor, nn
 
+from ganforge.accepts import Accepts
 from ganforge.models import init_dcgan_weights
 from ganforge.params import Range
 from ganforge.registry import DISCRIMINATORS, GENERATORS
 
 Width = Annotated[int, Range(ge=1, le=4096)]
+# 16, 32, 64 or 128 px (the constructors reject other sizes).
+IMAGES_FROM_16 = Accepts(images=True, vectors=False, min_resolution=16)
 
 
 def _stages(resolution: int) -> int:
@@ -44,6 +47,8 @@ def _norm2d(kind: str, channels: int) -> nn.Module:
 @GENERATORS.register("dcgan")
 class DCGANGenerator(nn.Module):
     """DCGAN generator: transposed convolutions from a 4x4 map, BatchNorm, ReLU, tanh output."""
+
+    accepts = IMAGES_FROM_16
 
     def __init__(
         self,
@@ -76,6 +81,8 @@ class DCGANGenerator(nn.Module):
 @DISCRIMINATORS.register("dcgan")
 class DCGANDiscriminator(nn.Module):
     """DCGAN discriminator: strided convolutions to a 4x4 map, LeakyReLU(0.2), one logit."""
+
+    accepts = IMAGES_FROM_16
 
     def __init__(
         self,

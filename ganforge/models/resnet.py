@@ -3,31 +3,48 @@
 One set of blocks serves both families. Generators upsample a 4x4 map through residual blocks
 whose batch norms may be class-conditional (SNGAN's conditional BN; BigGAN's shared class
 embedding plus a chunk of the noise per block). Discriminators downsample through residual
-blocks and end in global sum pooling and a linear layer, with an optional projection of the
-class embedding (Miyato & Koyama 2018) and an optional auxiliary classifier (AC-GAN).
-Spectral normalisation is the `spectral_norm` regularizer; widths and depth follow the resolution.
+blocks and end in global pooling (a sum, or a mean for the WGAN-GP critic) and a linear layer,
+with an optional projection of the class embedding (Miyato & Koyama 2018) and an optional
+auxiliary classifier (AC-GAN). Spectral normalisation is the `spectral_norm` regularizer.
+Widths and depth follow the resolution: SNGAN's layout for `resnet`, BigGAN-PyTorch's `G_arch` /
+`D_arch` tables for `biggan`. Self-attention follows every block whose output has the chosen
+resolution, in G and D, as in BigGAN.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Annotated
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ganforge.accepts import Accepts
 from ganforge.params import Range
 from ganforge.registry import DISCRIMINATORS, GENERATORS
 
 Width = Annotated[int, Range(ge=1, le=4096)]
-AttentionAt = Annotated[int, Range(ge=0)]
+AttentionAt = Annotated[int, Range(ge=0)] | None
+BIGGAN_ATTENTION = 64  # BigGAN's G_attn / D_attn default
+Pool = Literal["sum", "mean"]
+Init = Literal["orthogonal", "normal"]
+IMAGES_FROM_16 = Accepts(images=True, vectors=False, min_resolution=16)
+
+# BigGAN-PyTorch's architectures (BigGAN.py, G_arch and D_arch), in multiples of its width `ch`
+# (our base_width). G: channels from the 4x4 map to the full resolution. D: channels after each
+# block, and whether the block halves the resolution. 16 px is not in BigGAN: it follows the
+# CIFAR layout (down to 8x8, then two blocks at 8x8).
+BIGGAN_G = {16: [4, 4, 4], 32: [4, 4, 4, 4], 64: [16, 16, 8, 4, 2], 128: [16, 16, 8, 4, 2, 1],
+            256: [16, 16, 8, 8, 4, 2, 1]}
+BIGGAN_D = {16: ([4, 4, 4], [True, False, False]), 32: ([4, 4, 4, 4], [True, True, False, False]),
+            64: ([1, 2, 4, 8, 16], [True] * 4 + [False]), 128: ([1, 2, 4, 8, 16, 16], [True] * 5 + [False]),
+            256: ([1, 2, 4, 8, 8, 16, 16], [True] * 6 + [False])}
 
 
-def _stages(resolution: int, what: str) -> int:
+def _stages(resolution: int) -> int:
     if resolution not in (16, 32, 64, 128, 256):
-        raise ValueError(f"{what}: resolution {resolution} is not supported; use 16, 32, 64, 128 or 256 "
-                         "(data.resolution)")
+        raise ValueError(f"resolution {resolution} is not supported; use 16, 32, 64, 128 or 256 (data.resolution)")
     return int(math.log2(resolution)) - 2
 
 
@@ -36,22 +53,74 @@ def stage_widths(stages: int, base_width: int, max_width: int) -> list[int]:
     return [min(base_width * 2 ** (stages - i), max_width) for i in range(stages + 1)]
 
 
-def _check_classes(conditional: bool, num_classes: int, what: str) -> int:
+def sngan_d_layout(resolution: int, base_width: int, max_width: int, extra_blocks: int
+                   ) -> tuple[list[int], list[bool]]:
+    """SNGAN / WGAN-GP critic: (channels after each block, whether it halves the resolution).
+    Down to 8x8 (SNGAN's CIFAR D keeps its last blocks at 8x8), then `extra_blocks` more."""
+    stages = _stages(resolution)
+    widths = list(reversed(stage_widths(stages, base_width, max_width)))  # full resolution first
+    downs = max(1, stages - 1)
+    return widths[1 : downs + 1] + [widths[downs]] * extra_blocks, [True] * downs + [False] * extra_blocks
+
+
+def biggan_g_widths(resolution: int, base_width: int, max_width: int) -> list[int]:
+    """BigGAN's G channels from the 4x4 map up (`G_arch`), capped at `max_width`."""
+    _stages(resolution)
+    return [min(m * base_width, max_width) for m in BIGGAN_G[resolution]]
+
+
+def biggan_d_layout(resolution: int, base_width: int, max_width: int) -> tuple[list[int], list[bool]]:
+    """BigGAN's D (`D_arch`): channels after each block, capped, and which blocks downsample."""
+    _stages(resolution)
+    multiples, downs = BIGGAN_D[resolution]
+    return [min(m * base_width, max_width) for m in multiples], list(downs)
+
+
+def _attention_after(outputs: list[int], attention_resolution: int | None) -> list[bool]:
+    """Which blocks self-attention follows: every one whose output has `attention_resolution`
+    (0: none; None: BigGAN's default, 64 where a block has it). A resolution no block has is an
+    error rather than silently no attention."""
+    if attention_resolution is None:
+        attention_resolution = BIGGAN_ATTENTION if BIGGAN_ATTENTION in outputs else 0
+    if attention_resolution and attention_resolution not in outputs:
+        listed = ", ".join(str(r) for r in dict.fromkeys(outputs))
+        raise ValueError(f"attention_resolution {attention_resolution} matches no block; blocks output {listed} "
+                         "(0: no attention)")
+    return [r == attention_resolution for r in outputs]
+
+
+def _check_classes(conditional: bool, num_classes: int) -> int:
     if conditional and num_classes < 2:
-        raise ValueError(f"{what}: conditional needs a labelled data set (this one has {num_classes} classes)")
+        raise ValueError(f"conditional needs a labelled data set (this one has {num_classes} classes)")
     return num_classes if conditional else 0
 
 
-class ConditionalBatchNorm2d(nn.Module):
-    """BatchNorm whose gain and bias come from a conditioning vector (zero vector: plain BN)."""
+def init_weights(module: nn.Module, init: str) -> None:
+    """BigGAN's initialisation of every conv, linear and embedding weight: `orthogonal` or
+    `normal` (N(0, 0.02), BigGAN's 'N02'); biases keep PyTorch's default, as there."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear, nn.Embedding)):
+            if init == "orthogonal":
+                nn.init.orthogonal_(m.weight)
+            else:
+                nn.init.normal_(m.weight, 0.0, 0.02)
 
-    def __init__(self, channels: int, cond_dim: int) -> None:
+
+class ConditionalBatchNorm2d(nn.Module):
+    """BatchNorm whose gain (1 + .) and bias are linear in a conditioning vector.
+
+    per_class: the vector holds a one-hot class (SNGAN's categorical BN, BigGAN's CIFAR script):
+    the layers are per-class embeddings, start at zero (plain BN) and are never spectrally
+    normalised (BigGAN keeps embeddings plain; a zero matrix has no spectrum). Otherwise they
+    are BigGAN's linear layers of the shared class embedding and a noise chunk, spectrally
+    normalised with the rest of G."""
+
+    def __init__(self, channels: int, cond_dim: int, per_class: bool = True) -> None:
         super().__init__()
         self.bn = nn.BatchNorm2d(channels, affine=cond_dim == 0)
         self.gain = nn.Linear(cond_dim, channels, bias=False) if cond_dim else None
         self.bias = nn.Linear(cond_dim, channels, bias=False) if cond_dim else None
-        if self.gain is not None:
-            # Zero at the start (plain BN); never spectrally normalised: a zero matrix has no spectrum.
+        if self.gain is not None and per_class:
             nn.init.zeros_(self.gain.weight)
             nn.init.zeros_(self.bias.weight)
             self.gain.spectral_norm_exempt = self.bias.spectral_norm_exempt = True
@@ -87,9 +156,10 @@ class SelfAttention(nn.Module):
 class GBlock(nn.Module):
     """BN-ReLU-up-conv-BN-ReLU-conv, plus an upsampled 1x1 shortcut."""
 
-    def __init__(self, c_in: int, c_out: int, cond_dim: int) -> None:
+    def __init__(self, c_in: int, c_out: int, cond_dim: int, per_class: bool = True) -> None:
         super().__init__()
-        self.bn1, self.bn2 = ConditionalBatchNorm2d(c_in, cond_dim), ConditionalBatchNorm2d(c_out, cond_dim)
+        self.bn1 = ConditionalBatchNorm2d(c_in, cond_dim, per_class)
+        self.bn2 = ConditionalBatchNorm2d(c_out, cond_dim, per_class)
         self.conv1, self.conv2 = nn.Conv2d(c_in, c_out, 3, padding=1), nn.Conv2d(c_out, c_out, 3, padding=1)
         self.skip = nn.Conv2d(c_in, c_out, 1)
 
@@ -124,30 +194,38 @@ class DBlock(nn.Module):
 
 
 class ResNetGenerator(nn.Module):
-    """Residual generator: linear to 4x4, upsampling blocks, BN-ReLU-conv-tanh."""
+    """Residual generator: linear to 4x4, upsampling blocks, BN-ReLU-conv-tanh.
 
-    def __init__(self, channels: int, resolution: int, num_classes: int = 0, latent_dim: int = 128,
-                 base_width: int = 128, max_width: int = 128, conditional: bool = False, shared_dim: int = 0,
-                 hierarchical: bool = False, attention_resolution: int = 0, what: str = "generator") -> None:
+    widths: channels from the 4x4 map to the full resolution (one block per doubling).
+    shared_dim > 0 (conditional): BigGAN's shared class embedding; 0: one-hot classes.
+    hierarchical: BigGAN's split of z, one chunk for the 4x4 map and one per block."""
+
+    accepts = IMAGES_FROM_16
+
+    def __init__(self, channels: int, widths: list[int], num_classes: int = 0, latent_dim: int = 128,
+                 conditional: bool = False, shared_dim: int = 0, hierarchical: bool = False,
+                 attention_resolution: int | None = 0) -> None:
         super().__init__()
-        stages = _stages(resolution, what)
-        self.num_classes = _check_classes(conditional, num_classes, what)
+        stages = len(widths) - 1
+        self.num_classes = _check_classes(conditional, num_classes)
         self.latent_dim = latent_dim
-        widths = stage_widths(stages, base_width, max_width)
-        # BigGAN: a shared class embedding, and (hierarchical) one chunk of z per block.
         self.chunks = stages + 1 if hierarchical else 1
         if latent_dim % self.chunks:
-            raise ValueError(f"latent_dim {latent_dim} does not split into {self.chunks} equal chunks")
+            raise ValueError(f"latent_dim {latent_dim} does not split into {self.chunks} equal chunks "
+                             f"(hierarchical noise: one for the 4x4 map, one per block)")
         chunk = latent_dim // self.chunks
         self.shared = nn.Embedding(self.num_classes, shared_dim) if (self.num_classes and shared_dim) else None
+        if self.shared is not None:
+            # BigGAN applies no spectral norm to the shared embedding ("seems to randomly cripple G").
+            self.shared.spectral_norm_exempt = True
         class_dim = (shared_dim if self.shared is not None else self.num_classes) if self.num_classes else 0
         cond_dim = class_dim + (chunk if hierarchical else 0)
         self.hierarchical = hierarchical
         self.linear = nn.Linear(chunk, 16 * widths[0])
-        self.blocks = nn.ModuleList(GBlock(widths[i], widths[i + 1], cond_dim) for i in range(stages))
-        self.attention = nn.ModuleDict({
-            str(i): SelfAttention(widths[i + 1]) for i in range(stages) if 2 ** (i + 3) == attention_resolution
-        })
+        per_class = self.shared is None
+        self.blocks = nn.ModuleList(GBlock(widths[i], widths[i + 1], cond_dim, per_class) for i in range(stages))
+        attend = _attention_after([8 * 2**i for i in range(stages)], attention_resolution)
+        self.attention = nn.ModuleDict({str(i): SelfAttention(widths[i + 1]) for i in range(stages) if attend[i]})
         self.bn = nn.BatchNorm2d(widths[-1])
         self.out = nn.Conv2d(widths[-1], channels, 3, padding=1)
         self.widths = widths
@@ -170,34 +248,42 @@ class ResNetGenerator(nn.Module):
 
 
 class ResNetDiscriminator(nn.Module):
-    """Residual discriminator: downsampling blocks, ReLU, global sum pooling, linear (+ projection)."""
+    """Residual discriminator: blocks, ReLU, global sum (or mean) pooling, linear (+ projection).
 
-    def __init__(self, channels: int, resolution: int, num_classes: int = 0, base_width: int = 128,
-                 max_width: int = 128, conditional: bool = False, auxiliary_classifier: bool = False,
-                 extra_blocks: int = 1, attention_resolution: int = 0, what: str = "discriminator") -> None:
+    widths[i]: channels after block i; downsample[i]: whether block i halves the resolution."""
+
+    accepts = IMAGES_FROM_16
+
+    def __init__(self, channels: int, resolution: int, widths: list[int], downsample: list[bool],
+                 num_classes: int = 0, conditional: bool = False, auxiliary_classifier: bool = False,
+                 attention_resolution: int | None = 0, pool: Pool = "sum") -> None:
         super().__init__()
-        stages = _stages(resolution, what)
+        if len(widths) != len(downsample) or not widths:
+            raise ValueError(f"{len(widths)} block widths but {len(downsample)} downsample flags")
+        if pool not in ("sum", "mean"):
+            raise ValueError(f"pool {pool!r}: use sum or mean")
         classes = num_classes if (conditional or auxiliary_classifier) else 0
-        _check_classes(conditional or auxiliary_classifier, num_classes, what)
-        widths = list(reversed(stage_widths(stages, base_width, max_width)))  # full resolution first
-        # Down to 8x8 (SNGAN's CIFAR D keeps its last blocks at 8x8), then `extra_blocks` more.
-        downs = max(1, stages - 1)
-        blocks: list[nn.Module] = [DBlock(channels, widths[1], down=True, first=True)]
-        res = resolution // 2
-        for i in range(1, downs):
-            blocks.append(DBlock(widths[i], widths[i + 1], down=True))
-            res //= 2
-            if res == attention_resolution:
-                blocks.append(SelfAttention(widths[i + 1]))
-        c = widths[downs]
-        blocks += [DBlock(c, c, down=False) for _ in range(extra_blocks)]
+        _check_classes(conditional or auxiliary_classifier, num_classes)
+        outputs = [resolution // 2 ** sum(downsample[: i + 1]) for i in range(len(widths))]
+        attend = _attention_after(outputs, attention_resolution)
+        blocks: list[nn.Module] = []
+        c_in = channels
+        for i, (c, down) in enumerate(zip(widths, downsample)):
+            blocks.append(DBlock(c_in, c, down=down, first=i == 0))
+            if attend[i]:
+                blocks.append(SelfAttention(c))
+            c_in = c
         self.blocks = nn.Sequential(*blocks)
-        self.linear = nn.Linear(c, 1)
-        self.embed = nn.Embedding(classes, c) if (conditional and classes) else None
-        self.aux = nn.Linear(c, classes) if (auxiliary_classifier and classes) else None
+        self.pool = pool
+        self.linear = nn.Linear(c_in, 1)
+        self.embed = nn.Embedding(classes, c_in) if (conditional and classes) else None
+        self.aux = nn.Linear(c_in, classes) if (auxiliary_classifier and classes) else None
 
     def features(self, x: Tensor) -> Tensor:
-        return F.relu(self.blocks(x)).sum(dim=(2, 3))
+        """Pooled features of the last block, (N, channels)."""
+        h = F.relu(self.blocks(x))
+        # SNGAN and BigGAN sum over space; the WGAN-GP critic (gan_cifar_resnet.py) averages.
+        return h.sum(dim=(2, 3)) if self.pool == "sum" else h.mean(dim=(2, 3))
 
     def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         h = self.features(x)
@@ -226,7 +312,8 @@ def resnet_generator(
     conditional: bool = False,
 ) -> ResNetGenerator:
     """Residual G of WGAN-GP / SNGAN (16-256 px); conditional: class-conditional BatchNorm."""
-    return ResNetGenerator(channels, resolution, num_classes, latent_dim, base_width, max_width, conditional)
+    widths = stage_widths(_stages(resolution), base_width, max_width)
+    return ResNetGenerator(channels, widths, num_classes, latent_dim, conditional)
 
 
 @DISCRIMINATORS.register("resnet")
@@ -239,19 +326,12 @@ def resnet_discriminator(
     conditional: bool = False,
     auxiliary_classifier: bool = False,
     extra_blocks: Annotated[int, Range(ge=0)] = 2,
+    pool: Pool = "sum",
 ) -> ResNetDiscriminator:
-    """Residual D of WGAN-GP / SNGAN; conditional: projection; auxiliary_classifier: AC-GAN head."""
-    return ResNetDiscriminator(channels, resolution, num_classes, base_width, max_width, conditional,
-                               auxiliary_classifier, extra_blocks)
-
-
-def _orthogonal_init(module: nn.Module) -> None:
-    """BigGAN's initialisation: orthogonal conv and linear weights, zero biases."""
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear, nn.Embedding)):
-            nn.init.orthogonal_(m.weight)
-            if getattr(m, "bias", None) is not None:
-                nn.init.zeros_(m.bias)
+    """Residual D of WGAN-GP / SNGAN; conditional: projection; auxiliary_classifier: AC-GAN head; pool: sum | mean."""
+    widths, downsample = sngan_d_layout(resolution, base_width, max_width, extra_blocks)
+    return ResNetDiscriminator(channels, resolution, widths, downsample, num_classes, conditional,
+                               auxiliary_classifier, pool=pool)
 
 
 @GENERATORS.register("biggan")
@@ -263,17 +343,17 @@ def biggan_generator(
     base_width: Width = 64,
     max_width: Width = 1024,
     conditional: bool = True,
-    shared_dim: Annotated[int, Range(ge=1)] = 128,
-    attention_resolution: AttentionAt = 64,
+    shared_dim: Annotated[int, Range(ge=0)] = 128,
+    hierarchical: bool = True,
+    attention_resolution: AttentionAt = None,
+    init: Init = "orthogonal",
 ) -> ResNetGenerator:
-    """BigGAN G: residual, shared class embedding + hierarchical noise into conditional BN, self-attention."""
-    hierarchical = True
-    G = ResNetGenerator(channels, resolution, num_classes, latent_dim, base_width, max_width, conditional,
-                        shared_dim, hierarchical, attention_resolution)
-    # Orthogonal weights, as BigGAN; the conditional BN gains stay zero (plain BN at the start).
-    for m in G.modules():
-        if isinstance(m, (nn.Conv2d, nn.Embedding)) or (isinstance(m, nn.Linear) and m is G.linear):
-            nn.init.orthogonal_(m.weight)
+    """BigGAN G: residual, shared class embedding + hierarchical noise into conditional BN, self-attention.
+    attention_resolution: null = 64 where a block has it (BigGAN's default), 0 = none."""
+    widths = biggan_g_widths(resolution, base_width, max_width)
+    G = ResNetGenerator(channels, widths, num_classes, latent_dim, conditional, shared_dim, hierarchical,
+                        attention_resolution)
+    init_weights(G, init)
     return G
 
 
@@ -286,10 +366,17 @@ def biggan_discriminator(
     max_width: Width = 1024,
     conditional: bool = True,
     auxiliary_classifier: bool = False,
-    attention_resolution: AttentionAt = 64,
+    attention_resolution: AttentionAt = None,
+    init: Init = "orthogonal",
 ) -> ResNetDiscriminator:
-    """BigGAN D: residual, projection discriminator, self-attention at one resolution."""
-    D = ResNetDiscriminator(channels, resolution, num_classes, base_width, max_width, conditional,
-                            auxiliary_classifier, extra_blocks=1, attention_resolution=attention_resolution)
-    _orthogonal_init(D)
+    """BigGAN D: residual, projection discriminator, self-attention at one resolution.
+    attention_resolution: null = 64 where a block has it (BigGAN's default), 0 = none."""
+    widths, downsample = biggan_d_layout(resolution, base_width, max_width)
+    D = ResNetDiscriminator(channels, resolution, widths, downsample, num_classes, conditional, auxiliary_classifier,
+                            attention_resolution)
+    init_weights(D, init)
     return D
+
+
+for _builder in (resnet_generator, resnet_discriminator, biggan_generator, biggan_discriminator):
+    _builder.accepts = IMAGES_FROM_16  # type: ignore[attr-defined]

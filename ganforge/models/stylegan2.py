@@ -8,6 +8,11 @@ layer during training; the truncation trick pulls w towards its running average 
 Discriminator: residual blocks, minibatch standard deviation at 4x4, and (conditional)
 projection of a class embedding. All layers use equalized learning rate.
 
+Noise inputs follow the reference's `noise_mode`, independent of train/eval mode: `random`
+(fresh noise from torch's global generator, which callers seed), `const` (a fixed buffer per layer:
+the same seed gives the same image every time) or `none`. Under mixed precision the mapping
+network, the average w and the truncation run in float32, as in StyleGAN2-ADA.
+
 Simplification: resampling is bilinear (plus a [1, 2, 1] blur before strided-free pooling)
 rather than the paper's FIR upfirdn kernels, so no custom CUDA code is needed anywhere.
 """
@@ -15,17 +20,22 @@ rather than the paper's FIR upfirdn kernels, so no custom CUDA code is needed an
 from __future__ import annotations
 
 import math
-from typing import Annotated
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ganforge.accepts import Accepts
 from ganforge.params import Range
 from ganforge.registry import DISCRIMINATORS, GENERATORS
 
 Width = Annotated[int, Range(ge=1, le=4096)]
 SQRT2 = math.sqrt(2.0)
+NoiseMode = Literal["random", "const", "none"]
+NOISE_MODES: tuple[str, ...] = ("random", "const", "none")
+# Any power of two from 8 (the constructors reject other sizes).
+IMAGES_FROM_8 = Accepts(images=True, vectors=False, min_resolution=8)
 
 
 def _stages(resolution: int) -> int:
@@ -85,13 +95,13 @@ class ModulatedConv(nn.Module):
         self.gain = 1 / math.sqrt(c_in * kernel * kernel)
         if noise:
             self.noise_strength = nn.Parameter(torch.zeros(()))
-            # Fixed noise for evaluation, so that a seed gives the same image every time.
+            # Fixed noise for noise_mode "const", so that a seed gives the same image every time.
             g = torch.Generator().manual_seed(resolution * 1000 + c_out)
             self.register_buffer("noise_const", torch.randn(1, 1, resolution, resolution, generator=g))
         else:
             self.noise_strength = None
 
-    def forward(self, x: Tensor, w: Tensor) -> Tensor:
+    def forward(self, x: Tensor, w: Tensor, noise_mode: NoiseMode = "random") -> Tensor:
         n, c_in, _, _ = x.shape
         style = self.affine(w)  # (n, c_in)
         weight = self.weight[None] * self.gain * style[:, None, :, None, None]  # (n, out, in, k, k)
@@ -104,8 +114,8 @@ class ModulatedConv(nn.Module):
         # One grouped convolution runs every sample with its own weights.
         x = F.conv2d(x.reshape(1, n * c_in, h, wd), weight.reshape(n * out_c, c_in, k, k), padding=k // 2, groups=n)
         x = x.view(n, out_c, h, wd)
-        if self.noise_strength is not None:
-            noise = torch.randn(n, 1, h, wd, device=x.device, dtype=x.dtype) if self.training else \
+        if self.noise_strength is not None and noise_mode != "none":
+            noise = torch.randn(n, 1, h, wd, device=x.device, dtype=x.dtype) if noise_mode == "random" else \
                 self.noise_const.to(x.dtype)
             x = x + noise * self.noise_strength
         x = x + self.bias[None, :, None, None]
@@ -136,7 +146,9 @@ class MappingNetwork(nn.Module):
 class StyleGAN2Generator(nn.Module):
     """Mapping network + synthesis network with skip RGB outputs."""
 
+    accepts = IMAGES_FROM_8
     supports_truncation = True
+    noise_modes = NOISE_MODES  # what `forward(..., noise_mode=...)` takes
 
     def __init__(self, channels: int, resolution: int, num_classes: int = 0, latent_dim: int = 512,
                  w_dim: int = 512, mapping_layers: int = 8, base_width: int = 64, max_width: int = 512,
@@ -166,9 +178,15 @@ class StyleGAN2Generator(nn.Module):
             c_prev = c
         self.num_ws = len(self.convs) + 1  # each conv takes a w; the last RGB layer its own
 
+    def mapping_w(self, z: Tensor, labels: Tensor | None) -> Tensor:
+        """w for z (n, w_dim), always in float32: StyleGAN2-ADA never runs the mapping network in
+        reduced precision (its learning rate is scaled by 0.01), and w_avg is a float32 buffer."""
+        with torch.autocast(z.device.type, enabled=False):
+            return self.mapping(z.float(), labels)
+
     def mapping_ws(self, z: Tensor, labels: Tensor | None, truncation: float | None = None) -> Tensor:
         """Per-layer styles (n, num_ws, w_dim), with style mixing in training and truncation."""
-        w = self.mapping(z, labels)
+        w = self.mapping_w(z, labels)
         if self.training:
             with torch.no_grad():  # track the average w for the truncation trick
                 self.w_avg.lerp_(w.detach().mean(0), 1 - self.w_avg_beta)
@@ -176,33 +194,37 @@ class StyleGAN2Generator(nn.Module):
         if self.training and self.style_mixing > 0:
             mix = torch.rand(z.shape[0], 1, 1, device=z.device) < self.style_mixing
             cut = torch.randint(1, self.num_ws, (z.shape[0], 1, 1), device=z.device)
-            w2 = self.mapping(torch.randn_like(z), labels).unsqueeze(1)
+            w2 = self.mapping_w(torch.randn_like(z), labels).unsqueeze(1)
             later = torch.arange(self.num_ws, device=z.device)[None, :, None] >= cut
             ws = torch.where(mix & later, w2.expand_as(ws), ws)
         if truncation is not None and truncation != 1:
             ws = self.w_avg.lerp(ws, truncation)
         return ws
 
-    def synthesis(self, ws: Tensor) -> Tensor:
+    def synthesis(self, ws: Tensor, noise_mode: NoiseMode = "random") -> Tensor:
+        """Images from per-layer styles; `noise_mode` random, const or none (see the module notes)."""
+        if noise_mode not in NOISE_MODES:
+            raise ValueError(f"noise_mode {noise_mode!r}: use one of {', '.join(NOISE_MODES)}")
         x = self.const.expand(ws.shape[0], -1, -1, -1)
-        x = self.convs[0](x, ws[:, 0])
+        x = self.convs[0](x, ws[:, 0], noise_mode)
         image = self.to_rgb[0](x, ws[:, 1])
         for i in range(1, len(self.to_rgb)):
-            x = self.convs[2 * i - 1](x, ws[:, 2 * i - 1])
-            x = self.convs[2 * i](x, ws[:, 2 * i])
+            x = self.convs[2 * i - 1](x, ws[:, 2 * i - 1], noise_mode)
+            x = self.convs[2 * i](x, ws[:, 2 * i], noise_mode)
             image = F.interpolate(image, scale_factor=2, mode="bilinear", align_corners=False)
             image = image + self.to_rgb[i](x, ws[:, 2 * i + 1])
         return image
 
     def synthesis_with_styles(self, z: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
         """Images and the styles they came from (for the path-length penalty)."""
-        w = self.mapping(z, labels)
+        w = self.mapping_w(z, labels)
         ws = w.unsqueeze(1).repeat(1, self.num_ws, 1)
         return self.synthesis(ws), ws
 
-    def forward(self, z: Tensor, labels: Tensor | None = None, truncation: float | None = None) -> Tensor:
+    def forward(self, z: Tensor, labels: Tensor | None = None, truncation: float | None = None,
+                noise_mode: NoiseMode = "random") -> Tensor:
         # The output is linear, as in StyleGAN2: D sees unclamped values; samples are clamped when saved.
-        return self.synthesis(self.mapping_ws(z, labels, truncation))
+        return self.synthesis(self.mapping_ws(z, labels, truncation), noise_mode)
 
 
 class MinibatchStd(nn.Module):
@@ -237,6 +259,8 @@ class DBlock(nn.Module):
 
 class StyleGAN2Discriminator(nn.Module):
     """Residual discriminator with minibatch standard deviation (and projection when conditional)."""
+
+    accepts = IMAGES_FROM_8
 
     def __init__(self, channels: int, resolution: int, num_classes: int = 0, base_width: int = 64,
                  max_width: int = 512, conditional: bool = False, mbstd_group: int = 4) -> None:
@@ -289,6 +313,9 @@ def stylegan2_generator(
                               max_width, conditional, style_mixing)
 
 
+stylegan2_generator.accepts = IMAGES_FROM_8  # type: ignore[attr-defined]
+
+
 @DISCRIMINATORS.register("stylegan2")
 def stylegan2_discriminator(
     channels: int,
@@ -301,3 +328,6 @@ def stylegan2_discriminator(
 ) -> StyleGAN2Discriminator:
     """StyleGAN2 D: residual blocks, minibatch standard deviation, projection when conditional."""
     return StyleGAN2Discriminator(channels, resolution, num_classes, base_width, max_width, conditional, mbstd_group)
+
+
+stylegan2_discriminator.accepts = IMAGES_FROM_8  # type: ignore[attr-defined]
