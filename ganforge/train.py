@@ -601,7 +601,9 @@ class Maintenance:
     def samples(self) -> None:
         """The fixed-noise grid (2D data: a scatter plot over the real data)."""
         self.ema.sync()
-        fake = generate(self.state.G_ema, self.state.fixed_z, self.state.fixed_labels)
+        # Constant per-pixel noise (stylegan2), as the reference's training grids: the grid changes
+        # only as the weights do, and drawing it leaves the global RNG alone.
+        fake = generate(self.state.G_ema, self.state.fixed_z, self.state.fixed_labels, noise_mode="const")
         columns = grid_columns(len(fake), conditioning_classes(self.state.G))
         image = grid(fake, nrow=columns) if self.info.is_image else scatter(fake, self.reference)
         self.run.save_sample(image, self.state.step)
