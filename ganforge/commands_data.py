@@ -83,6 +83,8 @@ def eval_images(
     from ganforge.metrics.folders import evaluate_folders
 
     names = [m.strip() for m in metrics.split(",") if m.strip()]
+    if reference is not None and data is not None:
+        raise GanforgeError("give --reference DIR or --data CONFIG, not both")
     data_cfg = load_data_section(data) if data is not None else None
     extractor = Component("inception", {"weights": inception_weights, "download": True})
     result = evaluate_folders(images, reference, data_cfg, names, extractor, resolve_device(device), num=num,

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from ganforge.accepts import Accepts, accepts_of
 from ganforge.config import Component, config_to_dict
 from ganforge.data import DataSource, TensorSource, epoch_permutation
 from ganforge.errors import ConfigError, GanforgeError
@@ -32,17 +33,18 @@ from ganforge.metrics.modes import mode_coverage
 from ganforge.models import conditioning_classes
 from ganforge.registry import EXTRACTORS, METRICS
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: real labels kept with the features (intra-class FID)
 
 # Which way is better for each reported figure (the rest: higher is better).
-LOWER_IS_BETTER = {"fid", "kid", "kid_std", "is_std", "reverse_kl"}
+# Per-class figures (`ifid/3`) go the way of their metric.
+LOWER_IS_BETTER = {"fid", "kid", "kid_std", "is_std", "reverse_kl", "ifid"}
 
 
 def is_better(figure: str, new: float, old: float | None) -> bool:
     """Whether `new` improves on `old` for this figure."""
     if old is None:
         return True
-    return new < old if figure in LOWER_IS_BETTER else new > old
+    return new < old if figure.split("/")[0] in LOWER_IS_BETTER else new > old
 
 
 # --------------------------------------------------------------------------------------------
@@ -92,10 +94,11 @@ def inception(weights: str | None = None, download: bool = True) -> InceptionExt
 
 @dataclass
 class Features:
-    """Features (and logits) of one set of samples; raw points for vector data."""
+    """Features (and logits and class labels) of one set of samples; raw points for vector data."""
 
     values: Tensor
     logits: Tensor | None = None
+    labels: Tensor | None = None
     _stats: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
     def stats(self) -> tuple[np.ndarray, np.ndarray]:
@@ -108,7 +111,7 @@ class Features:
 class MetricInputs:
     fake: Features
     real: Features | None
-    source: DataSource
+    source: DataSource | None  # None: features of image folders
 
 
 def _need_real(inputs: MetricInputs) -> Features:
@@ -119,7 +122,7 @@ def _need_real(inputs: MetricInputs) -> Features:
 @METRICS.register("fid")
 def fid(inputs: MetricInputs) -> dict[str, float]:
     """Frechet Inception Distance (Heusel et al. 2017), pytorch-fid's definition; lower is better."""
-    return {"fid": scores.frechet_distance(*inputs.fake.stats(), *_need_real(inputs).stats())}
+    return {"fid": scores.frechet_distance_of(inputs.fake.values, _need_real(inputs).values)}
 
 
 @METRICS.register("kid")
@@ -155,6 +158,22 @@ def density_coverage(inputs: MetricInputs) -> dict[str, float]:
     return {"density": density, "coverage": coverage}
 
 
+@METRICS.register("ifid")
+def intra_class_fid(inputs: MetricInputs) -> dict[str, float]:
+    """Intra-class FID (StudioGAN): the mean over classes of the FID between class k's generated and real images."""
+    real = _need_real(inputs)
+    if inputs.fake.labels is None or real.labels is None:
+        raise ConfigError("ifid needs class labels on both sides: a conditional generator and labelled data")
+    try:
+        mean, per_class = scores.intra_class_fid(inputs.fake.values, inputs.fake.labels, real.values, real.labels)
+    except ValueError as e:
+        raise GanforgeError(f"ifid: {e}") from None
+    return {"ifid": mean, **{f"ifid/{k}": v for k, v in per_class.items()}}
+
+
+intra_class_fid.accepts = Accepts(vectors=False, needs_labels=True)  # type: ignore[attr-defined]
+
+
 @METRICS.register("modes")
 def modes(inputs: MetricInputs) -> dict[str, float]:
     """2D mixtures: modes captured, % high-quality samples (within 3 std), reverse KL (VEEGAN/PacGAN)."""
@@ -167,13 +186,17 @@ def modes(inputs: MetricInputs) -> dict[str, float]:
             "high_quality_pct": any_sample["high_quality_pct"], "reverse_kl": any_sample["reverse_kl"]}
 
 
-IMAGE_METRICS = {"fid", "kid", "is", "pr", "dc"}
+IMAGE_METRICS = {"fid", "kid", "is", "pr", "dc", "ifid"}
 VECTOR_METRICS = {"modes"}
+# Metrics that compare generated and real images class by class: a conditional generator only.
+CONDITIONAL_METRICS = {"ifid"}
+# Figures `eval.best` may name (ifid also reports ifid/0, ifid/1, ... per class).
 FIGURES = {"fid": ["fid"], "kid": ["kid", "kid_std"], "is": ["is", "is_std"], "pr": ["precision", "recall"],
-           "dc": ["density", "coverage"], "modes": ["modes", "modes_strict", "high_quality_pct", "reverse_kl"]}
+           "dc": ["density", "coverage"], "modes": ["modes", "modes_strict", "high_quality_pct", "reverse_kl"],
+           "ifid": ["ifid"]}
 # The fewest samples a metric is defined on: k-th neighbours need k + 1 points (pr: k = 3, dc:
-# k = 5); IS splits into 10 parts.
-MIN_SAMPLES = {"fid": 2, "kid": 2, "is": 10, "pr": 4, "dc": 6, "modes": 1}
+# k = 5); IS splits into 10 parts; ifid needs 2 of every class (checked when it runs).
+MIN_SAMPLES = {"fid": 2, "kid": 2, "is": 10, "pr": 4, "dc": 6, "modes": 1, "ifid": 2}
 
 
 def default_metrics(metrics: tuple[str, ...] | list[str], is_image: bool) -> list[str]:
@@ -183,11 +206,15 @@ def default_metrics(metrics: tuple[str, ...] | list[str], is_image: bool) -> lis
 
 def check_metrics(metrics: tuple[str, ...] | list[str], is_image: bool, best: str | None = None,
                   where: str = "eval.metrics", num_samples: int | None = None,
-                  num_where: str = "eval.num_samples") -> None:
-    """Config-time checks: known names, suited to the data, enough samples, `best` among their figures."""
+                  num_where: str = "eval.num_samples", conditional: bool | None = None) -> None:
+    """Config-time checks: known names, suited to the data, enough samples, `best` among their
+    figures, and (when `conditional` is given) a conditional generator for per-class metrics."""
     metrics = default_metrics(metrics, is_image)
     for name in metrics:
         METRICS.get(name, where)
+        if conditional is False and name in CONDITIONAL_METRICS:
+            raise ConfigError(f"{where}: {name} compares generated and real images class by class and needs a "
+                              "conditional generator (generator.conditional: true); use fid for this one")
         if is_image and name in VECTOR_METRICS:
             raise ConfigError(f"{where}: {name} is for 2D mixtures; for images use {', '.join(sorted(IMAGE_METRICS))}")
         if not is_image and name in IMAGE_METRICS:
@@ -203,6 +230,34 @@ def check_metrics(metrics: tuple[str, ...] | list[str], is_image: bool, best: st
 # --------------------------------------------------------------------------------------------
 # The evaluator
 # --------------------------------------------------------------------------------------------
+
+
+LabelledBatches = Iterator[tuple[Tensor, "Tensor | None"]]
+
+
+def extract_features(extractor: FeatureExtractor | None, batches: LabelledBatches, total: int, what: str,
+                     device: torch.device, progress: bool = True) -> Features:
+    """Features (and logits, and labels where the batches have them) of (images, labels) batches;
+    raw float values when there is no extractor (vector data)."""
+    values, logits, labels = [], [], []
+    with tqdm(total=total, desc=f"features ({what})", unit="img", disable=not progress, leave=False) as bar:
+        for images, batch_labels in batches:
+            if extractor is None:
+                values.append(images.float().cpu())
+            else:
+                with torch.inference_mode():
+                    feats, logit = extractor(images.to(device))
+                values.append(feats.float().cpu())
+                if logit is not None:
+                    logits.append(logit.float().cpu())
+            if batch_labels is not None:
+                labels.append(batch_labels.long().cpu())
+            bar.update(len(images))
+    if not values:
+        raise GanforgeError(f"no {what} images to evaluate")
+    return Features(torch.cat(values), torch.cat(logits) if logits else None,
+                    torch.cat(labels) if len(labels) == len(values) else None)
+
 
 
 def default_cache_dir() -> Path:
@@ -241,6 +296,11 @@ class Evaluator:
 
         metrics = default_metrics(metrics, source.info.is_image)
         check_metrics(metrics, source.info.is_image, num_samples=num_samples, num_where="--num (eval.num_samples)")
+        for name in metrics:
+            problem = accepts_of(METRICS.get(name).builder).problem(source.info)
+            if problem is not None:
+                raise ConfigError(f"eval.metrics (--metrics): {name} {problem} (data.kind: {source.info.name}); "
+                                  f"leave {name} out or use labelled data")
         self.data_cfg, self.source, self.metrics = data_cfg, source, metrics
         self.num_samples, self.device, self.batch_size, self.progress = num_samples, device, batch_size, progress
         self.real_samples = real_samples or num_samples
@@ -254,39 +314,34 @@ class Evaluator:
         self._real: Features | None = None
         self._reference: dict[str, Any] = {}
 
+    @property
+    def reference(self) -> dict[str, Any]:
+        """What the real features were computed from (after `real_features`)."""
+        return dict(self._reference)
+
     # -- features ---------------------------------------------------------------------------
 
-    def _features(self, batches: Iterator[Tensor], total: int, what: str) -> Features:
-        values, logits = [], []
-        with tqdm(total=total, desc=f"features ({what})", unit="img", disable=not self.progress, leave=False) as bar:
-            for images in batches:
-                if self.extractor is None:
-                    values.append(images.float().cpu())
-                else:
-                    with torch.inference_mode():
-                        feats, logit = self.extractor(images.to(self.device))
-                    values.append(feats.float().cpu())
-                    if logit is not None:
-                        logits.append(logit.float().cpu())
-                bar.update(len(images))
-        return Features(torch.cat(values), torch.cat(logits) if logits else None)
+    def _features(self, batches: LabelledBatches, total: int, what: str) -> Features:
+        return extract_features(self.extractor, batches, total, what, self.device, self.progress)
 
-    def _real_batches(self, num: int) -> Iterator[Tensor]:
+    def _real_batches(self, num: int) -> LabelledBatches:
         if isinstance(self.source, TensorSource):
-            x, _ = self.source.tensors()
+            x, y = self.source.tensors()
             order = epoch_permutation(len(x), 0, 0)[:num]
             for start in range(0, len(order), self.batch_size):
-                yield x[order[start : start + self.batch_size]]
+                idx = order[start : start + self.batch_size]
+                yield x[idx], (y[idx] if y is not None else None)
             return
         dataset = getattr(self.source, "dataset", None)
         if dataset is None:
             raise GanforgeError(f"cannot read real samples of {self.source.info.name} for evaluation")
+        labelled = getattr(dataset, "labels", None) is not None
         order = epoch_permutation(len(dataset), 0, 0)[:num].tolist()
         for start in range(0, len(order), self.batch_size):
             items = [dataset[i] for i in order[start : start + self.batch_size]]
-            good = [it[0] for it in items if not isinstance(it, str)]
+            good = [it for it in items if not isinstance(it, str)]
             if good:
-                yield torch.stack(good)
+                yield torch.stack([g[0] for g in good]), (torch.tensor([g[1] for g in good]) if labelled else None)
 
     def real_features(self) -> Features:
         """Real-data features, from the on-disk cache when there."""
@@ -303,7 +358,7 @@ class Evaluator:
         if path.is_file():
             try:
                 cached = torch.load(path, map_location="cpu", weights_only=True)
-                self._real = Features(cached["values"], cached.get("logits"))
+                self._real = Features(cached["values"], cached.get("logits"), cached.get("labels"))
                 return self._real
             except Exception:  # a damaged cache file is recomputed, never trusted
                 path.unlink(missing_ok=True)
@@ -313,7 +368,8 @@ class Evaluator:
 
             path.parent.mkdir(parents=True, exist_ok=True)
             buffer = io.BytesIO()
-            torch.save({"values": self._real.values, "logits": self._real.logits, "key": key_src}, buffer)
+            torch.save({"values": self._real.values, "logits": self._real.logits, "labels": self._real.labels,
+                        "key": key_src}, buffer)
             atomic_write_bytes(path, buffer.getvalue())
         except OSError:
             pass  # the cache is an optimisation; evaluation goes on without it
@@ -334,12 +390,12 @@ class Evaluator:
         labels = (torch.arange(self.num_samples, device=G_device) % num_classes) if num_classes else None
         is_image = self.source.info.is_image
 
-        def batches() -> Iterator[Tensor]:
+        def batches() -> LabelledBatches:
             for start in range(0, self.num_samples, self.batch_size):
                 lab = labels[start : start + self.batch_size] if labels is not None else None
                 with torch.inference_mode():
                     out = G(z[start : start + self.batch_size], lab)
-                yield to_uint8(out) if is_image else out.float()
+                yield (to_uint8(out) if is_image else out.float()), lab
 
         was_training = G.training
         G.eval()
@@ -353,6 +409,8 @@ class Evaluator:
     def __call__(self, G: nn.Module, seed: int = 0) -> EvalResult:
         """All configured metrics for generator G."""
         start = time.perf_counter()
+        if not conditioning_classes(G):
+            check_metrics(self.metrics, self.source.info.is_image, conditional=False)
         needs_real = any(m != "is" for m in self.metrics) and self.source.info.is_image
         real = self.real_features() if needs_real else None
         fake = self.fake_features(G, seed)

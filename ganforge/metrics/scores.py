@@ -7,6 +7,8 @@
 - Inception Score (Salimans et al. 2016): exp(E KL(p(y|x) || p(y))) over 10 splits.
 - Improved precision and recall (Kynkaanniemi et al. 2019), k = 3.
 - Density and coverage (Naeem et al. 2020), k = 5.
+- Intra-class FID (as PyTorch-StudioGAN): the mean over classes of the FID between the
+  generated and the real samples of each class.
 """
 
 from __future__ import annotations
@@ -43,6 +45,39 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     trace_sqrt = float(np.sqrt(np.clip(eig, 0, None)).sum())
     diff = mu1 - mu2
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt)
+
+
+def frechet_distance_of(x: Tensor, y: Tensor) -> float:
+    """FID between two feature sets (rows are samples), float64.
+
+    With no more samples than dimensions (a quick evaluation, or one class of intra-class FID)
+    the covariances have low rank and tr((S1 S2)^(1/2)) is the sum of the singular values of
+    A B^T / sqrt((n - 1)(m - 1)), A and B the centred features: the non-zero spectrum of S1 S2 is
+    that of (A B^T)(B A^T) / ((n - 1)(m - 1)). This is an n x m problem instead of a d x d one.
+    """
+    n, m, d = len(x), len(y), x.shape[1]
+    if n > d or m > d:
+        return frechet_distance(*mean_cov(x), *mean_cov(y))
+    a, b = x.double().cpu().numpy(), y.double().cpu().numpy()
+    mu1, mu2 = a.mean(axis=0), b.mean(axis=0)
+    a, b = a - mu1, b - mu2
+    trace_sqrt = float(np.linalg.svd(a @ b.T / math.sqrt((n - 1) * (m - 1)), compute_uv=False).sum())
+    diff = mu1 - mu2
+    return float(diff @ diff + (a * a).sum() / (n - 1) + (b * b).sum() / (m - 1) - 2 * trace_sqrt)
+
+
+def intra_class_fid(fake: Tensor, fake_labels: Tensor, real: Tensor, real_labels: Tensor
+                    ) -> tuple[float, dict[int, float]]:
+    """Mean of the per-class FIDs, and the FID of each class (every class seen on either side)."""
+    classes = sorted(set(fake_labels.tolist()) | set(real_labels.tolist()))
+    per_class = {}
+    for k in classes:
+        f, r = fake[fake_labels == k], real[real_labels == k]
+        if len(f) < 2 or len(r) < 2:
+            raise ValueError(f"class {k} has {len(f)} generated and {len(r)} real samples, and needs at least 2 of "
+                             "each; raise the sample counts (--num, --real-num, eval.num_samples)")
+        per_class[int(k)] = frechet_distance_of(f, r)
+    return float(np.mean(list(per_class.values()))), per_class
 
 
 def kernel_inception_distance(fake: Tensor, real: Tensor, subsets: int = 100, subset_size: int = 1000,
