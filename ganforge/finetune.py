@@ -158,8 +158,8 @@ def load_init(state: Any, checkpoint: str | Path, num_classes: int, load: Sequen
 
 
 def discriminator_blocks(D: nn.Module) -> list[list[nn.Module]]:
-    """D's feature blocks from the input side, each a list of modules; the output head (final
-    layer, minibatch-std epilogue, class projection) is not among them.
+    """D's feature blocks from the input side, each a list of modules (none for an architecture
+    not known here); the output head (final layer, minibatch-std epilogue, class projection) is not among them.
     dcgan / mlp: each strided conv or linear layer with its norm and activation; stylegan2: each
     residual block (the first with from_rgb, as StyleGAN2-ADA counts); resnet / biggan: each
     residual block (a self-attention layer belongs to the block before it)."""
@@ -188,7 +188,7 @@ def discriminator_blocks(D: nn.Module) -> list[list[nn.Module]]:
             else:
                 groups[-1].append(m)
         return groups[:-1]  # the last layer makes the logit: the head
-    raise ConfigError(f"init.freeze_d_layers: the {type(D).__name__} has no block list to freeze; use 0")
+    return []  # an architecture ganforge does not know
 
 
 def freeze_d_layers(D: nn.Module, n: int) -> list[str]:
@@ -199,6 +199,8 @@ def freeze_d_layers(D: nn.Module, n: int) -> list[str]:
     if n == 0:
         return []
     blocks = discriminator_blocks(D)
+    if not blocks:
+        raise ConfigError(f"init.freeze_d_layers: the {type(D).__name__} has no block list to freeze; use 0")
     if n > len(blocks):
         raise ConfigError(f"init.freeze_d_layers: {n} is more than the {len(blocks)} blocks of this "
                           f"{type(D).__name__}; use 0 to {len(blocks)}")
