@@ -15,6 +15,7 @@ from ganforge.config import Component, Config
 from ganforge.data import DataInfo, DataSource
 from ganforge.errors import CheckpointError, ConfigError
 from ganforge.losses import Loss
+from ganforge.models import conditioning_classes
 from ganforge.registry import (
     DATASETS,
     DISCRIMINATORS,
@@ -113,6 +114,12 @@ def build_discriminator(cfg_discriminator: Component, info: DataInfo) -> nn.Modu
                  **info.model_args())
 
 
+def reads_labels(D: nn.Module) -> bool:
+    """Whether a discriminator needs the class of every sample it judges (a projection D)."""
+    # `num_classes` says so; a class embedding (`embed`) says so for discriminators that do not set it.
+    return bool(conditioning_classes(D)) or isinstance(getattr(D, "embed", None), nn.Module)
+
+
 def build_loss(cfg: Config) -> Loss:
     """The adversarial loss."""
     return build(LOSSES, cfg.loss, "loss")
@@ -144,6 +151,11 @@ def build_networks(cfg: Config, info: DataInfo) -> tuple[nn.Module, nn.Module, l
     check_compatible(cfg, info)
     G = build_generator(cfg.generator, info)
     D = build_discriminator(cfg.discriminator, info)
+    if reads_labels(D) and not conditioning_classes(G):
+        # D would be asked the class of fakes that have none: the first step would fail.
+        raise ConfigError(f"discriminator ({cfg.discriminator.kind}): is conditional, but generator "
+                          f"({cfg.generator.kind}) is not, so its samples have no class; set generator.conditional: "
+                          "true (where the generator has it) or discriminator.conditional: false")
     regs = build_regularizers(cfg, info)
     for i, (kind, reg) in enumerate(regs):
         try:

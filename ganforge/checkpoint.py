@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from ganforge import __version__
-from ganforge.errors import CheckpointError
+from ganforge.errors import CheckpointError, read_problem
 
 FORMAT = "ganforge-checkpoint"
 FORMAT_VERSION = 1
@@ -130,13 +130,16 @@ class CheckpointIndex:
         self.best: dict[str, Any] | None = None  # {file, step, figure, value, sha256, bytes}
         if self.path.is_file():
             try:
-                data = json.loads(self.path.read_text())
-                self.entries = list(data["checkpoints"])
+                data = json.loads(self.path.read_bytes().decode("utf-8"))
+                self.entries = [dict(e, step=int(e["step"]), file=str(e["file"])) for e in data["checkpoints"]]
                 self.latest = data.get("latest")
                 self.best = data.get("best")
-            except (OSError, ValueError, KeyError, TypeError):
+                if not isinstance(self.latest, (str, type(None))) or not isinstance(self.best, (dict, type(None))):
+                    raise TypeError("latest or best of the wrong type")
+            except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+                _, problem = read_problem(e) or ("", "not the index ganforge writes")
                 raise CheckpointError(
-                    f"{self.path} is damaged; delete it to fall back to the checkpoint files"
+                    f"{self.path} is damaged ({problem}); delete it to fall back to the checkpoint files"
                 ) from None
 
     def entry(self, name: str) -> dict[str, Any] | None:

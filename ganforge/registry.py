@@ -45,7 +45,7 @@ class Registry:
     def get(self, name: str, where: str = "kind") -> Entry:
         """The entry for `name`; an unknown name is a ConfigError listing the valid ones."""
         load_builtin_components()
-        if name not in self._entries:
+        if not isinstance(name, str) or name not in self._entries:
             close = difflib.get_close_matches(str(name), self._entries, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(
@@ -64,7 +64,7 @@ class Registry:
 
     def __contains__(self, name: object) -> bool:
         load_builtin_components()
-        return name in self._entries
+        return isinstance(name, str) and name in self._entries
 
 
 DATASETS = Registry("data set")

@@ -287,7 +287,7 @@ class RunDir:
         if not log.exists():
             return
         kept = []
-        for line in log.read_text().splitlines():
+        for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
                 record = json.loads(line)
             except ValueError:

@@ -16,7 +16,8 @@ def read_log(run: Path) -> list[dict[str, Any]]:
     path = Path(run) / "log.jsonl"
     records = []
     if path.is_file():
-        for line in path.read_text().splitlines():
+        # Undecodable bytes (a damaged disk block) spoil their line only: it is skipped like a cut-short one.
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
                 record = json.loads(line)
             except ValueError:
@@ -57,12 +58,12 @@ def summarize(run: Path) -> RunSummary:
     config = run / "config.yaml"
     if config.is_file():
         try:
-            cfg = yaml.safe_load(config.read_text()) or {}
+            cfg = yaml.safe_load(config.read_text(encoding="utf-8", errors="replace")) or {}
             summary.data = str(cfg.get("data", {}).get("kind", "?"))
             summary.generator = str(cfg.get("generator", {}).get("kind", "?"))
             summary.steps = cfg.get("train", {}).get("steps")
-        except (OSError, yaml.YAMLError, AttributeError):
-            pass
+        except (OSError, yaml.YAMLError, ValueError, TypeError, AttributeError, RecursionError):
+            pass  # a damaged config.yaml: the summary goes on without it
     records = read_log(run)
     losses = [r for r in records if "d_loss" in r]
     if losses:
