@@ -202,6 +202,9 @@ def test_zip_labels_and_errors(tmp_path):
     assert source("zip", path=str(path), resolution=4).info.shape == (3, 4, 4)
     write_stylegan_zip(path, [0, 1, 1, 0])
     assert source("zip", path=str(path), labels="none").info.num_classes == 0
+    # Names written on Windows ("a\\b.png") match their labels as StyleGAN2-ADA matches them.
+    write_stylegan_zip(path, [1, 0], names=["x\\0.png", "x\\1.png"])
+    assert source("zip", path=str(path)).dataset.labels == [1, 0]
     write_stylegan_zip(path, [0, 1.5, 1, 0])
     with pytest.raises(DataError, match=r"a.zip:dataset.json: the label of 00000/img00000001.png is 1.5; .*class"):
         source("zip", path=str(path))

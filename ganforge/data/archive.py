@@ -112,11 +112,12 @@ class ZipImages(DecodedImages):
                 resolution = _first_resolution(archive, names[0], zip_path)
         label_list = None
         if label_map is not None:
-            missing = [n for n in names if n not in label_map]
+            keys = [n.replace("\\", "/") for n in names]  # as read_labels_file normalises them
+            missing = [n for n in keys if n not in label_map]
             if missing:
                 raise DataError(f"{zip_path}:{LABELS_FILE} has no label for {missing[0]} ({len(missing)} images "
                                 "without one); add them, or set data.labels=none")
-            label_list = [label_map[n] for n in names]
+            label_list = [label_map[n] for n in keys]
         num_classes = max(label_list) + 1 if label_list else 0
         self.classes = class_names if len(class_names) == num_classes else [str(k) for k in range(num_classes)]
         info = DataInfo("zip", (channels, resolution, resolution), num_classes=num_classes)

@@ -160,7 +160,7 @@ def density_coverage(inputs: MetricInputs) -> dict[str, float]:
 
 @METRICS.register("ifid")
 def intra_class_fid(inputs: MetricInputs) -> dict[str, float]:
-    """Intra-class FID (StudioGAN): the mean over classes of the FID between class k's generated and real images."""
+    """Intra-class FID (StudioGAN): the mean over classes of the per-class FID (ifid/k); lower is better."""
     real = _need_real(inputs)
     if inputs.fake.labels is None or real.labels is None:
         raise ConfigError("ifid needs class labels on both sides: a conditional generator and labelled data")
