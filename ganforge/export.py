@@ -57,6 +57,7 @@ def metadata(loaded: LoadedGenerator, fmt: str, truncation: float | None) -> dic
         "output_range": [-1.0, 1.0] if info.is_image else None,
         "noise": "standard normal",
         "truncation": truncation,
+        "pixel_noise": "const" if "const" in getattr(loaded.G, "noise_modes", ()) else None,
         "data": info.name,
         "step": loaded.step,
         "ganforge_version": __version__,
@@ -77,6 +78,10 @@ def export(loaded: LoadedGenerator, fmt: str, out: Path, truncation: float | Non
     from ganforge.sample import check_truncation
 
     extra = check_truncation(loaded.G, truncation)
+    if "const" in getattr(loaded.G, "noise_modes", ()):
+        # An exported stylegan2 uses its constant noise: the same z gives the same image, and the
+        # graph holds no random-number operator (ONNX's differ between runtimes).
+        extra["noise_mode"] = "const"
     module = (_Conditional if loaded.num_classes else _Unconditional)(loaded.G, extra).eval()
     meta = metadata(loaded, fmt, truncation)
     example = _example(loaded)

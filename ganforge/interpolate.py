@@ -59,7 +59,7 @@ def interpolate(loaded: LoadedGenerator, num_frames: int, rows: int, cols: int, 
         labels = None
     frames = []
     for f in range(num_frames):
-        images = generate(loaded.G, paths[f].to(device), labels, progress=False, **extra)
+        images = generate(loaded.G, paths[f].to(device), labels, progress=False, noise_mode="const", **extra)
         frames.append(enlarge(grid(images, nrow=cols), 96, images.shape[-1]))
         if progress:
             print(f"\rframe {f + 1}/{num_frames}", end="", flush=True)
@@ -80,7 +80,7 @@ def strip(loaded: LoadedGenerator, num_frames: int, rows: int, seed: int, class_
     if classes:
         labels = (class_labels(len(z), classes, class_index, device) if class_index is not None
                   else (torch.arange(rows) % classes).repeat_interleave(num_frames).to(device))
-    images = generate(loaded.G, z.to(device), labels, **extra)
+    images = generate(loaded.G, z.to(device), labels, noise_mode="const", **extra)  # frames differ by z alone
     return enlarge(grid(images, nrow=num_frames), 64, images.shape[-1])
 
 
