@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -112,6 +113,92 @@ def test_sigterm_checkpoints_and_resume_continues_exactly(tmp_path):
 
     for net in ("G", "D", "G_ema"):
         assert all(torch.equal(resumed[net][k], expected[net][k]) for k in expected[net]), net
+
+
+def ctrl_c_during_step(monkeypatch, step, executed):
+    """Make the generator update that leads to `step` send this process a SIGINT (a Ctrl+C)."""
+    import ganforge.train as train_module
+
+    original = train_module.generator_step
+
+    def update(state, *args, **kwargs):
+        executed.append(state.step)
+        if state.step + 1 == step:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(state, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "generator_step", update)
+
+
+@pytest.fixture
+def sigint_guard():
+    """SIGINTs that reach this handler were not taken by the CLI's (instead of ending pytest)."""
+    missed = []
+    old = signal.signal(signal.SIGINT, lambda signum, frame: missed.append(signum))
+    yield missed
+    signal.signal(signal.SIGINT, old)
+
+
+def test_ctrl_c_finishes_the_step_checkpoints_and_exits_130(cli, tmp_path, monkeypatch, sigint_guard):
+    run = tmp_path / "run"
+    cfg = tiny_config(run, train={"steps": 100, "batch_size": 8, "seed": 0, "device": "cpu"}, log={"every": 5},
+                      checkpoint={"every": 50, "keep": 3}, samples={"every": 50, "num": 4})
+    executed = []
+    ctrl_c_during_step(monkeypatch, 7, executed)
+    result = cli("train", str(write_config(tmp_path, cfg)), "-q")
+    assert result.exit_code == 130 and not sigint_guard, result.stderr
+    assert executed == list(range(7))  # the step under way finished; no other started
+    assert "SIGINT: finishing this step and saving a checkpoint (Ctrl+C again to quit at once)" in result.stderr
+    path = run / "checkpoints" / "step-00000007.pt"  # not a checkpoint.every multiple: written for the stop
+    assert f"stopped at step 7 of 100; checkpoint: {path}" in result.stderr
+    assert load_checkpoint(path)["step"] == 7
+    assert json.loads((path.parent / "index.json").read_text())["latest"] == path.name
+    assert f"continue with: ganforge train --resume {run}" in result.stderr
+    assert "Traceback" not in result.stderr and not (run / ".lock").exists()
+
+
+def test_a_second_ctrl_c_quits_at_once_even_mid_checkpoint(cli, tmp_path, monkeypatch, sigint_guard):
+    import ganforge.checkpoint
+
+    class SlowWrite:
+        """The checkpoint file of the stop: a second Ctrl+C arrives while it is written, and the
+        write would take a minute more."""
+
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, data):
+            self.f.write(data)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(60)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    def slow_open(file, mode="r", *args, **kwargs):
+        f = open(file, mode, *args, **kwargs)
+        return SlowWrite(f) if ".step-" in str(file) and "w" in mode else f
+
+    monkeypatch.setattr(ganforge.checkpoint, "open", slow_open, raising=False)
+    run = tmp_path / "run"
+    cfg = tiny_config(run, train={"steps": 100, "batch_size": 8, "seed": 0, "device": "cpu"},
+                      checkpoint={"every": 50, "keep": 3}, samples={"every": 50, "num": 4})
+    ctrl_c_during_step(monkeypatch, 7, [])
+    started = time.time()
+    result = cli("train", str(write_config(tmp_path, cfg)), "-q")
+    assert time.time() - started < 30, "the second Ctrl+C waited for the checkpoint write"
+    assert result.exit_code == 130 and not sigint_guard, result.stderr
+    [line] = [ln for ln in result.stderr.splitlines() if ln.startswith("interrupted")]
+    assert f"continue from the last complete checkpoint with: ganforge train --resume {run}" in line
+    assert "Traceback" not in result.stderr
+    assert list((run / "checkpoints").iterdir()) == []  # the cut-short write left no file behind
+    assert not (run / ".lock").exists()
 
 
 def test_resume_longer_and_refused_changes(cli, tmp_path):

@@ -235,14 +235,16 @@ def test_corrupt_latest_checkpoint_resume_falls_back(cli, tmp_path, damage):
     else:
         data[len(data) // 2] ^= 0xFF
         latest.write_bytes(bytes(data))
-    # sample on the damaged file: one line, exit 2.
+    # sample on the damaged file: one line, exit 2, from the checksum recorded in index.json (not
+    # from torch.load failing on the bytes, which a flipped byte need not make it do).
+    checksum = "SHA-256 does not match the one recorded in index.json"
     result = run_cli("sample", str(latest), "--num", "2", "--out", str(tmp_path / "x"))
-    assert_one_line_error(result, 2, str(latest))
-    assert "corrupted" in result.stderr or "damaged" in result.stderr
-    # resume: warn, name the file, continue from step 3.
+    assert_one_line_error(result, 2, str(latest), f"is corrupted: its {checksum}")
+    # resume: warn, name the file and the checksum, continue from step 3.
     result = run_cli("train", "--resume", str(run), "-q")
     assert result.returncode == 0, result.stderr
-    assert f"skipping {latest}" in result.stderr and "Traceback" not in result.stderr
+    assert f"skipping {latest}: {latest} is corrupted: its {checksum}" in result.stderr
+    assert "Traceback" not in result.stderr
     assert f"resuming {run} at step 3" in result.stdout
     assert load_checkpoint(latest)["step"] == 6  # rewritten by the continuation
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import math
+
 import pytest
 import torch
 
+import ganforge.train as train_module
 from conftest import tiny_config, write_config
 from ganforge.checkpoint import find_checkpoint, load_checkpoint
 from ganforge.config import load_config
@@ -12,7 +16,8 @@ from ganforge.run import RunDir
 from ganforge.train import train
 
 
-def run_training(tmp_path, name, sections, resume=None, overrides=()):
+def run_training(tmp_path, name, sections, resume=None, overrides=(), executed=None):
+    """Train (or resume) in-process; `executed` (a list) receives state.step at each G update."""
     path = write_config(tmp_path, tiny_config(tmp_path / name, **sections), f"{name}.yaml")
     cfg, cfg_dict = load_config(path, list(overrides))
     run = RunDir(cfg.output.dir)
@@ -20,7 +25,16 @@ def run_training(tmp_path, name, sections, resume=None, overrides=()):
         run.create()
     else:
         run.open_existing()
-    result = train(cfg, cfg_dict, run, resume=resume, progress=False)
+    with pytest.MonkeyPatch.context() as mp:
+        if executed is not None:
+            original = train_module.generator_step
+
+            def counted(state, *args, **kwargs):
+                executed.append(state.step)
+                return original(state, *args, **kwargs)
+
+            mp.setattr(train_module, "generator_step", counted)
+        result = train(cfg, cfg_dict, run, resume=resume, progress=False)
     run.release_lock()
     return result
 
@@ -87,8 +101,11 @@ def test_resume_is_bit_identical(tmp_path, setting):
     assert payload["step"] == every
     resumed_dir = tmp_path / "resumed"
     resumed_dir.mkdir()
-    result = run_training(tmp_path, "resumed", sections, resume=payload)
+    executed = []
+    result = run_training(tmp_path, "resumed", sections, resume=payload, executed=executed)
     assert result.step == full.step
+    # A continuation, not a rerun (which would also end bit-identical): only the missing steps ran.
+    assert executed == list(range(every, full.step))
     assert_same_weights(final_state(tmp_path / "full"), final_state(resumed_dir))
 
 
@@ -115,3 +132,63 @@ def test_same_seed_same_result_and_other_seed_differs(tmp_path):
     run_training(tmp_path, "c", {"train": other["train"]})
     a, c = final_state(tmp_path / "a"), final_state(tmp_path / "c")
     assert not all(torch.equal(a["G"][k], c["G"][k]) for k in a["G"])
+
+
+def test_fp16_gradient_scalers_travel_in_checkpoints(tmp_path):
+    sections = {"train": {"steps": 6, "batch_size": 8, "seed": 0, "device": "cpu", "precision": "fp16",
+                          "ema": {"decay": 0.9, "rampup": None}}}
+    run_training(tmp_path, "full", sections)
+    middle = load_checkpoint(tmp_path / "full" / "checkpoints" / "step-00000003.pt")
+    fresh = torch.amp.GradScaler("cpu", enabled=True).state_dict()
+    for name in ("scaler_g", "scaler_d"):
+        saved = middle["state"][name]
+        # An enabled scaler's state after 3 updates: 2^16 halved once per skipped (overflowing)
+        # update, and the count of finite updates since the last skip.
+        assert set(saved) == set(fresh) and saved != fresh
+        skipped = math.log2(fresh["scale"] / saved["scale"])
+        assert skipped == int(skipped) and saved["_growth_tracker"] <= 3 - skipped
+    # Resumed from step 3: the same scalers and weights at step 6 as the uninterrupted run.
+    (tmp_path / "resumed").mkdir()
+    run_training(tmp_path, "resumed", sections, resume=middle)
+    a, b = final_state(tmp_path / "full"), final_state(tmp_path / "resumed")
+    assert_same_weights(a, b)
+    assert (a["scaler_g"], a["scaler_d"]) == (b["scaler_g"], b["scaler_d"])
+    # Negative control: scalers set to 2^4 in the checkpoint continue from there (no overflow at
+    # that scale; the scale grows only after 2000 finite steps): 2^4, and 3 more finite steps.
+    tampered = load_checkpoint(tmp_path / "full" / "checkpoints" / "step-00000003.pt")
+    for name in ("scaler_g", "scaler_d"):
+        tampered["state"][name].update(scale=16.0, _growth_tracker=5)
+    (tmp_path / "tampered").mkdir()
+    run_training(tmp_path, "tampered", sections, resume=tampered)
+    c = final_state(tmp_path / "tampered")
+    for name in ("scaler_g", "scaler_d"):
+        assert c[name]["scale"] == 16.0 and c[name]["_growth_tracker"] == 5 + 3, c[name]
+
+
+def test_a_longer_budget_stretches_the_schedules_to_the_new_total(cli, tmp_path, monkeypatch):
+    """README: a run resumed at step s with a linear_decay schedule continues at the learning rate
+    that the new total gives at step s (and the schedule runs to the new total)."""
+    sections = {"schedule": {"g": {"kind": "linear_decay"}, "d": {"kind": "cosine"}}, "log": {"every": 1}}
+    run_training(tmp_path, "run", sections)  # 6 steps: linear_decay has reached lr 0 at step 6
+    config = load_checkpoint(tmp_path / "run" / "checkpoints" / "step-00000006.pt")["config"]
+    lr_g, lr_d = config["optim"]["g"]["lr"], config["optim"]["d"]["lr"]
+    used = []  # the learning rates each generator update (and the D update before it) ran with
+    original = train_module.generator_step
+
+    def recording(state, *args, **kwargs):
+        used.append((state.step, state.opt_g.param_groups[0]["lr"], state.opt_d.param_groups[0]["lr"]))
+        return original(state, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "generator_step", recording)
+    result = cli("train", "--resume", str(tmp_path / "run"), "--set", "train.steps=12", "-q")
+    assert result.exit_code == 0, result.stderr
+    # Closed forms over the new total of 12 steps, at the update that starts from step k.
+    expected = [(k, lr_g * (1 - k / 12), lr_d * 0.5 * (1 + math.cos(math.pi * k / 12))) for k in range(6, 12)]
+    assert [k for k, _, _ in used] == [k for k, _, _ in expected]
+    for (k, g, d), (_, g_want, d_want) in zip(used, expected):
+        assert g == pytest.approx(g_want, rel=1e-9, abs=1e-15) and d == pytest.approx(d_want, rel=1e-9, abs=1e-15), k
+    # The log records the rates after each step's schedule update: the same closed form at step s.
+    records = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, 13))
+    for r in records[6:]:
+        assert r["lr_g"] == pytest.approx(lr_g * (1 - r["step"] / 12), abs=1e-15)

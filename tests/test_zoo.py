@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 from conftest import CONFIGS, LinearD, assert_one_line_error, run_cli, tiny_config, write_config
 from ganforge import augment
-from ganforge.config import Component, component_params, load_config, parse_config
-from ganforge.errors import ConfigError
+from ganforge.config import Component, component_params, load_config
 from ganforge.losses import RelativisticAverage
 from ganforge.registry import REGULARIZERS, SCHEDULES
 from ganforge.regularizers import (
@@ -344,22 +345,33 @@ def test_conditional_run_samples_the_asked_class_and_grids_by_class(cli, tmp_pat
     cfg["discriminator"]["auxiliary_classifier"] = True
     result = cli("train", str(write_config(tmp_path, cfg)), "-q")
     assert result.exit_code == 0, result.stderr
-    from PIL import Image
-
     grid = Image.open(run / "samples" / "latest.png")
     assert grid.size == (2 * 18 + 2, 10 * 18 + 2)  # 20 samples: one row per class, 2 columns
     from ganforge.sample import load_generator, sample
 
     loaded = load_generator(run, device="cpu")
     assert loaded.num_classes == 10
-    three = sample(loaded, 4, seed=1, class_index=3)
-    assert three.shape == (4, 1, 16, 16)
+    # `--class 3 --seed 5` writes G(z, 3) for the noise that seed 5 draws: the API's images and
+    # the PNG files equal the generator's output computed here (not the grid's one-class-per-row labels).
+    z = torch.randn(4, loaded.G.latent_dim, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        want, rows = loaded.G(z, torch.full((4,), 3)), loaded.G(z, torch.arange(4))
+    assert torch.equal(sample(loaded, 4, seed=5, class_index=3), want)
+    out = tmp_path / "three"
+    assert cli("sample", str(run), "--class", "3", "--num", "4", "--seed", "5", "--out", str(out)).exit_code == 0
+    written = np.stack([np.asarray(Image.open(out / f"{i:06d}.png")) for i in range(4)])
+    assert np.array_equal(written, pixels(want)) and not np.array_equal(written, pixels(rows))
     assert_one_line_error(run_cli("sample", str(run), "--class", "10", "--out", str(tmp_path / "x")), 2,
                           "classes 0 to 9")
     assert cli("sample", str(run), "--class", "3", "--num", "4", "--grid", "--out", str(tmp_path / "c.png")
                ).exit_code == 0
     log = (run / "log.jsonl").read_text()
     assert '"ac_gan"' in log and '"ac_gan_g"' in log and '"orthogonal"' in log
+
+
+def pixels(images: torch.Tensor) -> np.ndarray:
+    """Grey images in [-1, 1] as the 8-bit pixels of their PNG files."""
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)[:, 0].numpy()
 
 
 def test_stylegan2_truncation(cli, tmp_path):
@@ -373,10 +385,25 @@ def test_stylegan2_truncation(cli, tmp_path):
     from ganforge.sample import load_generator, sample
 
     loaded = load_generator(run, device="cpu")
-    full, none = sample(loaded, 6, seed=0), sample(loaded, 6, seed=0, truncation=0.0)
-    # psi = 0 maps every sample to the average w: all images are equal.
-    assert torch.allclose(none[0], none[5], atol=1e-5) and not torch.allclose(full[0], full[5])
-    assert cli("sample", str(run), "--truncation", "0.7", "--num", "4", "--out", str(tmp_path / "t")).exit_code == 0
+    G = loaded.G
+    assert G.w_avg.abs().max() > 0  # training moved the average w away from its initial zeros
+    z = torch.randn(4, G.latent_dim, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ws = G.mapping(z, None).unsqueeze(1).repeat(1, G.num_ws, 1)
+        # psi = 0 maps every sample to the average w.
+        assert torch.allclose(G.mapping_ws(z, None, truncation=0.0), G.w_avg.expand_as(ws))
+        # The truncation trick by its definition, w_avg + psi (w - w_avg); noise drawn inside G
+        # (if any) from the seed, as sampling does.
+        torch.manual_seed(3)
+        want = G.synthesis(G.w_avg + 0.5 * (ws - G.w_avg))
+        torch.manual_seed(3)
+        untruncated = G.synthesis(ws)
+    torch.testing.assert_close(sample(loaded, 4, seed=3, truncation=0.5), want, rtol=0, atol=1e-5)
+    out = tmp_path / "t"
+    assert cli("sample", str(run), "--truncation", "0.5", "--num", "4", "--seed", "3", "--out", str(out)).exit_code == 0
+    written = np.stack([np.asarray(Image.open(out / f"{i:06d}.png")) for i in range(4)]).astype(int)
+    assert np.abs(written - pixels(want).astype(int)).max() <= 1  # 8-bit rounding of equal floats
+    assert np.abs(written - pixels(untruncated).astype(int)).max() > 1  # psi = 0.5 changed the images
 
 
 # -- the shipped configs ---------------------------------------------------------------------------
@@ -426,4 +453,3 @@ def test_list_shows_parameters_and_defaults(cli):
     for name in REGULARIZERS.names():
         assert f"  {name}" in out
     assert "policy: list of one of color|translation|cutout|xflip = ('color', 'translation', 'cutout')" in out
-    assert parse_config is not None and ConfigError is not None
