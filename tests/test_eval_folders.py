@@ -258,7 +258,7 @@ def test_folder_ifid_matches_classes_by_name(tmp_path, monkeypatch):
 
 def test_eval_images_against_a_data_config(stand_in_weights, tmp_path):
     _, weights = stand_in_weights
-    write_images(tmp_path / "gen", [np.full((16, 16), 40 * i, np.uint8) for i in range(4)])
+    write_images(tmp_path / "gen", [np.full((16, 16), 40 * i, np.uint8) for i in range(3)])
     config = tmp_path / "data.yaml"
     config.write_text(yaml.safe_dump({"data": {"kind": "digits", "resolution": 16}}))
     cache = tmp_path / "cache"
@@ -266,11 +266,11 @@ def test_eval_images_against_a_data_config(stand_in_weights, tmp_path):
                  "--cache-dir", str(cache), "--device", "cpu", "--num-workers", "0", "--out",
                  str(tmp_path / "r.json"), "-q")
     assert result.exit_code == 0, result.stderr
-    assert "fid" in result.stdout and "reference: digits (4 real samples)" in result.stdout
+    assert "fid" in result.stdout and "reference: digits (3 real samples)" in result.stdout
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["metrics"]["fid"] > 0 and report["reference"]["data"]["kind"] == "digits"
     [stats] = list(cache.iterdir())
-    assert stats.name.startswith("digits-4-")
+    assert stats.name.startswith("digits-3-")
 
 
 def test_eval_images_errors_are_one_line(tmp_path):
