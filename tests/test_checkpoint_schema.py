@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import ganforge.train as train_module
-from ganforge.checkpoint import find_checkpoint, load_checkpoint
-from ganforge.cli import _resolve_resume
+from ganforge.checkpoint import find_checkpoint, load_checkpoint, load_latest_good
+from ganforge.config import config_to_dict, parse_config
 from ganforge.run import RunDir
 from ganforge.sample import load_generator, sample
 
@@ -51,7 +51,9 @@ def test_old_checkpoint_samples_from_the_cli(cli, tmp_path: Path) -> None:
 
 
 def test_old_checkpoint_resumes_to_completion(old_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg, cfg_dict, payload = _resolve_resume(old_run, [], [])  # as `ganforge train --resume` does
+    payload = load_latest_good(old_run)
+    cfg = parse_config(payload["config"])
+    cfg_dict = config_to_dict(cfg)
     executed = []
     original = train_module.generator_step
 
@@ -72,3 +74,10 @@ def test_old_checkpoint_resumes_to_completion(old_run: Path, monkeypatch: pytest
     assert final["step"] == 6 and final["data"] == {"epoch": 0, "cursor": 6 * 8}
     assert set(final["state"]) == set(payload["state"])
     assert load_generator(old_run, device="cpu").step == 6
+
+
+def test_old_run_resumes_from_the_cli(cli, old_run: Path) -> None:
+    result = cli("train", "--resume", str(old_run), "-q")
+    assert result.exit_code == 0, result.output
+    assert "resuming" in result.output and "at step 3 of 6" in result.output and "done: 6 steps" in result.output
+    assert load_checkpoint(*find_checkpoint(old_run))["step"] == 6
