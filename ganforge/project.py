@@ -273,7 +273,7 @@ def project(
     device = next(G.parameters()).device
     G = copy.deepcopy(G).eval().requires_grad_(False)
     if conditioning_classes(G) and labels is None:
-        raise GanforgeError("this generator is conditional: give the target's class (--class K)")
+        raise GanforgeError("this generator is conditional: give the target's class (labels, or --class K)")
     labels = labels.to(device) if labels is not None else None
     target = target.to(device=device, dtype=torch.float32).unsqueeze(0)
     gen = torch.Generator().manual_seed(seed)

@@ -8,12 +8,13 @@ import pytest
 import torch
 
 from conftest import tiny_config, write_config
-from ganforge.build import build_networks, build_optimizer
+from ganforge.build import build_discriminator, build_networks, build_optimizer
 from ganforge.checkpoint import find_checkpoint, load_checkpoint, serialize, wrap_payload
-from ganforge.config import load_config, parse_config
+from ganforge.config import Component, load_config, parse_config
 from ganforge.data import DataInfo
 from ganforge.errors import ConfigError
 from ganforge.finetune import discriminator_blocks, freeze_d_layers, load_init
+from ganforge.registry import DISCRIMINATORS
 from ganforge.run import RunDir
 from ganforge.train import TrainState, create_state, train
 
@@ -185,13 +186,14 @@ def test_class_count_change_reinitialises_the_class_layers(tmp_path, arch, g_cla
 
 def test_unconditional_checkpoint_into_a_conditional_config(tmp_path):
     # A projection discriminator only adds the class embedding (EqualLinear(classes, 4 x 4 width)).
-    base = {"data": {"kind": "digits"}, "generator": {"kind": "dcgan", "latent_dim": 8, "base_width": 4}}
+    g = {"kind": "stylegan2", "latent_dim": 8, "w_dim": 8, "mapping_layers": 1, "base_width": 4, "max_width": 8}
     d = {"kind": "stylegan2", "base_width": 4, "max_width": 8}
     info = DataInfo("digits", (1, 16, 16), 10)
-    old = Nets({**base, "discriminator": d}, info)
+    old = Nets({"data": {"kind": "digits"}, "generator": g, "discriminator": d}, info)
     perturb(old)
     ckpt = save_checkpoint(tmp_path / "c.pt", old, info)
-    new = Nets({**base, "discriminator": {**d, "conditional": True}}, info)
+    new = Nets({"data": {"kind": "digits"}, "generator": {**g, "conditional": True},
+                "discriminator": {**d, "conditional": True}}, info)
     warnings = load_init(new, ckpt, num_classes=10, load=("D",))
     assert warnings == ["init.checkpoint: D class layers differ from the checkpoint's (10 classes there, 10 here): "
                         "initialised fresh: embed.weight, embed.bias"]
@@ -262,3 +264,18 @@ def test_freeze_stylegan2_takes_from_rgb_with_the_first_block_and_the_optimizer_
     opt.step()
     for name, p in D.named_parameters():
         assert torch.equal(p, before[name]) == (name in frozen), name
+
+
+@pytest.mark.parametrize("kind", DISCRIMINATORS.names())
+def test_every_discriminator_has_blocks_and_freezing_all_leaves_only_the_head(kind):
+    extra = {"biggan": {"attention_resolution": 0, "base_width": 4}, "resnet": {"base_width": 4},
+             "dcgan": {"base_width": 4}, "stylegan2": {"base_width": 4}, "mlp": {"width": 8}}.get(kind, {})
+    D = build_discriminator(Component(kind, extra), DIGITS16)
+    blocks = discriminator_blocks(D)
+    assert blocks, kind
+    names = [n for n, _ in D.named_parameters()]
+    frozen = freeze_d_layers(D, len(blocks))
+    trainable = [n for n, p in D.named_parameters() if p.requires_grad]
+    assert trainable and sorted(frozen + trainable) == sorted(names)
+    # Frozen names come first in D's own order: the input side.
+    assert names[: len(frozen)] == frozen

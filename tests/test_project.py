@@ -13,12 +13,16 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from conftest import tiny_config, write_config
+from ganforge.build import build_discriminator
 from ganforge.commands_model import register
-from ganforge.config import load_config
+from ganforge.config import Component, load_config
+from ganforge.data import DataInfo
 from ganforge.errors import ConfigError
+from ganforge.finetune import discriminator_blocks
 from ganforge.imaging import to_pil
 from ganforge.project import (
     VGG_FILE,
+    DiscriminatorFeatures,
     feature_distance,
     learning_rate_ramp,
     load_lpips,
@@ -26,6 +30,7 @@ from ganforge.project import (
     noise_regularization,
     project,
 )
+from ganforge.registry import DISCRIMINATORS
 from ganforge.run import RunDir
 from ganforge.train import train
 
@@ -104,6 +109,20 @@ def test_feature_distance_uses_unit_feature_vectors():
     b = torch.tensor([[0.0, 2.0]]).view(1, 2, 1, 1)  # unit: (0, 1)
     assert float(feature_distance([a], [b])) == pytest.approx(0.36 + 0.04)
     assert float(feature_distance([a, a], [a * 7, b])) == pytest.approx(0.4 / 2)  # scale-free; mean over layers
+
+
+@pytest.mark.parametrize("kind", DISCRIMINATORS.names())
+def test_discriminator_features_of_every_architecture(kind):
+    extra = {"biggan": {"attention_resolution": 0, "base_width": 4}, "resnet": {"base_width": 4},
+             "dcgan": {"base_width": 4}, "stylegan2": {"base_width": 4}, "mlp": {"width": 8}}.get(kind, {})
+    D = build_discriminator(Component(kind, extra), DataInfo("digits", (1, 16, 16), 10))  # biggan: conditional
+    features = DiscriminatorFeatures(D)
+    x, y = torch.rand(2, 1, 16, 16) * 2 - 1, torch.rand(2, 1, 16, 16) * 2 - 1
+    with torch.no_grad():
+        fx = features(x)  # no labels needed: the head (where labels enter) never runs
+        assert len(fx) == len(discriminator_blocks(D)) >= 1
+        assert torch.equal(feature_distance(fx, features(x.clone())), torch.zeros(2))
+        assert (feature_distance(fx, features(y)) > 0).all()
 
 
 @pytest.fixture(scope="module")
