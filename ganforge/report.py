@@ -117,7 +117,7 @@ def build_report(run: Path) -> str:
         figures = list(dict.fromkeys(k for r in eval_records for k in r["eval"]))
         flat = [{"step": r["step"], **r["eval"]} for r in eval_records]
         for figure in figures:
-            if figure.endswith("_std"):
+            if figure.endswith("_std") or "/" in figure:  # spreads and per-class figures (ifid/k): no curve
                 continue
             data = _plot(plt, _series(flat, [figure]), figure, figure)
             if data:

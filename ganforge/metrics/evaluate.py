@@ -382,7 +382,7 @@ class Evaluator:
 
     def fake_features(self, G: nn.Module, seed: int) -> Features:
         """Features of `num_samples` generated samples (noise from `seed`)."""
-        from ganforge.generation import sample_noise
+        from ganforge.generation import sample_noise, seeded_global_rng
 
         G_device = next(G.parameters()).device
         z = sample_noise(self.num_samples, G.latent_dim, seed, G_device)
@@ -400,7 +400,10 @@ class Evaluator:
         was_training = G.training
         G.eval()
         try:
-            return self._features(batches(), self.num_samples, "generated")
+            # Random per-pixel noise (stylegan2), as the reference's metrics, drawn from the seed:
+            # the same seed gives the same figure, and the caller's RNG streams are left alone.
+            with seeded_global_rng(seed, G_device):
+                return self._features(batches(), self.num_samples, "generated")
         finally:
             G.train(was_training)
 
