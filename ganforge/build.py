@@ -44,8 +44,9 @@ def build(registry: Registry, component: Component, where: str, *, provider: str
         # A builder that needs what this data does not give (an image architecture on vectors):
         # say so, rather than let the call fail with a TypeError.
         gives = ", ".join(k for k in provided if k != "num_classes") or "nothing"
+        hint = f"; change {where}.kind or data.kind" if provider.startswith("data") else ""
         raise ConfigError(f"{where} ({component.kind}): needs {', '.join(missing)}{_needed_from(missing)}, but "
-                          f"{provider} gives {gives}; change {where}.kind or data.kind")
+                          f"{provider} gives {gives}{hint}")
     try:
         return entry.builder(**kwargs)
     except (ValueError, TypeError) as e:
@@ -53,15 +54,19 @@ def build(registry: Registry, component: Component, where: str, *, provider: str
         # wrong kind that got through); say where it came from.
         raise ConfigError(f"{where} ({component.kind}): {' '.join(str(e).split())}") from None
     except (RuntimeError, OverflowError, MemoryError) as e:
-        if not isinstance(e, (OverflowError, MemoryError)) and not _TOO_LARGE.search(str(e)):
-            raise
-        raise ConfigError(f"{where} ({component.kind}): its sizes ask for more memory than there is "
-                          f"({type(e).__name__}: {' '.join(str(e).split())[:120]}); use smaller sizes") from None
+        detail = f"{type(e).__name__}: {' '.join(str(e).split())[:120]}"
+        if isinstance(e, RuntimeError) and _NEGATIVE.search(str(e)):
+            raise ConfigError(f"{where} ({component.kind}): a layer size works out negative ({detail}); check "
+                              "its sizes") from None
+        if isinstance(e, RuntimeError) and not _TOO_LARGE.search(str(e)):
+            raise  # not about the parameters: a bug, which keeps its traceback
+        raise ConfigError(f"{where} ({component.kind}): its sizes ask for more memory than there is ({detail}); "
+                          "use smaller sizes") from None
 
 
-# How PyTorch says that a tensor cannot be allocated or its size overflows.
-_TOO_LARGE = re.compile(r"allocat|overflow|out of memory|too large|Trying to create tensor with negative dimension",
-                        re.IGNORECASE)
+# How PyTorch says that a tensor cannot be allocated, or that its size overflows or is negative.
+_TOO_LARGE = re.compile(r"allocat|overflow|out of memory|too large", re.IGNORECASE)
+_NEGATIVE = re.compile(r"negative dimension", re.IGNORECASE)
 
 
 def _needed_from(missing: list[str]) -> str:

@@ -226,6 +226,7 @@ def test_every_regularizer_validates_or_is_refused(stand_ins, data_kind, tmp_pat
             accepted.add(kind)
     assert {"r1", "gradient_penalty", "spectral_norm"} <= accepted  # the staples work on any data
     assert "path_length" not in accepted  # stylegan2's generator only
+    assert ("diffaugment" in accepted) == ("consistency" in accepted) == is_image(data)  # image augmentations
 
 
 @pytest.mark.parametrize("data_kind", DATASETS.names())
