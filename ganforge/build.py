@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -204,9 +205,13 @@ def check_init(cfg: Config) -> None:
     from ganforge.checkpoint import find_checkpoint
 
     try:
-        find_checkpoint(Path(cfg.init.checkpoint).expanduser())
+        path, _ = find_checkpoint(Path(cfg.init.checkpoint).expanduser())
     except CheckpointError as e:
         raise ConfigError(f"init.checkpoint: {e}") from None
+    # A cheap look at the file now, rather than a failed load after the run folder is made.
+    if not path.is_file() or not zipfile.is_zipfile(path):
+        raise ConfigError(f"init.checkpoint: {path} is not a ganforge checkpoint (expected a step-N.pt file or a run "
+                          "folder that `ganforge train` wrote)")
 
 
 def validate(cfg: Config) -> DataInfo:

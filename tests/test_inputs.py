@@ -410,6 +410,9 @@ def test_init_checkpoint_must_exist_at_config_time(cli, tmp_path):
                           "init.checkpoint")
     one_line(cli("config", str(path), "--set", f"init.checkpoint={missing}"), 2, "init.checkpoint")
     one_line(cli("train", "--resume", str(tmp_path), "--init", str(missing)), 2, "--init", "--resume")
+    not_a_checkpoint = write_config(tmp_path, {"a": 1}, "weights.pt")
+    one_line(cli("train", str(path), "--init", str(not_a_checkpoint), "--dry-run"), 2, "init.checkpoint",
+             "not a ganforge checkpoint")
     # A name that YAML would read as a number or a boolean stays a file name.
     cfg, _ = load_config(path, flags=[("init.checkpoint", "123", "--init 123")])
     assert cfg.init.checkpoint == "123"
@@ -435,6 +438,10 @@ def test_time_budget_stops_with_a_checkpoint_and_resumes(cli, tmp_path):
     result = cli("train", "--resume", str(tmp_path / "run"), "-q", "--max-minutes", "60")
     assert result.exit_code == 0, result.output
     assert "done: 50 steps" in result.output
+    # The finished run is a valid --init for a new one.
+    result = cli("train", str(path), "--init", str(tmp_path / "run"), "--set", f"output.dir={tmp_path / 'b'}",
+                 "--dry-run")
+    assert result.exit_code == 0, result.output
 
 
 # -- files of a run that are damaged -----------------------------------------------------------------
