@@ -584,6 +584,13 @@ def _root(
         raise typer.Exit()
 
 
+# Commands kept in their own modules (data set preparation, evaluation of image folders, GAN inversion).
+from ganforge import commands_data, commands_model  # noqa: E402
+
+commands_data.register(app)
+commands_model.register(app)
+
+
 def main() -> None:
     """Entry point of the `ganforge` console script (and of `python -m ganforge`)."""
     app(prog_name="ganforge")
