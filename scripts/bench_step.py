@@ -252,6 +252,7 @@ def run_hand_loop(resolution: int, batch: int, warmup: int, window: int, device:
 
 
 def synchronize(dev: torch.device) -> None:
+    """Wait for the GPU (timing boundaries)."""
     if dev.type == "cuda":
         torch.cuda.synchronize()
 
@@ -449,6 +450,7 @@ def spawn(args: argparse.Namespace, kind: str, name: str, res: int = 0) -> dict:
 
 
 def section_speed(args: argparse.Namespace) -> None:
+    """ganforge and the hand loop under each variant: speed, then where peak memory goes."""
     names = [BASELINE, *[v for v in args.variants if v != BASELINE]]
     cuda = args.device.startswith("cuda")
     warmup = measured_steps(args.warmup, args.window) - args.window
@@ -496,6 +498,7 @@ def section_speed(args: argparse.Namespace) -> None:
 
 
 def section_mfu(args: argparse.Namespace) -> None:
+    """Images/s and model FLOP utilisation of each shipped architecture."""
     name, peak = peak_bf16_flops(args.device)
     where = f"peak {peak / 1e12:.0f} TFLOP/s dense bf16" if peak else "peak unknown: FLOP/s only"
     print(f"\n== model FLOP utilisation, {args.precision}, cuDNN autotuned, shipped sizes ({name}, {where})")
@@ -518,6 +521,7 @@ def section_mfu(args: argparse.Namespace) -> None:
 
 
 def section_anchor(args: argparse.Namespace) -> None:
+    """StyleGAN2 at 128 px next to StyleGAN2-ADA's published speed."""
     print(f"\n== StyleGAN2 128 px anchor, batch {args.anchor_batch}, {args.precision}, digits upscaled to 128 px")
     r = spawn(args, "anchor", "stylegan2_128")
     if "error" in r:
@@ -530,6 +534,7 @@ def section_anchor(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
+    """Parse the command line; run a worker or the chosen sections."""
     variants = [*GANFORGE_VARIANTS, *[v for v in HAND_VARIANTS if v != BASELINE]]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sections", nargs="+", default=["speed", "mfu", "anchor"], choices=["speed", "mfu", "anchor"])

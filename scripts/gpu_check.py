@@ -214,6 +214,7 @@ def time_limit(seconds: float) -> Iterator[None]:
 
 
 def on_cuda(device: str) -> bool:
+    """Whether `device` names a CUDA device."""
     return device.startswith("cuda")
 
 
@@ -323,6 +324,7 @@ def run_resume_check(check: ResumeCheck, path: Path, base: list[str], folder: Pa
 
 
 def fmt(value: Any, digits: int = 0) -> str:
+    """A table value: - for None, yes/no for booleans, numbers with thousands separators."""
     if value is None:
         return "-"
     if isinstance(value, bool):
@@ -336,10 +338,12 @@ COLUMNS = ("config", "option", "finite", "img/s", "peak MiB", "s", "note")
 
 
 def cell_row(c: Cell) -> list[str]:
+    """A cell as the table's columns."""
     return [c.config, c.option, fmt(c.finite), fmt(c.img_per_s), fmt(c.peak_mib), fmt(c.seconds, 1), c.note]
 
 
 def resume_line(r: ResumeCheck, device: str) -> str:
+    """The resume check as one line."""
     if r.identical is None:
         return f"resume {r.config} ({r.steps} steps, {device}): failed: {r.note or 'not run'}"
     verdict = "bit-identical" if r.identical else (f"DIFFERS ({len(r.differing)}+ tensors, e.g. "
@@ -350,6 +354,7 @@ def resume_line(r: ResumeCheck, device: str) -> str:
 
 
 def markdown(header: list[str], cells: list[Cell], resumes: list[ResumeCheck], device: str) -> str:
+    """The whole report as markdown."""
     lines = ["# ganforge GPU check", "", *[f"- {h}" for h in header], ""]
     lines += [f"- {resume_line(r, device)}" for r in resumes]
     lines += ["", "| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
@@ -358,6 +363,7 @@ def markdown(header: list[str], cells: list[Cell], resumes: list[ResumeCheck], d
 
 
 def write_outputs(out: Path, header: list[str], cells: list[Cell], resumes: list[ResumeCheck], device: str) -> None:
+    """Write gpu_check.json and gpu_check.md into `out`."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "gpu_check.json").write_text(json.dumps(
         {"header": header, "resume": [asdict(r) for r in resumes], "cells": [asdict(c) for c in cells]}, indent=1))
@@ -390,6 +396,7 @@ def environment(device: str) -> list[str]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (default: cuda)")
     parser.add_argument("--steps", type=int, default=200, help="steps per cell (default: 200)")
