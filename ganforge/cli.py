@@ -573,15 +573,22 @@ def list_components(
         typer.echo("")
 
 
-@app.callback()
-def _root(
-    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
-) -> None:
-    if version:
+def _print_version(value: bool) -> None:
+    if value:
         from ganforge import __version__
 
         typer.echo(f"ganforge {__version__}")
         raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    # An option callback runs while parsing, before click asks for a command (a plain parameter
+    # would leave `ganforge --version` a "Missing command" error).
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True,
+                                 callback=_print_version),
+) -> None:
+    pass
 
 
 # Commands kept in their own modules (data set preparation, evaluation of image folders, GAN inversion).
@@ -593,7 +600,22 @@ commands_model.register(app)
 
 def main() -> None:
     """Entry point of the `ganforge` console script (and of `python -m ganforge`)."""
-    app(prog_name="ganforge")
+    try:
+        code = app(prog_name="ganforge", standalone_mode=False)
+    except typer.Abort:
+        err("aborted")
+        sys.exit(130)
+    except Exception as e:
+        # Click's usage errors (an unknown option, a value of the wrong type): one line, like
+        # every other mistake, instead of a usage box.
+        if not hasattr(e, "format_message") or getattr(e, "exit_code", None) != 2:
+            raise
+        message = " ".join(e.format_message().split())
+        if message:  # empty: no arguments at all, and the help was printed
+            command = getattr(getattr(e, "ctx", None), "command_path", None) or "ganforge"
+            err(f"error: {message} (see {command} --help)")
+        sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import torch
 import yaml
 from PIL import Image
 
-from conftest import CONFIGS, assert_one_line_error, tiny_config, write_config
+from conftest import CONFIGS, assert_one_line_error, run_cli, tiny_config, write_config
 from ganforge.build import build, validate
 from ganforge.config import Component, config_to_dict, load_config, parse_config
 from ganforge.errors import CheckpointError, ConfigError
@@ -442,6 +442,21 @@ def test_time_budget_stops_with_a_checkpoint_and_resumes(cli, tmp_path):
     result = cli("train", str(path), "--init", str(tmp_path / "run"), "--set", f"output.dir={tmp_path / 'b'}",
                  "--dry-run")
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["train", "x.yaml", "--max-minutes", "soon"], "Invalid value for '--max-minutes'"),
+    (["train", "--bogus"], "No such option: --bogus (see ganforge train --help)"),
+    (["trian"], "No such command 'trian'"),
+    (["sample"], "Missing argument"),
+])
+def test_usage_mistakes_are_one_line_too(args, fragment):
+    assert_one_line_error(run_cli(*args), 2, fragment)  # click's usage box would be several lines
+
+
+def test_version():
+    result = run_cli("--version")
+    assert result.returncode == 0 and result.stdout.startswith("ganforge ")
 
 
 # -- files of a run that are damaged -----------------------------------------------------------------
