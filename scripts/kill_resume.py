@@ -69,10 +69,11 @@ WRITE_PHASES = {
     "index-written": "index.json replaced, the pruned checkpoint not yet deleted",
     "log-partial": "half a log.jsonl line written",
 }
-# The first kill (index-written) leaves a checkpoint, so every later child resumes; the second
-# index-written finds one to prune (keep: 1).
-QUICK_PLAN = ["index-written", "checkpoint-partial", "checkpoint-renamed", "index-partial", "log-partial",
-              "index-written", "random", "random"]
+# The first kill (index-written) leaves a checkpoint, so every later child resumes; with the quick
+# config the second index-written finds one to prune (keep: 1).
+WRITE_PLAN = ["index-written", "checkpoint-partial", "checkpoint-renamed", "index-partial", "log-partial",
+              "index-written"]
+QUICK_PLAN = [*WRITE_PLAN, "random", "random"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -434,7 +435,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(1)  # forking after a multi-threaded OpenMP region is not safe
         cfg, plan, delays = QUICK_CONFIG, QUICK_PLAN, (0.05, 1.0)
     else:
-        cfg, plan = CONFIG, list(WRITE_PHASES) + ["random"] * args.kills
+        cfg, plan = CONFIG, [*WRITE_PLAN, *["random"] * args.kills]
         delays = (0.5, 3.0 + args.max_delay)
     if args.steps is not None:
         cfg = {**cfg, "train": {**cfg["train"], "steps": args.steps}}

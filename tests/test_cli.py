@@ -81,7 +81,7 @@ def test_sample_2d_writes_npy_and_scatter(cli, tmp_path):
     assert (tmp_path / "points.png").is_file()
 
 
-def test_sigterm_checkpoints_and_resume_continues_exactly(tmp_path):
+def test_sigterm_checkpoints_and_resume_continues_exactly(cli, tmp_path):
     steps = 400
     cfg = tiny_config(tmp_path / "run", train={"steps": steps, "batch_size": 8, "seed": 0, "device": "cpu"},
                       log={"every": 10}, checkpoint={"every": 1000, "keep": 3}, samples={"every": 1000, "num": 4})
@@ -100,14 +100,22 @@ def test_sigterm_checkpoints_and_resume_continues_exactly(tmp_path):
     index = json.loads((tmp_path / "run" / "checkpoints" / "index.json").read_text())
     stopped_at = index["checkpoints"][-1]["step"]
     assert 0 < stopped_at < steps
+    log_before = log.read_bytes()
+    assert json.loads(log_before.decode().splitlines()[-1])["step"] == stopped_at  # logged at the stop
 
     result = run_cli("train", "--resume", str(tmp_path / "run"), "-q", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert f"resuming {tmp_path / 'run'} at step {stopped_at}" in result.stdout
+    # A continuation (a rerun from step 0 would end with the same weights): the records up to the
+    # stop are kept byte for byte, and the resumed process logged only the later steps.
+    log_after = log.read_bytes()
+    assert log_after.startswith(log_before)
+    assert [json.loads(x)["step"] for x in log_after[len(log_before):].decode().splitlines()] == \
+        [s for s in range(10, steps + 1, 10) if s > stopped_at]
     resumed = load_checkpoint(tmp_path / "run" / "checkpoints" / f"step-{steps:08d}.pt")["state"]
 
     reference = write_config(tmp_path, {**cfg, "output": {"dir": str(tmp_path / "ref")}}, "ref.yaml")
-    assert run_cli("train", str(reference), "-q", cwd=tmp_path).returncode == 0
+    assert cli("train", str(reference), "-q").exit_code == 0  # in this process: no second start-up
     expected = load_checkpoint(tmp_path / "ref" / "checkpoints" / f"step-{steps:08d}.pt")["state"]
     import torch
 
