@@ -467,6 +467,11 @@ def train(
     check_batch_split(cfg.train.batch_size, ctx, cfg.train.accumulate)
     if cfg.train.sync_batchnorm and ctx.enabled and device.type != "cuda":
         raise ConfigError("train.sync_batchnorm: SyncBatchNorm needs CUDA devices; set it to false on the CPU")
+    if cfg.train.compile_mode == "reduce-overhead" and (device.type != "cuda" or ctx.enabled):
+        # CUDA graphs: nothing to gain elsewhere (and a slow compile); under DDP they are untested.
+        where = "more than one process" if ctx.enabled else f"the {device.type}"
+        raise ConfigError(f"train.compile: reduce-overhead (CUDA graphs) needs one CUDA device, not {where}; "
+                          "use true or default")
     seed_everything(cfg.train.seed)
     source = build_data(cfg)
     if ctx.is_main:
@@ -503,6 +508,8 @@ def train(
                          source.reference_points(5000), progress)
     try:
         while state.step < total and not stopping:
+            if cfg.train.compile_mode == "reduce-overhead":
+                torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs may be overwritten now
             # (1) Update D on `d_steps_per_g_step` fresh real batches.
             for i in range(d_steps):
                 real, labels = next(batches)

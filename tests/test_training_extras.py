@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from conftest import tiny_config, write_config
 from ganforge.checkpoint import find_checkpoint, load_checkpoint
 from ganforge.config import load_config
+from ganforge.errors import ConfigError
 from ganforge.run import RunDir
 from ganforge.train import train
 
@@ -51,3 +53,8 @@ def test_fine_tuning_starts_from_the_checkpoint_and_freeze_d_keeps_its_first_lay
     assert not torch.equal(tuned["D"][last], source["D"][last])
     # (seed 5, not the source run's 0: without the init, the first layer would start elsewhere)
     assert tuned["step"] == 3  # a fresh run: its own step count, not the source's
+
+
+def test_cuda_graph_mode_off_cuda_is_one_config_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"train.compile: reduce-overhead .* needs one CUDA device, not the cpu"):
+        run_training(tmp_path, "graphs", overrides=["train.compile=reduce-overhead"])
