@@ -183,11 +183,13 @@ def main() -> None:
 
     source, target = write_folders(args.out / "data", args.resolution, args.per_class, args.seed)
     print(f"data: {source} (0-4, all), {target} (5-9, {args.per_class} each)", flush=True)
-    pretrained = train_run(config(source, args.out / "pretrain", args, args.pretrain_steps, None), args.out)
+    pretrained = train_run(config(source, args.out / f"pretrain-{args.pretrain_steps}", args, args.pretrain_steps,
+                                  None), args.out)
     runs = {"scratch": None, "finetune": {"checkpoint": str(pretrained)}}
     if args.freeze_d:
         runs[f"finetune_freezed{args.freeze_d}"] = {"checkpoint": str(pretrained), "freeze_d_layers": args.freeze_d}
-    folders = {name: train_run(config(target, args.out / name, args, args.steps, init), args.out)
+    # Run folders are named by their budget, so that a longer comparison reuses the pretrained run.
+    folders = {name: train_run(config(target, args.out / f"{name}-{args.steps}", args, args.steps, init), args.out)
                for name, init in runs.items()}
 
     judge, score = make_scorer(args.resolution)
