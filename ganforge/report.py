@@ -155,7 +155,8 @@ def build_report(run: Path) -> str:
 
     add('<h2 id="config">Config</h2>')
     config = run / "config.yaml"
-    add(f"<pre>{html.escape(config.read_text())}</pre>" if config.is_file() else "<p>No config.yaml.</p>")
+    text = config.read_text(errors="replace") if config.is_file() else None  # a damaged file still shows
+    add(f"<pre>{html.escape(text)}</pre>" if text is not None else "<p>No config.yaml.</p>")
 
     style = ("body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222}"
              "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;"

@@ -18,7 +18,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from ganforge.build import (
     build_data,
@@ -36,6 +35,7 @@ from ganforge.generation import class_rows, generate, grid_columns
 from ganforge.imaging import grid, scatter
 from ganforge.losses import Loss
 from ganforge.models import conditioning_classes
+from ganforge.progress import Progress
 from ganforge.regularizers import Regularizer
 from ganforge.rng import capture_rng, restore_rng, seed_everything
 from ganforge.run import RunDir
@@ -485,6 +485,7 @@ def train(
     batches = source.batches(cfg.train.batch_size, cfg.train.seed, device, ctx.rank, ctx.world_size)
     if resume is not None:
         state.load_state_dict(resume["state"])
+        set_scheduled_lrs(state)  # a longer train.steps stretches the schedules from this step on
         batches.load_state_dict(resume["data"])
         restore_rng(resume["rng"])
         run.rewind(state.step)
@@ -560,8 +561,9 @@ class Maintenance:
         self.last_checkpoint: Path | None = None
         self.budget_spent = False
         self.last_log = (time.perf_counter(), state.step)
-        self.bar = tqdm(total=cfg.train.steps, initial=state.step, unit="step", dynamic_ncols=True,
-                        disable=not (progress and ctx.is_main), desc=run.path.name)
+        # A bar on a terminal; one plain line per log step otherwise (CI, nohup, SLURM logs).
+        self.bar = Progress(total=cfg.train.steps, initial=state.step, desc=run.path.name,
+                            enabled=progress and ctx.is_main)
 
     def _due(self, every: int) -> bool:
         return self.state.step % every == 0 or self.state.step == self.cfg.train.steps
@@ -602,8 +604,7 @@ class Maintenance:
         if bad:
             raise NonFinite(step, " and ".join(bad))
         self.run.append_log(record)
-        self.bar.set_postfix_str(f"d={record['d_loss']:.3f} g={record['g_loss']:.3f} lr={record['lr_g']:.1e} "
-                                 f"img/s={record['img_per_s']:.0f}", refresh=False)
+        self.bar.show(record)
 
     def samples(self) -> None:
         """The fixed-noise grid (2D data: a scatter plot over the real data)."""
@@ -641,8 +642,7 @@ class Maintenance:
         roll_back(state, self.batches, self.run, cfg, event)
         self.meter = Meter()
         self.last_log = (time.perf_counter(), state.step)
-        self.bar.reset(total=cfg.train.steps)
-        self.bar.update(state.step)
+        self.bar.reset(total=cfg.train.steps, initial=state.step)
 
     def close(self) -> None:
         self.bar.close()
@@ -684,8 +684,7 @@ def roll_back(state: TrainState, batches: Any, run: RunDir, cfg: Config, event: 
     for sched in (state.sched_g, state.sched_d):
         ratio = lr_scale / state.lr_scale
         sched.base_lrs = [base * ratio for base in sched.base_lrs]
-        for group, base, factor in zip(sched.optimizer.param_groups, sched.base_lrs, sched.lr_lambdas):
-            group["lr"] = base * factor(sched.last_epoch)
+    set_scheduled_lrs(state)
     state.rollbacks, state.lr_scale = rollbacks, lr_scale
     # The noise streams mix in the rollback count (Runtime.noise), so the blow-up is not replayed.
     run.rewind(state.step)
@@ -694,6 +693,14 @@ def roll_back(state: TrainState, batches: Any, run: RunDir, cfg: Config, event: 
     if run.is_writer:
         warnings.warn(f"{event}; rolled back to step {state.step} with learning rates x{lr_scale:g} "
                       f"(rollback {rollbacks} of {cfg.train.max_rollbacks})", stacklevel=2)
+
+
+def set_scheduled_lrs(state: TrainState) -> None:
+    """Set each optimizer's learning rates from its schedule at the current step (after loading
+    a checkpoint, whose stored rates follow the schedule of the run that wrote it)."""
+    for sched in (state.sched_g, state.sched_d):
+        for group, base, factor in zip(sched.optimizer.param_groups, sched.base_lrs, sched.lr_lambdas):
+            group["lr"] = base * factor(sched.last_epoch)
 
 
 def configure_backends(device: torch.device, deterministic: bool) -> None:
