@@ -265,6 +265,9 @@ def sample(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     class_index: int | None = CLASS_OPTION,
     truncation: float | None = TRUNCATION_OPTION,
+    noise_mode: str | None = typer.Option(None, "--noise-mode",
+                                          help="stylegan2's per-pixel noise: random (default, from --seed), const "
+                                               "(as the training grids) or none."),
     quiet: bool = QUIET_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -276,7 +279,7 @@ def sample(
 
     loaded = load_generator(checkpoint, use_ema=not no_ema, device=device)
     samples = draw(loaded, num, seed=seed, batch_size=batch_size, class_index=class_index, truncation=truncation,
-                   progress=not quiet)
+                   progress=not quiet, noise_mode=noise_mode)
     written = write_samples(loaded, samples, out, grid, class_grid=class_index is None)
     where = written[0] if len(written) <= 2 else written[0].parent
     if as_json:
@@ -376,7 +379,13 @@ def export(
 @app.command("eval")
 @user_errors
 def evaluate(
-    checkpoint: Path = typer.Argument(..., help="A checkpoint file or a run folder (uses its latest checkpoint)."),
+    checkpoint: Path | None = typer.Argument(None, help="A checkpoint file or a run folder (uses its latest "
+                                                        "checkpoint); or score a folder with --images."),
+    images: Path | None = typer.Option(None, "--images", help="Score this folder of images instead of a checkpoint "
+                                                             "(against --reference DIR or --data CONFIG)."),
+    reference: Path | None = typer.Option(None, "--reference", help="With --images: a folder of real images."),
+    data: Path | None = typer.Option(None, "--data", help="With --images: a config whose data section is the "
+                                                         "real data."),
     metrics: str | None = typer.Option(None, "--metrics", "-m",
                                           help="Comma-separated: fid,kid,is,pr,dc (images) or modes (2D); "
                                                "default: the run's eval.metrics."),
@@ -395,7 +404,8 @@ def evaluate(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON instead of a table."),
 ) -> None:
-    """Compute FID, KID, IS, precision/recall, density/coverage (or 2D mode figures) for a checkpoint."""
+    """Compute FID, KID, IS, precision/recall, density/coverage, ifid (or 2D mode figures) for a checkpoint,
+    or for a folder of images with --images."""
     import json
 
     from ganforge.build import build_data, resolve_device
@@ -403,6 +413,19 @@ def evaluate(
     from ganforge.metrics.evaluate import evaluator_for
     from ganforge.sample import load_generator
 
+    if images is not None:
+        if checkpoint is not None:
+            raise GanforgeError("give a checkpoint or --images DIR, not both")
+        from ganforge.commands_data import eval_images
+
+        return eval_images(images=images, reference=reference, data=data, metrics=metrics or "fid", num=num,
+                           real_num=real_num, batch_size=batch_size or 50, num_workers=2,
+                           inception_weights=inception_weights, cache_dir=cache_dir, device=device, out=out,
+                           quiet=quiet, as_json=as_json)
+    if checkpoint is None:
+        raise GanforgeError("give a checkpoint or run folder to evaluate, or --images DIR to score a folder")
+    if reference is not None or data is not None:
+        raise GanforgeError("--reference and --data go with --images; a checkpoint is scored against its own data")
     loaded = load_generator(checkpoint, use_ema=not no_ema, device=device)
     cfg = parse_config(loaded.config)
     extractor = cfg.eval.extractor

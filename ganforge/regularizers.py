@@ -426,7 +426,8 @@ class WeightClipping(Regularizer):
     @torch.no_grad()
     def after_d_step(self, D: nn.Module) -> None:
         for p in D.parameters():
-            p.clamp_(-self.clip, self.clip)
+            if p.requires_grad:  # FreezeD's frozen layers keep their loaded weights
+                p.clamp_(-self.clip, self.clip)
 
 
 @REGULARIZERS.register("diffaugment")

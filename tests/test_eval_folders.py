@@ -299,3 +299,22 @@ def test_eval_images_errors_are_one_line(tmp_path):
     write_images(tmp_path / "gen2" / "b", [np.zeros((8, 8, 3), np.uint8)] * 2)
     assert_one_line(run("eval-images", str(tmp_path / "gen2"), "--metrics", "ifid", "--data", str(unlabelled)), 2,
                     "ifid needs labelled data")
+
+
+def test_eval_with_images_is_the_folder_scorer(stand_in_weights, tmp_path):
+    from ganforge.cli import app
+
+    _, weights = stand_in_weights
+    write_images(tmp_path / "gen", [np.full((16, 16), 40 * i, np.uint8) for i in range(3)])
+    config = tmp_path / "data.yaml"
+    config.write_text(yaml.safe_dump({"data": {"kind": "digits", "resolution": 16}}))
+    common = ["--data", str(config), "--inception-weights", str(weights), "--cache-dir", str(tmp_path / "c"),
+              "--device", "cpu", "-q"]
+    direct = run("eval-images", str(tmp_path / "gen"), *common, "--out", str(tmp_path / "a.json"))
+    routed = CliRunner().invoke(app, ["eval", "--images", str(tmp_path / "gen"), *common, "--out",
+                                      str(tmp_path / "b.json")], catch_exceptions=False)
+    assert direct.exit_code == 0 and routed.exit_code == 0, routed.stderr
+    a, b = (json.loads((tmp_path / f).read_text()) for f in ("a.json", "b.json"))
+    assert a["metrics"]["fid"] == b["metrics"]["fid"]
+    both = CliRunner().invoke(app, ["eval", str(tmp_path), "--images", str(tmp_path / "gen")])
+    assert_one_line(both, 2, "not both")
