@@ -155,7 +155,7 @@ def load_judge(resolution: int, cache: Path | None = None) -> Judge:
         with torch.random.fork_rng():
             model, accuracy = train_judge(resolution)
         cache.mkdir(parents=True, exist_ok=True)
-        tmp = file.with_suffix(".tmp")
+        tmp = file.with_suffix(f".tmp-{os.getpid()}")
         torch.save({"version": VERSION, "resolution": resolution, "accuracy": accuracy,
                     "state": model.state_dict()}, tmp)
         tmp.replace(file)

@@ -1,0 +1,252 @@
+#!/usr/bin/env python
+"""The sweeps behind the shipped digits recipes' settings, rerunnable.
+
+Each sweep trains one config with a list of overrides per variant, for each seed, through
+`ganforge train` (a fresh process, one CPU thread, so two jobs share a 2-core machine fairly),
+and scores the EMA of G and raw G at fixed step counts with scripts/quality_digits.py. Quality
+is compared at fixed steps, not fixed seconds, so a busy machine does not change the answer;
+variants that change a step's cost (widths, batch) say how many steps they get in the same time.
+Results are appended to a JSON-lines file, one line per (sweep, variant, seed); finished lines
+are skipped on a rerun, so a sweep can be stopped and continued.
+
+    python scripts/sweep_digits.py --list
+    python scripts/sweep_digits.py quickstart --variants shipped lr5e-4 --seeds 0 1 2 --jobs 2
+    python scripts/sweep_digits.py quickstart --table          # mean (min-max) over seeds per variant and step
+    python scripts/sweep_digits.py quickstart --speed 400      # steps/s of each variant (on an idle machine)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from math import gcd
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """One config, the steps at which it is scored, and named lists of overrides."""
+
+    config: str
+    points: tuple[int, ...]
+    variants: dict[str, list[str]] = field(default_factory=dict)
+
+
+def lr(g: float, d: float | None = None) -> list[str]:
+    """Overrides for both learning rates."""
+    return [f"optim.g.lr={g}", f"optim.d.lr={d if d is not None else g}"]
+
+
+def betas(b1: float, b2: float) -> list[str]:
+    """Overrides for both optimizers' Adam betas."""
+    return [f"optim.g.betas=[{b1},{b2}]", f"optim.d.betas=[{b1},{b2}]"]
+
+
+TRANSLATE = "regularizers=[{kind: diffaugment, policy: [translation]}]"
+
+# The quickstart's "2 minutes": about 1,250 steps on an idle 2-core CPU (10.6 steps/s measured
+# at load average 0.5-1.2); 4x longer: 5,000. Checkpoints are written every gcd(points) steps.
+SWEEPS: dict[str, Sweep] = {
+    "quickstart": Sweep("configs/quickstart.yaml", (250, 1250, 5000), {
+        "shipped": [],
+        "lr5e-4": lr(5e-4),
+        "lr1e-3": lr(1e-3),
+        "ttur1e-4/4e-4": lr(1e-4, 4e-4),
+        "betas0/0.99": betas(0.0, 0.99),
+        "lr5e-4,betas0/0.99": lr(5e-4) + betas(0.0, 0.99),
+        "translation": [TRANSLATE],
+        "lr5e-4,translation": lr(5e-4) + [TRANSLATE],
+        "r1": ["regularizers=[{kind: r1, weight: 0.1, every: 16}]"],
+        "hinge": ["loss.kind=hinge"],
+        "lecam": ["regularizers=[{kind: lecam, weight: 0.3}]"],
+        "label_smoothing": ["regularizers=[{kind: label_smoothing, real_target: 0.9}]"],
+        "d_width16": ["discriminator.base_width=16"],
+        "batch32": ["train.batch_size=32"],
+        "res16": ["data.resolution=16"],
+    }),
+    "sngan_digits": Sweep("configs/sngan_digits.yaml", (2500,), {"shipped": []}),
+    "stylegan2_digits": Sweep("configs/stylegan2_digits.yaml", (3000,), {"shipped": []}),
+    "biggan_digits": Sweep("configs/biggan_digits.yaml", (3000,), {"shipped": []}),
+    "wgan_gp_digits": Sweep("configs/wgan_gp_digits.yaml", (2500,), {"shipped": []}),
+}
+
+
+def job_key(sweep: str, variant: str, seed: int, points: tuple[int, ...]) -> str:
+    """Identifies a finished job in the results file."""
+    return f"{sweep}|{variant}|{seed}|{','.join(map(str, points))}"
+
+
+def run_job(sweep: str, variant: str, seed: int, points: tuple[int, ...], work: Path) -> dict[str, Any]:
+    """Train one variant and seed up to max(points) and score the checkpoints at `points`."""
+    import quality_digits as qd
+    import torch
+
+    torch.set_num_threads(1)
+    spec = SWEEPS[sweep]
+    out = work / sweep / f"{variant.replace('/', '_')}-s{seed}"
+    every = 0
+    for p in points:
+        every = gcd(every, p)
+    sets = [*spec.variants[variant], f"train.seed={seed}", f"train.steps={max(points)}", f"output.dir={out}",
+            f"checkpoint.every={every}", "checkpoint.keep=1000", "train.device=cpu"]
+    cmd = [sys.executable, "-m", "ganforge", "train", str(ROOT / spec.config), "--quiet", "--overwrite"]
+    for s in sets:
+        cmd += ["--set", s]
+    load_before, start = os.getloadavg()[0], time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    speeds = [r["img_per_s"] for r in records if "img_per_s" in r]
+    scores = {}
+    for p in points:
+        file = out / "checkpoints" / f"step-{p:08d}.pt"
+        scores[str(p)] = {"ema": qd.score_run(file, True), "raw": qd.score_run(file, False)}
+    for file in (out / "checkpoints").glob("step-*.pt"):
+        if int(file.stem.split("-")[1]) not in points:
+            file.unlink()  # only the scored checkpoints are kept
+    return {"wall_s": round(wall, 1), "load": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+            "median_img_per_s": round(statistics.median(speeds), 1), "scores": scores}
+
+
+def measure_speed(sweep: str, variants: list[str], steps: int, work: Path) -> None:
+    """Steps/s of each variant as a user runs it (torch's default threads), one after the other,
+    with the load average around each: run this when the machine is otherwise idle."""
+    spec = SWEEPS[sweep]
+    print(f"{sweep}: steps/s over steps {steps // 2}-{steps} (the first half warms up), {os.cpu_count()} CPUs")
+    for variant in variants:
+        out = work / "speed"
+        cmd = [sys.executable, "-m", "ganforge", "train", str(ROOT / spec.config), "--quiet", "--overwrite"]
+        for s in [*spec.variants[variant], f"train.steps={steps}", f"log.every={steps // 2}", f"output.dir={out}",
+                  "checkpoint.every=1000000", "samples.every=1000000", "train.device=cpu"]:
+            cmd += ["--set", s]
+        before = os.getloadavg()
+        subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT)
+        last = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()][-1]
+        images = last["images_seen"] / last["step"]
+        print(f"  {variant:<26} {last['img_per_s'] / images:6.2f} steps/s   load average {before[0]:.2f} -> "
+              f"{os.getloadavg()[0]:.2f}", flush=True)
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    """Every line of the results file."""
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def table(results: list[dict[str, Any]], sweep: str) -> None:
+    """Mean (min-max) over seeds of each variant's EMA figures at each step; raw G's FD beside."""
+    from collections import defaultdict
+
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in results:
+        if r["sweep"] == sweep and "scores" in r:
+            for step, s in r["scores"].items():
+                groups[(r["variant"], step)].append({**s, "seed": r["seed"], "img_per_s": r["median_img_per_s"]})
+    floors = {}
+    print(f"{sweep}: EMA of G (raw G's FD beside), mean (min-max) over seeds")
+    print(f"  {'variant':<26}{'step':>6}{'seeds':>6}{'classes':>9}{'confident':>11}{'IS':>7}{'FD':>22}{'raw FD':>9}")
+    for (variant, step), rows in sorted(groups.items(), key=lambda kv: (int(kv[0][1]), kv[0][0])):
+        resolution = rows[0]["ema"]["resolution"]
+        if resolution not in floors:
+            import quality_digits as qd
+
+            floors[resolution] = qd.real_floor(resolution)
+
+        def stat(key: str, which: str = "ema", rows: list[dict[str, Any]] = rows) -> list[float]:
+            return [row[which][key] for row in rows]
+
+        fd = stat("fd")
+        print(f"  {variant:<26}{step:>6}{len(rows):>6}{min(stat('classes')):>6}-{max(stat('classes')):<2}"
+              f"{statistics.mean(stat('confident')):>10.1%}{statistics.mean(stat('is')):>7.2f}"
+              f"{statistics.mean(fd):>8.1f} ({min(fd):.1f}-{max(fd):.1f}){statistics.mean(stat('fd', 'raw')):>9.1f}")
+    for resolution, f in floors.items():
+        print(f"  real digits ({resolution} px, held out): classes {f['classes']}, confident {f['confident']:.1%}, "
+              f"IS {f['is']:.2f}, FD {f['fd']:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweep", nargs="?", choices=list(SWEEPS))
+    parser.add_argument("--variants", nargs="+", help="default: all of the sweep's")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--points", nargs="+", type=int, help="steps to score at (default: the sweep's)")
+    parser.add_argument("--jobs", type=int, default=2, help="parallel training processes (one thread each)")
+    parser.add_argument("--results", type=Path, default=ROOT / "runs" / "sweep_digits" / "results.jsonl")
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "sweep_digits")
+    parser.add_argument("--list", action="store_true", help="print the sweeps and their variants")
+    parser.add_argument("--table", action="store_true", help="print the results so far")
+    parser.add_argument("--speed", type=int, metavar="STEPS",
+                        help="measure each variant's steps/s over STEPS steps instead (needs an idle machine)")
+    args = parser.parse_args()
+    if args.list or not args.sweep:
+        for name, spec in SWEEPS.items():
+            print(f"{name}: {spec.config}, scored at steps {', '.join(map(str, spec.points))}")
+            for variant, overrides in spec.variants.items():
+                print(f"  {variant:<26} {' '.join(overrides) or '(as shipped)'}")
+        return
+    if args.table:
+        table(read_results(args.results), args.sweep)
+        return
+    spec = SWEEPS[args.sweep]
+    points = tuple(sorted(args.points or spec.points))
+    unknown = set(args.variants or []) - set(spec.variants)
+    if unknown:
+        parser.error(f"unknown variants {sorted(unknown)}; valid: {', '.join(spec.variants)}")
+    if args.speed:
+        measure_speed(args.sweep, args.variants or list(spec.variants), args.speed, args.work)
+        return
+    done = {job_key(r["sweep"], r["variant"], r["seed"], tuple(r["points"])) for r in read_results(args.results)
+            if "scores" in r}
+    jobs = [(v, s) for s in args.seeds for v in (args.variants or spec.variants)
+            if job_key(args.sweep, v, s, points) not in done]
+
+    import quality_digits as qd
+
+    from ganforge.config import load_config
+
+    # Train the judge once, before parallel jobs would race to.
+    qd.load_judge(load_config(ROOT / spec.config)[0].data.params["resolution"])
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+
+    def one(job: tuple[str, int]) -> None:
+        variant, seed = job
+        out = subprocess.run([sys.executable, __file__, "--worker", json.dumps([args.sweep, variant, seed, points,
+                                                                               str(args.work)])],
+                             capture_output=True, text=True)
+        try:
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+        except (IndexError, json.JSONDecodeError):
+            result = {"error": (out.stderr.strip().splitlines() or ["no output"])[-1]}
+        record = {"sweep": args.sweep, "variant": variant, "seed": seed, "points": list(points),
+                  "overrides": spec.variants[variant], **result}
+        with args.results.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        summary = "; ".join(f"{p}: EMA FD {s['ema']['fd']:.1f} raw {s['raw']['fd']:.1f}"
+                            for p, s in result.get("scores", {}).items()) or result.get("error")
+        print(f"{variant} seed {seed}: {summary}", flush=True)
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        list(pool.map(one, jobs))
+    table(read_results(args.results), args.sweep)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--worker":
+        sweep, variant, seed, points, work = json.loads(sys.argv[2])
+        print(json.dumps(run_job(sweep, variant, seed, tuple(points), Path(work))))
+    else:
+        main()
