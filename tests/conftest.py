@@ -15,8 +15,11 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 
-# Tests run on CPU with a fixed thread count so that results repeat exactly.
+# Tests run on CPU with a fixed thread count so that results repeat exactly, in this process and
+# in the ganforge processes the tests start (a reduction split over other thread counts rounds
+# differently, and runs compared bit for bit must not differ by that).
 torch.set_num_threads(1)
+os.environ["OMP_NUM_THREADS"] = "1"
 
 
 def write_config(folder: Path, data: dict, name: str = "run.yaml") -> Path:
