@@ -14,6 +14,8 @@ import json
 import os
 import pickle
 import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -72,19 +74,40 @@ def atomic_write_bytes(path: Path, data: bytes | memoryview) -> None:
 
 
 def serialize(payload: dict[str, Any]) -> bytes:
-    """The checkpoint's bytes (torch's zip format)."""
+    """The bytes of a checkpoint's `to_dict()` (torch's zip format)."""
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     return buffer.getvalue()
 
 
-def wrap_payload(body: dict[str, Any]) -> dict[str, Any]:
-    """Add the format header that `load_checkpoint` checks."""
-    return {"format": FORMAT, "format_version": FORMAT_VERSION, "ganforge_version": __version__,
-            "torch_version": str(torch.__version__), **body}
+@dataclass(kw_only=True)
+class Checkpoint:
+    """What a checkpoint file holds; the one place that knows its top-level keys (the field names)."""
+
+    # The header that `load_checkpoint` checks; a new checkpoint gets this ganforge's.
+    format: str = FORMAT
+    format_version: int = FORMAT_VERSION
+    ganforge_version: str = __version__
+    torch_version: str = str(torch.__version__)
+    # The training state.
+    step: int  # generator updates done
+    config: dict[str, Any]  # the resolved config (config_to_dict): `sample` rebuilds the networks from it
+    data_info: dict[str, Any]  # DataInfo.to_dict() of the data the networks were built for
+    state: dict[str, Any]  # TrainState.state_dict(): networks, EMA, optimizers, schedules, scalers
+    data: dict[str, Any]  # the batch stream's position
+    rng: dict[str, Any]  # capture_rng(): every random generator
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data and tensors for torch.save, in field order (the header first)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, payload: Mapping[str, Any]) -> Checkpoint:
+        """The inverse of `to_dict`; a missing key raises KeyError naming it."""
+        return cls(**{f.name: payload[f.name] for f in fields(cls)})
 
 
-def load_checkpoint(path: Path, expected_sha256: str | None = None) -> dict[str, Any]:
+def load_checkpoint(path: Path, expected_sha256: str | None = None) -> Checkpoint:
     """Load and check a checkpoint; every failure is a one-line CheckpointError."""
     path = Path(path)
     if not path.is_file():
@@ -116,7 +139,10 @@ def load_checkpoint(path: Path, expected_sha256: str | None = None) -> dict[str,
             f"{path} was written by ganforge {payload.get('ganforge_version', '?')} (checkpoint format {version}); "
             f"this ganforge {__version__} reads format {FORMAT_VERSION} or older: upgrade ganforge"
         )
-    return payload
+    try:
+        return Checkpoint.from_dict(payload)
+    except KeyError as e:
+        raise CheckpointError(f"{path} is an incomplete ganforge checkpoint (it has no {e.args[0]!r})") from None
 
 
 class CheckpointIndex:
@@ -184,7 +210,7 @@ def find_checkpoint(path: str | Path) -> tuple[Path, str | None]:
     return path, None
 
 
-def load_latest_good(run: str | Path) -> dict[str, Any]:
+def load_latest_good(run: str | Path) -> Checkpoint:
     """The newest checkpoint of a run folder that passes its checksum and loads; a damaged newer
     one is skipped with a warning naming it."""
     import warnings

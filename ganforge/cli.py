@@ -10,11 +10,14 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from ganforge.errors import GanforgeError
+
+if TYPE_CHECKING:
+    from ganforge.checkpoint import Checkpoint
 
 app = typer.Typer(
     name="ganforge",
@@ -110,14 +113,14 @@ def _changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 
 def _resolve_resume(run_path: Path, overrides: list[str], flags: list[Any]
-                    ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+                    ) -> tuple[Any, dict[str, Any], Checkpoint]:
     """Load a run's newest good checkpoint and its config with the allowed overrides applied."""
     from ganforge.checkpoint import load_latest_good
     from ganforge.config import apply_overrides, config_to_dict, parse_config
     from ganforge.errors import ConfigError
 
     payload = load_latest_good(run_path)
-    stored = payload["config"]
+    stored = payload.config
     origins: dict[tuple[str, ...], str] = {}
     raw = apply_overrides(stored, overrides, origins, flags)
     cfg = parse_config(raw, origins, default_source=str(run_path / "config.yaml"))
@@ -198,14 +201,14 @@ def train(
     run = RunDir(run_path, is_writer=ctx.is_main)
     try:
         if payload is not None:
-            if payload["step"] >= cfg.train.steps:
+            if payload.step >= cfg.train.steps:
                 if ctx.is_main:
-                    typer.echo(f"{resume} is complete (step {payload['step']} of {cfg.train.steps}); "
-                               f"train longer with --set train.steps=N (N > {payload['step']})")
+                    typer.echo(f"{resume} is complete (step {payload.step} of {cfg.train.steps}); "
+                               f"train longer with --set train.steps=N (N > {payload.step})")
                 return
             run.open_existing()
             if ctx.is_main:
-                typer.echo(f"resuming {resume} at step {payload['step']} of {cfg.train.steps}")
+                typer.echo(f"resuming {resume} at step {payload.step} of {cfg.train.steps}")
         else:
             run.create(overwrite=overwrite)
             if ctx.is_main:

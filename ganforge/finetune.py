@@ -124,9 +124,9 @@ def load_init(state: Any, checkpoint: str | Path, num_classes: int, load: Sequen
                           f"name one or more of {', '.join(NETWORKS)}")
     try:
         file, sha = find_checkpoint(checkpoint)
-        payload = load_checkpoint(file, sha)
-        stored = payload["state"]
-        old_classes = int(payload["data_info"]["num_classes"])
+        ckpt = load_checkpoint(file, sha)
+        stored = ckpt.state
+        old_classes = int(ckpt.data_info["num_classes"])
     except CheckpointError as e:
         raise ConfigError(f"init.checkpoint: {e}") from None
     except (KeyError, TypeError, ValueError):

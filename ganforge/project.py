@@ -382,13 +382,13 @@ def load_networks(path: str | Path, use_ema: bool = True, device: str = "auto"
     from ganforge.data import DataInfo
 
     file, sha = find_checkpoint(path)
-    payload = load_checkpoint(file, sha)
+    ckpt = load_checkpoint(file, sha)
     try:
-        info = DataInfo.from_dict(payload["data_info"])
-        cfg = parse_config(payload["config"], default_source=str(file))
+        info = DataInfo.from_dict(ckpt.data_info)
+        cfg = parse_config(ckpt.config, default_source=str(file))
         G, D, _ = build_networks(cfg, info)
-        G.load_state_dict(payload["state"]["G_ema" if use_ema else "G"])
-        D.load_state_dict(payload["state"]["D"])
+        G.load_state_dict(ckpt.state["G_ema" if use_ema else "G"])
+        D.load_state_dict(ckpt.state["D"])
     except ConfigError as e:
         raise CheckpointError(f"{file}: its stored config is not valid for this ganforge ({e})") from None
     except (KeyError, TypeError, RuntimeError) as e:
@@ -396,7 +396,7 @@ def load_networks(path: str | Path, use_ema: bool = True, device: str = "auto"
     dev = resolve_device(device)
     G = G.to(dev).eval().requires_grad_(False)
     D = D.to(dev).eval().requires_grad_(False)
-    return LoadedGenerator(G, info, int(payload["step"]), file, payload["config"]), D
+    return LoadedGenerator(G, info, int(ckpt.step), file, ckpt.config), D
 
 
 def load_target(path: str | Path, channels: int, resolution: int) -> Tensor:

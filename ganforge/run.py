@@ -27,11 +27,11 @@ from PIL import Image
 
 from ganforge.checkpoint import (
     INDEX_NAME,
+    Checkpoint,
     CheckpointIndex,
     atomic_write_bytes,
     checkpoint_name,
     serialize,
-    wrap_payload,
 )
 from ganforge.errors import CheckpointError, RunFolderError, TrainingAborted
 
@@ -189,18 +189,18 @@ class RunDir:
             self._tensorboard.add_image("samples", np.asarray(image.convert("RGB")), step, dataformats="HWC")
         return path
 
-    def save_checkpoint(self, body: dict[str, Any], step: int, keep: int) -> Path | None:
+    def save_checkpoint(self, ckpt: Checkpoint, keep: int) -> Path | None:
         """Write checkpoints/step-N.pt atomically, record it in index.json, prune to `keep`."""
         if not self.is_writer:
             return None
-        data = serialize(wrap_payload(body))
+        data = serialize(ckpt.to_dict())
         sha = hashlib.sha256(data).hexdigest()
-        name = checkpoint_name(step)
+        name = checkpoint_name(ckpt.step)
         path = self.checkpoints / name
         try:
             atomic_write_bytes(path, data)
             index = CheckpointIndex(self.checkpoints)
-            index.add(name, step, sha, len(data))
+            index.add(name, ckpt.step, sha, len(data))
             # Forget the oldest in the index first, then delete them: the index never names a
             # file that is gone.
             pruned = [e["file"] for e in index.newest_first()[keep:] if e["file"] != name]
@@ -220,16 +220,16 @@ class RunDir:
                 warnings.warn(f"could not delete old checkpoint {self.checkpoints / old} ({e.strerror})", stacklevel=2)
         return path
 
-    def save_best(self, body: dict[str, Any], step: int, figure: str, value: float) -> Path | None:
+    def save_best(self, ckpt: Checkpoint, figure: str, value: float) -> Path | None:
         """Write checkpoints/best.pt (the best evaluation so far), recorded in index.json."""
         if not self.is_writer:
             return None
-        data = serialize(wrap_payload(body))
+        data = serialize(ckpt.to_dict())
         path = self.checkpoints / "best.pt"
         try:
             atomic_write_bytes(path, data)
             index = CheckpointIndex(self.checkpoints)
-            index.best = {"file": path.name, "step": step, "figure": figure, "value": value,
+            index.best = {"file": path.name, "step": ckpt.step, "figure": figure, "value": value,
                           "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
             index.save()
         except OSError as e:

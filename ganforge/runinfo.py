@@ -112,9 +112,9 @@ def checkpoint_details(path: Path) -> dict[str, Any]:
 
     file, _ = find_checkpoint(path)
     loaded = load_generator(path, device="cpu")
-    payload = load_checkpoint(file)
-    cfg = parse_config(payload["config"])
-    _, D, _ = build_networks(cfg, DataInfo.from_dict(payload["data_info"]))
+    ckpt = load_checkpoint(file)
+    cfg = parse_config(ckpt.config)
+    _, D, _ = build_networks(cfg, DataInfo.from_dict(ckpt.data_info))
     run = file.parent.parent if file.parent.name == "checkpoints" else file.parent
     evals = [r for r in read_log(run) if "eval" in r]
     files = []
@@ -125,13 +125,12 @@ def checkpoint_details(path: Path) -> dict[str, Any]:
             files.append({"file": index.best["file"], "step": index.best["step"], "bytes": index.best["bytes"],
                           "best": f"{index.best['figure']}={index.best['value']:.6g}"})
     else:
-        files = [{"file": file.name, "step": payload["step"], "bytes": file.stat().st_size}]
+        files = [{"file": file.name, "step": ckpt.step, "bytes": file.stat().st_size}]
     return {
         "checkpoint": str(file),
-        "step": payload["step"],
+        "step": ckpt.step,
         "steps": cfg.train.steps,
-        "data": {"kind": cfg.data.kind, "shape": payload["data_info"]["shape"],
-                 "num_classes": payload["data_info"]["num_classes"]},
+        "data": {"kind": cfg.data.kind, "shape": ckpt.data_info["shape"], "num_classes": ckpt.data_info["num_classes"]},
         "generator": {"kind": cfg.generator.kind, "parameters": count_parameters(loaded.G),
                       "latent_dim": loaded.G.latent_dim, "conditional_classes": loaded.num_classes},
         "discriminator": {"kind": cfg.discriminator.kind, "parameters": count_parameters(D)},
@@ -139,7 +138,7 @@ def checkpoint_details(path: Path) -> dict[str, Any]:
         "regularizers": [r.kind for r in cfg.regularizers],
         "batch_size": cfg.train.batch_size,
         "latest_metrics": (evals[-1]["eval"] if evals else None),
-        "ganforge_version": payload.get("ganforge_version"),
-        "torch_version": payload.get("torch_version"),
+        "ganforge_version": ckpt.ganforge_version,
+        "torch_version": ckpt.torch_version,
         "files": files,
     }

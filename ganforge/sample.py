@@ -47,18 +47,18 @@ class LoadedGenerator:
 def load_generator(path: str | Path, use_ema: bool = True, device: str = "auto") -> LoadedGenerator:
     """Rebuild the (EMA) generator from a checkpoint file or a run folder's latest checkpoint."""
     file, sha = find_checkpoint(path)
-    payload = load_checkpoint(file, sha)
+    ckpt = load_checkpoint(file, sha)
     try:
-        info = DataInfo.from_dict(payload["data_info"])
-        cfg = parse_config(payload["config"], default_source=str(file))
+        info = DataInfo.from_dict(ckpt.data_info)
+        cfg = parse_config(ckpt.config, default_source=str(file))
         G, _, _ = build_networks(cfg, info)
-        G.load_state_dict(payload["state"]["G_ema" if use_ema else "G"])
+        G.load_state_dict(ckpt.state["G_ema" if use_ema else "G"])
     except ConfigError as e:
         raise CheckpointError(f"{file}: its stored config is not valid for this ganforge ({e})") from None
     except (KeyError, TypeError, RuntimeError) as e:
         raise CheckpointError(f"{file}: generator weights missing or of the wrong shape ({type(e).__name__})") from None
     G = G.to(resolve_device(device)).eval().requires_grad_(False)
-    return LoadedGenerator(G, info, int(payload["step"]), file, payload["config"])
+    return LoadedGenerator(G, info, int(ckpt.step), file, ckpt.config)
 
 
 def sample(loaded: LoadedGenerator, num: int, seed: int = 0, batch_size: int = 256, class_index: int | None = None,

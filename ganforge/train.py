@@ -12,7 +12,7 @@ import time
 import types
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from ganforge.build import (
     build_scheduler,
     resolve_device,
 )
+from ganforge.checkpoint import Checkpoint, load_latest_good
 from ganforge.config import Config
 from ganforge.data import DataInfo
 from ganforge.distributed import Dist, all_reduce_mean, any_rank, barrier, check_batch_split, stream_seed, wrap
@@ -67,44 +68,41 @@ class TrainState:
     regularizers: list[tuple[str, Regularizer]] = field(default_factory=list)  # with their own state
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "step": self.step,
-            "G": self.G.state_dict(),
-            "D": self.D.state_dict(),
-            "G_ema": self.G_ema.state_dict(),
-            "opt_g": self.opt_g.state_dict(),
-            "opt_d": self.opt_d.state_dict(),
-            "sched_g": self.sched_g.state_dict(),
-            "sched_d": self.sched_d.state_dict(),
-            "scaler_g": self.scaler_g.state_dict(),
-            "scaler_d": self.scaler_d.state_dict(),
-            "fixed_z": self.fixed_z,
-            "fixed_labels": self.fixed_labels,
-            "rollbacks": self.rollbacks,
-            "lr_scale": self.lr_scale,
-            "best": self.best,
-            "regularizers": [reg.state_dict() for _, reg in self.regularizers],
-        }
+        """Every field: components as their state dicts, the regularizers as a list of theirs, the rest as is."""
+        # The step first, where checkpoint format 1 has always had it: the file's bytes stay the same.
+        names = ["step", *(f.name for f in fields(self) if f.name != "step")]
+        return {name: _field_state(getattr(self, name)) for name in names}
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
-        self.step = int(sd["step"])
-        self.G.load_state_dict(sd["G"])
-        self.D.load_state_dict(sd["D"])
-        self.G_ema.load_state_dict(sd["G_ema"])
-        self.opt_g.load_state_dict(sd["opt_g"])
-        self.opt_d.load_state_dict(sd["opt_d"])
-        self.sched_g.load_state_dict(sd["sched_g"])
-        self.sched_d.load_state_dict(sd["sched_d"])
-        self.scaler_g.load_state_dict(sd["scaler_g"])
-        self.scaler_d.load_state_dict(sd["scaler_d"])
-        self.fixed_z = sd["fixed_z"].to(self.fixed_z.device)
-        labels = sd["fixed_labels"]
-        self.fixed_labels = labels.to(self.fixed_z.device) if labels is not None else None
-        self.rollbacks = int(sd.get("rollbacks", 0))
-        self.lr_scale = float(sd.get("lr_scale", 1.0))
-        self.best = sd.get("best")
-        for (_, reg), reg_state in zip(self.regularizers, sd.get("regularizers", [])):
-            reg.load_state_dict(reg_state)
+        """The inverse of `state_dict`; a field that an older checkpoint lacks takes its default."""
+        device = self.fixed_z.device
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name not in sd and (f.default is not MISSING or f.default_factory is not MISSING):
+                if f.default is not MISSING:
+                    setattr(self, f.name, f.default)
+                continue  # the regularizers stay as built
+            saved = sd[f.name]
+            if hasattr(value, "load_state_dict"):
+                value.load_state_dict(saved)
+            elif isinstance(value, list):  # the regularizers: (name, regularizer) pairs
+                for (_, reg), reg_state in zip(value, saved):
+                    reg.load_state_dict(reg_state)
+            elif isinstance(saved, Tensor):
+                setattr(self, f.name, saved.to(device))
+            elif isinstance(f.default, (int, float)):
+                setattr(self, f.name, type(f.default)(saved))
+            else:
+                setattr(self, f.name, saved)
+
+
+def _field_state(value: Any) -> Any:
+    """One TrainState field as `state_dict` holds it."""
+    if hasattr(value, "state_dict"):
+        return value.state_dict()
+    if isinstance(value, list):  # the regularizers: (name, regularizer) pairs
+        return [reg.state_dict() for _, reg in value]
+    return value
 
 
 def create_state(cfg: Config, info: DataInfo, device: torch.device, sync_batchnorm: bool = False,
@@ -454,7 +452,7 @@ def train(
     cfg: Config,
     cfg_dict: dict[str, Any],
     run: RunDir,
-    resume: dict[str, Any] | None = None,
+    resume: Checkpoint | None = None,
     stop: threading.Event | None = None,
     progress: bool = True,
     ctx: Dist | None = None,
@@ -484,11 +482,9 @@ def train(
     regularizers = state.regularizers
     batches = source.batches(cfg.train.batch_size, cfg.train.seed, device, ctx.rank, ctx.world_size)
     if resume is not None:
-        state.load_state_dict(resume["state"])
+        restore_checkpoint(state, batches, run, resume)
         set_scheduled_lrs(state)  # a longer train.steps stretches the schedules from this step on
-        batches.load_state_dict(resume["data"])
-        restore_rng(resume["rng"])
-        run.rewind(state.step)
+        restore_rng(resume.rng)
     rt = make_runtime(cfg, state, ctx, device)
     ema = EMA(state.G_ema, state.G, cfg.train.ema.decay, cfg.train.ema.start, cfg.train.ema.rampup)
     channels_last = cfg.train.channels_last and info.is_image
@@ -625,12 +621,12 @@ class Maintenance:
             raise NonFinite(state.step, " and ".join(f"{n} weights" for n in bad_nets))
         if not self.run.is_writer:
             return
-        body = {"step": state.step, "config": self.cfg_dict, "data_info": self.info.to_dict(),
-                "state": state.state_dict(), "data": self.batches.state_dict(), "rng": capture_rng()}
+        ckpt = Checkpoint(step=state.step, config=self.cfg_dict, data_info=self.info.to_dict(),
+                          state=state.state_dict(), data=self.batches.state_dict(), rng=capture_rng())
         if regular:
-            self.last_checkpoint = self.run.save_checkpoint(body, state.step, self.cfg.checkpoint.keep)
+            self.last_checkpoint = self.run.save_checkpoint(ckpt, self.cfg.checkpoint.keep)
         if best:
-            self.run.save_best(body, state.step, state.best["figure"], state.best["value"])
+            self.run.save_best(ckpt, state.best["figure"], state.best["value"])
 
     def recover(self, event: NonFinite) -> None:
         """Stop with what to do, or (train.on_nonfinite: rollback) continue from the last good state."""
@@ -668,18 +664,22 @@ def evaluate_and_log(evaluator: Any, state: TrainState, info: DataInfo, run: Run
     return True
 
 
+def restore_checkpoint(state: TrainState, batches: Any, run: RunDir, ckpt: Checkpoint) -> None:
+    """Training state, data position and run folder back to `ckpt` (resume and rollback alike)."""
+    state.load_state_dict(ckpt.state)
+    batches.load_state_dict(ckpt.data)
+    run.rewind(state.step)  # log records and checkpoints after it belong to a lost future
+
+
 def roll_back(state: TrainState, batches: Any, run: RunDir, cfg: Config, event: NonFinite) -> None:
     """Reload the last good checkpoint, scale both learning rates down, move the noise on."""
-    from ganforge.checkpoint import load_latest_good
-
     if run.latest_checkpoint() is None:
         raise TrainingAborted(f"{event} before the first checkpoint, so there is nothing to roll back to; "
                               f"{NONFINITE_ADVICE}") from None
-    payload = load_latest_good(run.path)
+    ckpt = load_latest_good(run.path)
     rollbacks = state.rollbacks + 1
     lr_scale = state.lr_scale * cfg.train.rollback_lr_factor
-    state.load_state_dict(payload["state"])
-    batches.load_state_dict(payload["data"])
+    restore_checkpoint(state, batches, run, ckpt)
     # The checkpoint's learning rates carry its own scale; bring them to the new one.
     for sched in (state.sched_g, state.sched_d):
         ratio = lr_scale / state.lr_scale
@@ -687,7 +687,6 @@ def roll_back(state: TrainState, batches: Any, run: RunDir, cfg: Config, event: 
     set_scheduled_lrs(state)
     state.rollbacks, state.lr_scale = rollbacks, lr_scale
     # The noise streams mix in the rollback count (Runtime.noise), so the blow-up is not replayed.
-    run.rewind(state.step)
     run.append_log({"step": state.step, "event": "rollback", "from_step": event.step, "reason": str(event),
                     "lr_scale": lr_scale, "rollback": rollbacks})
     if run.is_writer:

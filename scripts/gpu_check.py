@@ -170,14 +170,14 @@ def train_run(path: Path, overrides: list[str], resume_from: Path | None = None)
     return run.path
 
 
-def resolved_resume(run_path: Path, overrides: list[str]) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+def resolved_resume(run_path: Path, overrides: list[str]) -> tuple[Any, dict[str, Any], Any]:
     """The newest good checkpoint of a run and its stored config with `overrides` applied."""
     from ganforge.checkpoint import load_latest_good
     from ganforge.config import apply_overrides, config_to_dict, parse_config
 
     payload = load_latest_good(run_path)
     origins: dict[tuple[str, ...], str] = {}
-    cfg = parse_config(apply_overrides(payload["config"], overrides, origins), origins,
+    cfg = parse_config(apply_overrides(payload.config, overrides, origins), origins,
                        default_source=str(run_path / "config.yaml"))
     return cfg, config_to_dict(cfg), payload
 
@@ -280,7 +280,7 @@ def final_state(run: Path) -> dict[str, Any]:
     """The training state of a run's latest checkpoint."""
     from ganforge.checkpoint import find_checkpoint, load_checkpoint
 
-    return load_checkpoint(*find_checkpoint(run))["state"]
+    return load_checkpoint(*find_checkpoint(run)).state
 
 
 def compare_weights(a: dict[str, Any], b: dict[str, Any]) -> tuple[list[str], float]:

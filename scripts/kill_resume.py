@@ -258,7 +258,7 @@ def damaged_checkpoints(run: Path) -> list[str]:
     return damaged
 
 
-def final_state(run: Path) -> dict[str, Any]:
+def final_state(run: Path) -> Any:
     from ganforge.checkpoint import find_checkpoint, load_checkpoint
 
     return load_checkpoint(*find_checkpoint(run))
@@ -402,8 +402,8 @@ def kill_and_resume(cfg: dict[str, Any], plan: list[str], tmp: Path, fork: bool,
     if code != 0:
         raise RuntimeError(f"the final resume failed ({code}): {child.text().strip()}")
     a, b = final_state(run), final_state(tmp / "reference")
-    outcome.final_step, outcome.reference_step = a["step"], b["step"]
-    outcome.differ = compare(a["state"], b["state"])
+    outcome.final_step, outcome.reference_step = a.step, b.step
+    outcome.differ = compare(a.state, b.state)
     outcome.log_steps, outcome.reference_log_steps = log_steps(run), log_steps(tmp / "reference")
     outcome.leftovers = sorted(str(p.relative_to(run)) for p in run.rglob(".*.tmp-*"))
     return outcome

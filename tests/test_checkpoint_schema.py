@@ -5,14 +5,17 @@ test here fails, the new code no longer reads them (do not regenerate the fixtur
 from __future__ import annotations
 
 import shutil
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 import torch
 
 import ganforge.train as train_module
-from ganforge.checkpoint import find_checkpoint, load_checkpoint, load_latest_good
+from ganforge.checkpoint import Checkpoint, find_checkpoint, load_checkpoint, load_latest_good, serialize
 from ganforge.config import config_to_dict, parse_config
+from ganforge.data import DataInfo
+from ganforge.errors import CheckpointError
 from ganforge.run import RunDir
 from ganforge.sample import load_generator, sample
 
@@ -26,10 +29,15 @@ def old_run(tmp_path: Path) -> Path:
 
 
 def test_fixture_is_a_format_1_checkpoint_at_step_3() -> None:
-    payload = load_checkpoint(*find_checkpoint(FIXTURE))  # the index's SHA-256 is checked too
-    assert payload["format"] == "ganforge-checkpoint" and payload["format_version"] == 1
-    assert payload["step"] == 3 and payload["config"]["train"]["steps"] == 6
-    assert payload["data_info"] == {"name": "digits", "shape": [1, 16, 16], "num_classes": 10}
+    file, sha = find_checkpoint(FIXTURE)
+    # Checkpoint's fields are the file's top-level keys, header first, as format 1 has them.
+    raw = torch.load(file, map_location="cpu", weights_only=True)
+    assert list(raw) == [f.name for f in fields(Checkpoint)]
+    ckpt = load_checkpoint(file, sha)  # the index's SHA-256 is checked too
+    assert ckpt.format == "ganforge-checkpoint" and ckpt.format_version == 1
+    assert ckpt.step == 3 and ckpt.config["train"]["steps"] == 6
+    assert ckpt.data_info == {"name": "digits", "shape": [1, 16, 16], "num_classes": 10}
+    assert list(ckpt.state) == list(raw["state"]) and ckpt.to_dict().keys() == raw.keys()
 
 
 @pytest.mark.parametrize("use_ema", [True, False])
@@ -51,8 +59,8 @@ def test_old_checkpoint_samples_from_the_cli(cli, tmp_path: Path) -> None:
 
 
 def test_old_checkpoint_resumes_to_completion(old_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    payload = load_latest_good(old_run)
-    cfg = parse_config(payload["config"])
+    ckpt = load_latest_good(old_run)
+    cfg = parse_config(ckpt.config)
     cfg_dict = config_to_dict(cfg)
     executed = []
     original = train_module.generator_step
@@ -65,14 +73,14 @@ def test_old_checkpoint_resumes_to_completion(old_run: Path, monkeypatch: pytest
     run = RunDir(old_run)
     run.open_existing()
     try:
-        result = train_module.train(cfg, cfg_dict, run, resume=payload, progress=False)
+        result = train_module.train(cfg, cfg_dict, run, resume=ckpt, progress=False)
     finally:
         run.release_lock()
     # A continuation from step 3, not a new run.
     assert executed == [3, 4, 5] and result.step == result.total_steps == 6 and not result.interrupted
     final = load_checkpoint(*find_checkpoint(old_run))
-    assert final["step"] == 6 and final["data"] == {"epoch": 0, "cursor": 6 * 8}
-    assert set(final["state"]) == set(payload["state"])
+    assert final.step == 6 and final.data == {"epoch": 0, "cursor": 6 * 8}
+    assert list(final.state) == list(ckpt.state)
     assert load_generator(old_run, device="cpu").step == 6
 
 
@@ -80,4 +88,56 @@ def test_old_run_resumes_from_the_cli(cli, old_run: Path) -> None:
     result = cli("train", "--resume", str(old_run), "-q")
     assert result.exit_code == 0, result.output
     assert "resuming" in result.output and "at step 3 of 6" in result.output and "done: 6 steps" in result.output
-    assert load_checkpoint(*find_checkpoint(old_run))["step"] == 6
+    assert load_checkpoint(*find_checkpoint(old_run)).step == 6
+
+
+def assert_same(a, b, where: str = "") -> None:  # noqa: ANN001
+    """Equal nested dicts, lists and tensors (tensors bit for bit)."""
+    assert type(a) is type(b), where
+    if isinstance(a, dict):
+        assert list(a) == list(b), where
+        for key in a:
+            assert_same(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{where}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    else:
+        assert a == b, where
+
+
+def fixture_state() -> tuple[train_module.TrainState, Checkpoint]:
+    """A fresh TrainState for the fixture's config, and the fixture."""
+    ckpt = load_checkpoint(*find_checkpoint(FIXTURE))
+    state = train_module.create_state(parse_config(ckpt.config), DataInfo.from_dict(ckpt.data_info),
+                                      torch.device("cpu"))
+    return state, ckpt
+
+
+def test_train_state_round_trips_through_its_state_dict() -> None:
+    state, ckpt = fixture_state()
+    state.load_state_dict(ckpt.state)
+    assert state.step == 3
+    assert_same(state.state_dict(), ckpt.state)
+
+
+def test_state_of_an_early_format_1_checkpoint_takes_the_defaults() -> None:
+    # Checkpoints written before rollbacks, learning-rate scale, best and regularizer states existed.
+    state, ckpt = fixture_state()
+    state.rollbacks, state.lr_scale, state.best = 2, 0.25, {"figure": "fid", "value": 1.0, "step": 9}
+    later = ("rollbacks", "lr_scale", "best", "regularizers")
+    state.load_state_dict({k: v for k, v in ckpt.state.items() if k not in later})
+    assert (state.step, state.rollbacks, state.lr_scale, state.best) == (3, 0, 1.0, None)
+    with pytest.raises(KeyError, match="opt_d"):  # what every checkpoint has is required
+        state.load_state_dict({k: v for k, v in ckpt.state.items() if k != "opt_d"})
+
+
+def test_an_incomplete_checkpoint_is_refused_naming_what_it_lacks(tmp_path: Path) -> None:
+    raw = torch.load(find_checkpoint(FIXTURE)[0], map_location="cpu", weights_only=True)
+    del raw["rng"]
+    path = tmp_path / "incomplete.pt"
+    path.write_bytes(serialize(raw))
+    with pytest.raises(CheckpointError, match="incomplete ganforge checkpoint .*no 'rng'"):
+        load_checkpoint(path)

@@ -112,11 +112,11 @@ def test_sigterm_checkpoints_and_resume_continues_exactly(cli, tmp_path):
     assert log_after.startswith(log_before)
     assert [json.loads(x)["step"] for x in log_after[len(log_before):].decode().splitlines()] == \
         [s for s in range(10, steps + 1, 10) if s > stopped_at]
-    resumed = load_checkpoint(tmp_path / "run" / "checkpoints" / f"step-{steps:08d}.pt")["state"]
+    resumed = load_checkpoint(tmp_path / "run" / "checkpoints" / f"step-{steps:08d}.pt").state
 
     reference = write_config(tmp_path, {**cfg, "output": {"dir": str(tmp_path / "ref")}}, "ref.yaml")
     assert cli("train", str(reference), "-q").exit_code == 0  # in this process: no second start-up
-    expected = load_checkpoint(tmp_path / "ref" / "checkpoints" / f"step-{steps:08d}.pt")["state"]
+    expected = load_checkpoint(tmp_path / "ref" / "checkpoints" / f"step-{steps:08d}.pt").state
     import torch
 
     for net in ("G", "D", "G_ema"):
@@ -159,7 +159,7 @@ def test_ctrl_c_finishes_the_step_checkpoints_and_exits_130(cli, tmp_path, monke
     assert "SIGINT: finishing this step and saving a checkpoint (Ctrl+C again to quit at once)" in result.stderr
     path = run / "checkpoints" / "step-00000007.pt"  # not a checkpoint.every multiple: written for the stop
     assert f"stopped at step 7 of 100; checkpoint: {path}" in result.stderr
-    assert load_checkpoint(path)["step"] == 7
+    assert load_checkpoint(path).step == 7
     assert json.loads((path.parent / "index.json").read_text())["latest"] == path.name
     assert f"continue with: ganforge train --resume {run}" in result.stderr
     assert "Traceback" not in result.stderr and not (run / ".lock").exists()
@@ -217,7 +217,7 @@ def test_resume_longer_and_refused_changes(cli, tmp_path):
     longer = cli("train", "--resume", str(tmp_path / "run"), "--set", "train.steps=8", "--set", "checkpoint.every=4",
                  "-q")
     assert longer.exit_code == 0
-    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "step-00000008.pt")["step"] == 8
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "step-00000008.pt").step == 8
     refused = run_cli("train", "--resume", str(tmp_path / "run"), "--set", "generator.base_width=16")
     assert_one_line_error(refused, 2, "generator.base_width", "cannot change when resuming")
 

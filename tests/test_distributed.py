@@ -25,7 +25,7 @@ TOLERANCE = 1e-6
 
 
 def params(path):
-    state = load_checkpoint(path)["state"]
+    state = load_checkpoint(path).state
     return {net: {k: v for k, v in state[net].items() if "running" not in k and "num_batches" not in k}
             for net in ("G", "D", "G_ema")}
 

@@ -9,7 +9,7 @@ import torch
 
 from conftest import tiny_config, write_config
 from ganforge.build import build_discriminator, build_networks, build_optimizer
-from ganforge.checkpoint import find_checkpoint, load_checkpoint, serialize, wrap_payload
+from ganforge.checkpoint import Checkpoint, find_checkpoint, load_checkpoint, serialize
 from ganforge.config import Component, load_config, parse_config
 from ganforge.data import DataInfo
 from ganforge.errors import ConfigError
@@ -50,7 +50,8 @@ class Nets:
 def save_checkpoint(path, nets: Nets, info: DataInfo):
     """A checkpoint file as ganforge writes one, holding these networks."""
     state = {"G": nets.G.state_dict(), "D": nets.D.state_dict(), "G_ema": nets.G_ema.state_dict()}
-    path.write_bytes(serialize(wrap_payload({"step": 7, "config": {}, "data_info": info.to_dict(), "state": state})))
+    ckpt = Checkpoint(step=7, config={}, data_info=info.to_dict(), state=state, data={}, rng={})
+    path.write_bytes(serialize(ckpt.to_dict()))
     return path
 
 
@@ -75,7 +76,7 @@ def perturb(nets: Nets) -> None:
 
 def test_round_trip_copies_every_network_and_leaves_optimizers_fresh(tiny_run):
     folder, cfg = tiny_run
-    stored = load_checkpoint(*find_checkpoint(folder))["state"]
+    stored = load_checkpoint(*find_checkpoint(folder)).state
     state = fresh_state(cfg)
     assert not torch.equal(state.G.state_dict()["net.0.weight"], stored["G"]["net.0.weight"])
     assert load_init(state, folder, num_classes=10) == []
@@ -88,7 +89,7 @@ def test_round_trip_copies_every_network_and_leaves_optimizers_fresh(tiny_run):
 
 def test_generator_alone_and_ema_follows_it(tiny_run):
     folder, cfg = tiny_run
-    stored = load_checkpoint(*find_checkpoint(folder))["state"]
+    stored = load_checkpoint(*find_checkpoint(folder)).state
     state = fresh_state(cfg)
     d_before = copy.deepcopy(state.D.state_dict())
     load_init(state, folder / "checkpoints" / "step-00000006.pt", num_classes=10, load=("G",))
@@ -115,7 +116,7 @@ def test_shape_mismatch_is_one_line_naming_parameter_and_shapes(tiny_run):
     # Not strict: one warning per network, matching tensors loaded (the last layer's bias: 1 channel).
     warnings = load_init(state, folder, num_classes=10, load=("G",), strict_shapes=False)
     assert len(warnings) == 1 and "kept freshly initialised" in warnings[0]
-    stored = load_checkpoint(*find_checkpoint(folder))["state"]["G"]
+    stored = load_checkpoint(*find_checkpoint(folder)).state["G"]
     assert torch.equal(state.G.net[-2].bias, stored["net.6.bias"])
     assert torch.equal(state.G.net[0].weight, before["net.0.weight"])
 

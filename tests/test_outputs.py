@@ -62,7 +62,7 @@ def test_info_shows_the_checkpoint(cli, image_run):
     details = json.loads(result.stdout)
     assert details["step"] == 6 and details["steps"] == 6
     # Parameter counts from the checkpoint's tensors, BatchNorm's running statistics (buffers) left out.
-    state = load_checkpoint(image_run / "checkpoints" / "step-00000006.pt")["state"]
+    state = load_checkpoint(image_run / "checkpoints" / "step-00000006.pt").state
     buffers = ("running_mean", "running_var", "num_batches_tracked")
     for part, net in (("generator", "G"), ("discriminator", "D")):
         count = sum(v.numel() for k, v in state[net].items() if not k.endswith(buffers))

@@ -71,7 +71,7 @@ def stopped(tmp_path_factory):
 
 
 def final(run):
-    return load_checkpoint(*find_checkpoint(run))["state"]
+    return load_checkpoint(*find_checkpoint(run)).state
 
 
 def test_resume_runs_only_the_missing_steps_and_redoes_nothing(cli, stopped, tmp_path, monkeypatch):
@@ -145,7 +145,7 @@ def test_a_perturbed_checkpoint_changes_the_result(cli, stopped, tmp_path, what,
     entry = next(e for e in index["checkpoints"] if e["file"] == path.name)
     entry.update(sha256=sha256_of(path), bytes=path.stat().st_size)
     index_path.write_text(json.dumps(index))
-    assert load_latest_good(run)["step"] == STOP_AT  # accepted as it is, not skipped
+    assert load_latest_good(run).step == STOP_AT  # accepted as it is, not skipped
 
     result = cli("train", "--resume", str(run), "-q")
     assert result.exit_code == 0 and "skipping" not in result.stderr, result.stderr

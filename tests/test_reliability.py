@@ -71,7 +71,7 @@ def test_nan_in_losses_stops_with_one_line_and_keeps_the_checkpoint(cli, tmp_pat
     assert "step-00000003.pt" in line and "lower learning rate" in line
     assert "Traceback" not in result.stderr
     assert_run_still_samples(cli, run, tmp_path, step=3)
-    assert torch.isfinite(load_checkpoint(run / "checkpoints" / "step-00000003.pt")["state"]["D"]["net.0.weight"]).all()
+    assert torch.isfinite(load_checkpoint(run / "checkpoints" / "step-00000003.pt").state["D"]["net.0.weight"]).all()
 
 
 def test_nan_in_weights_is_never_written_over_a_good_checkpoint(cli, tmp_path, monkeypatch):
@@ -119,7 +119,7 @@ def test_rollback_reloads_scales_lr_and_continues(cli, tmp_path, monkeypatch):
     assert [r["step"] for r in records if "event" not in r] == list(range(1, 13))  # continuation, no gap
     last = records[-1]
     assert last["lr_g"] == pytest.approx(1e-4) and last["lr_d"] == pytest.approx(1e-4)  # 2e-4 x 0.5
-    final = load_checkpoint(run / "checkpoints" / "step-00000012.pt")["state"]
+    final = load_checkpoint(run / "checkpoints" / "step-00000012.pt").state
     assert final["rollbacks"] == 1 and final["lr_scale"] == 0.5
     assert all(torch.isfinite(v).all() for v in final["D"].values() if v.is_floating_point())
 
@@ -246,7 +246,7 @@ def test_corrupt_latest_checkpoint_resume_falls_back(cli, tmp_path, damage):
     assert f"skipping {latest}: {latest} is corrupted: its {checksum}" in result.stderr
     assert "Traceback" not in result.stderr
     assert f"resuming {run} at step 3" in result.stdout
-    assert load_checkpoint(latest)["step"] == 6  # rewritten by the continuation
+    assert load_checkpoint(latest).step == 6  # rewritten by the continuation
 
 
 def test_skipped_checkpoint_never_displaces_a_good_one(cli, tmp_path):
@@ -262,7 +262,7 @@ def test_skipped_checkpoint_never_displaces_a_good_one(cli, tmp_path):
     assert index["latest"] == "step-00000008.pt" and [e["file"] for e in index["checkpoints"]] == [index["latest"]]
     assert sorted(p.name for p in (run / "checkpoints").glob("step-*")) == [
         "step-00000006.pt.skipped", "step-00000008.pt"]
-    assert load_checkpoint(run / "checkpoints" / "step-00000008.pt")["step"] == 8
+    assert load_checkpoint(run / "checkpoints" / "step-00000008.pt").step == 8
     assert_run_still_samples(cli, run, tmp_path, step=8)
 
 

@@ -40,7 +40,7 @@ def run_training(tmp_path, name, sections, resume=None, overrides=(), executed=N
 
 
 def final_state(folder):
-    return load_checkpoint(*find_checkpoint(folder))["state"]
+    return load_checkpoint(*find_checkpoint(folder)).state
 
 
 def assert_same_weights(a, b):
@@ -98,7 +98,7 @@ def test_resume_is_bit_identical(tmp_path, setting):
     every = sections.get("checkpoint", {}).get("every", 3)
     middle = tmp_path / "full" / "checkpoints" / f"step-{every:08d}.pt"
     payload = load_checkpoint(middle)
-    assert payload["step"] == every
+    assert payload.step == every
     resumed_dir = tmp_path / "resumed"
     resumed_dir.mkdir()
     executed = []
@@ -112,15 +112,15 @@ def test_resume_is_bit_identical(tmp_path, setting):
 def test_checkpoint_holds_the_complete_state(tmp_path):
     run_training(tmp_path, "full", SETTINGS["everything"])
     payload = load_checkpoint(*find_checkpoint(tmp_path / "full"))
-    assert payload["format"] == "ganforge-checkpoint" and payload["format_version"] == 1
-    assert payload["step"] == 8 and payload["config"]["train"]["steps"] == 8
-    assert set(payload["state"]) >= {"G", "D", "G_ema", "opt_g", "opt_d", "sched_g", "sched_d", "scaler_g",
+    assert payload.format == "ganforge-checkpoint" and payload.format_version == 1
+    assert payload.step == 8 and payload.config["train"]["steps"] == 8
+    assert set(payload.state) >= {"G", "D", "G_ema", "opt_g", "opt_d", "sched_g", "sched_d", "scaler_g",
                                      "scaler_d", "fixed_z", "step"}
-    assert set(payload["rng"]) >= {"python", "numpy", "torch", "cuda"}
-    assert payload["data"] == {"epoch": 0, "cursor": 8 * 2 * 8}
-    assert payload["data_info"] == {"name": "digits", "shape": [1, 16, 16], "num_classes": 10}
+    assert set(payload.rng) >= {"python", "numpy", "torch", "cuda"}
+    assert payload.data == {"epoch": 0, "cursor": 8 * 2 * 8}
+    assert payload.data_info == {"name": "digits", "shape": [1, 16, 16], "num_classes": 10}
     # Raw weights, no wrapper prefixes.
-    assert not any(k.startswith(("module.", "_orig_mod.")) for k in payload["state"]["G"])
+    assert not any(k.startswith(("module.", "_orig_mod.")) for k in payload.state["G"])
 
 
 def test_same_seed_same_result_and_other_seed_differs(tmp_path):
@@ -141,7 +141,7 @@ def test_fp16_gradient_scalers_travel_in_checkpoints(tmp_path):
     middle = load_checkpoint(tmp_path / "full" / "checkpoints" / "step-00000003.pt")
     fresh = torch.amp.GradScaler("cpu", enabled=True).state_dict()
     for name in ("scaler_g", "scaler_d"):
-        saved = middle["state"][name]
+        saved = middle.state[name]
         # An enabled scaler's state after 3 updates: 2^16 halved once per skipped (overflowing)
         # update, and the count of finite updates since the last skip.
         assert set(saved) == set(fresh) and saved != fresh
@@ -157,7 +157,7 @@ def test_fp16_gradient_scalers_travel_in_checkpoints(tmp_path):
     # that scale; the scale grows only after 2000 finite steps): 2^4, and 3 more finite steps.
     tampered = load_checkpoint(tmp_path / "full" / "checkpoints" / "step-00000003.pt")
     for name in ("scaler_g", "scaler_d"):
-        tampered["state"][name].update(scale=16.0, _growth_tracker=5)
+        tampered.state[name].update(scale=16.0, _growth_tracker=5)
     (tmp_path / "tampered").mkdir()
     run_training(tmp_path, "tampered", sections, resume=tampered)
     c = final_state(tmp_path / "tampered")
@@ -170,7 +170,7 @@ def test_a_longer_budget_stretches_the_schedules_to_the_new_total(cli, tmp_path,
     that the new total gives at step s (and the schedule runs to the new total)."""
     sections = {"schedule": {"g": {"kind": "linear_decay"}, "d": {"kind": "cosine"}}, "log": {"every": 1}}
     run_training(tmp_path, "run", sections)  # 6 steps: linear_decay has reached lr 0 at step 6
-    config = load_checkpoint(tmp_path / "run" / "checkpoints" / "step-00000006.pt")["config"]
+    config = load_checkpoint(tmp_path / "run" / "checkpoints" / "step-00000006.pt").config
     lr_g, lr_d = config["optim"]["g"]["lr"], config["optim"]["d"]["lr"]
     used = []  # the learning rates each generator update (and the D update before it) ran with
     original = train_module.generator_step

@@ -30,7 +30,7 @@ def test_time_budget_stops_with_a_checkpoint_that_resumes(tmp_path):
     assert result.budget_spent and result.interrupted
     assert result.step < result.total_steps
     payload = load_checkpoint(*find_checkpoint(tmp_path / "budget"))
-    assert payload["step"] == result.step
+    assert payload.step == result.step
     resumed = run_training(tmp_path, "budget", resume=payload)
     assert resumed.step == resumed.total_steps and not resumed.budget_spent
 
@@ -42,11 +42,11 @@ def test_no_budget_runs_to_the_end(tmp_path):
 
 def test_fine_tuning_starts_from_the_checkpoint_and_freeze_d_keeps_its_first_layer(tmp_path):
     run_training(tmp_path, "source")
-    source = load_checkpoint(*find_checkpoint(tmp_path / "source"))["state"]
+    source = load_checkpoint(*find_checkpoint(tmp_path / "source")).state
     # With learning and FreezeD: D's first layer keeps the source weights, the rest moves.
     run_training(tmp_path, "tuned", init={"checkpoint": str(tmp_path / "source"), "freeze_d_layers": 1},
                  train={"steps": 3, "batch_size": 8, "seed": 5, "device": "cpu", "ema": {"decay": 0.9}})
-    tuned = load_checkpoint(*find_checkpoint(tmp_path / "tuned"))["state"]
+    tuned = load_checkpoint(*find_checkpoint(tmp_path / "tuned")).state
     weights = [k for k in source["D"] if k.endswith("weight")]
     first, last = weights[0], weights[-1]
     assert torch.equal(tuned["D"][first], source["D"][first])
