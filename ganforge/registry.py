@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import inspect
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ganforge.errors import ConfigError
@@ -90,24 +93,25 @@ ALL_REGISTRIES = {
     "metric": METRICS,
 }
 
-# Importing these modules registers the built-in components. Done on first lookup so that
+# A module that registers a component holds a line like `@LOSSES.register("hinge")`. Such modules
+# are found in the package's source and imported on first lookup, not at import time, so that
 # `ganforge --help` does not import torch.
-_BUILTIN_MODULES = (
-    "ganforge.data.toy",
-    "ganforge.data.images",
-    "ganforge.models.mlp",
-    "ganforge.models.dcgan",
-    "ganforge.models.resnet",
-    "ganforge.models.stylegan2",
-    "ganforge.losses",
-    "ganforge.regularizers",
-    "ganforge.optim",
-    "ganforge.schedules",
-    "ganforge.metrics.evaluate",
-)
+_REGISTRATION = re.compile(rb"\b[A-Z][A-Z_]*\.register\(")
+
+
+@functools.cache
+def builtin_component_modules() -> tuple[str, ...]:
+    """The modules of the ganforge package that register components, found without importing any."""
+    package = Path(__file__).parent
+    modules = []
+    for path in sorted(package.rglob("*.py")):
+        if path != Path(__file__) and _REGISTRATION.search(path.read_bytes()):
+            parts = path.relative_to(package.parent).with_suffix("").parts
+            modules.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return tuple(modules)
 
 
 def load_builtin_components() -> None:
     """Import the modules that register ganforge's own components (idempotent)."""
-    for module in _BUILTIN_MODULES:
+    for module in builtin_component_modules():
         importlib.import_module(module)

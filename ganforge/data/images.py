@@ -495,6 +495,3 @@ def image_folder(
     """Any folder of images (png, jpg, ...), resized and centre-cropped; sub-folders become classes."""
     return ImageFolder(path, resolution, channels, crop, labels, num_workers, in_memory, on_bad_image)
 
-
-# Data sets in other modules that build on the classes above register themselves on import.
-from ganforge.data import archive, hf  # noqa: E402, F401
