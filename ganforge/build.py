@@ -16,10 +16,14 @@ from ganforge.config import Component, Config
 from ganforge.data import DataInfo, DataSource
 from ganforge.errors import CheckpointError, ConfigError
 from ganforge.losses import Loss
+from ganforge.metrics.catalog import check_metrics, default_metrics
+from ganforge.metrics.evaluate import Evaluator, check_evaluable
+from ganforge.metrics.features import FeatureExtractor
 from ganforge.models import conditioning_classes
 from ganforge.registry import (
     DATASETS,
     DISCRIMINATORS,
+    EXTRACTORS,
     GENERATORS,
     LOSSES,
     METRICS,
@@ -184,6 +188,28 @@ def build_scheduler(component: Component, optimizer: torch.optim.Optimizer, tota
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def build_extractor(component: Component, device: torch.device) -> FeatureExtractor:
+    """The feature extractor of image metrics, on `device` (channels-last on the CPU, where it is faster)."""
+    extractor = build(EXTRACTORS, component, "eval.extractor").to(device)
+    return extractor.to(memory_format=torch.channels_last) if device.type == "cpu" else extractor
+
+
+def evaluator_for(cfg: Config, source: DataSource, device: torch.device, progress: bool = True,
+                  **overrides: Any) -> Evaluator:
+    """An Evaluator from a config's eval section (keyword arguments override it). The metrics are
+    checked before the extractor is built, which may load or download its weights."""
+    e = cfg.eval
+    options: dict[str, Any] = {
+        "metrics": e.metrics, "num_samples": e.num_samples, "real_samples": e.real_samples,
+        "batch_size": e.batch_size, "cache_dir": e.cache_dir, "extractor_cfg": e.extractor,
+    }
+    options.update({k: v for k, v in overrides.items() if v is not None})
+    extractor_cfg = options.pop("extractor_cfg")
+    metrics = check_evaluable(options.pop("metrics"), source.info, options["num_samples"])
+    extractor = build_extractor(extractor_cfg, device) if source.info.is_image else None
+    return Evaluator(cfg.data, source, metrics, extractor=extractor, device=device, progress=progress, **options)
+
+
 def check_compatible(cfg: Config, info: DataInfo) -> None:
     """Refuse, in one line naming both keys, a generator, discriminator, regularizer or eval
     metric whose declared data (`accepts`) do not fit the data, before anything is built."""
@@ -192,8 +218,6 @@ def check_compatible(cfg: Config, info: DataInfo) -> None:
                   cfg.discriminator.kind)
     for i, c in enumerate(cfg.regularizers):
         check_accepts(REGULARIZERS.get(c.kind, f"regularizers.{i}").builder, info, f"regularizers.{i}", c.kind)
-    from ganforge.metrics.evaluate import default_metrics
-
     for name in default_metrics(cfg.eval.metrics, info.is_image):
         check_accepts(METRICS.get(name, "eval.metrics").builder, info, "eval.metrics", name)
 
@@ -220,7 +244,5 @@ def validate(cfg: Config) -> DataInfo:
     info = build_data(cfg).info
     build_networks(cfg, info)  # checks what fits the data first
     build_loss(cfg)
-    from ganforge.metrics.evaluate import check_metrics
-
     check_metrics(cfg.eval.metrics, info.is_image, cfg.eval.best, num_samples=cfg.eval.num_samples)
     return info

@@ -7,7 +7,7 @@ Sections (`--sections`, default all):
 
   speed   The same DCGAN (ganforge's modules, widths, batch and Adam settings, non-saturating loss,
           one D step per G step with fresh noise for the G step, data in memory) trained by
-          ganforge's real entry point, `ganforge.train.train`, under each option, and by a hand
+          ganforge's real entry point, `ganforge.training.loop.train`, under each option, and by a hand
           loop, plain and with its launch overhead removed: the whole step captured once as a CUDA
           graph (static buffers, capturable fused Adam inside the graph) or G and D compiled with
           `mode="reduce-overhead"`. Every measurement runs in a fresh process (so peak memory is its
@@ -142,7 +142,7 @@ def run_ganforge(resolution: int, batch: int, warmup: int, window: int, variant:
     from ganforge.build import build_data, build_networks
     from ganforge.config import config_to_dict, parse_config
     from ganforge.run import RunDir
-    from ganforge.train import train
+    from ganforge.training.loop import train
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = parse_config(ganforge_config(resolution, batch, measured_steps(warmup, window), window, variant,

@@ -87,7 +87,7 @@ def train_run(cfg: dict, folder: Path) -> Path:
 
     from ganforge.config import load_config
     from ganforge.run import RunDir
-    from ganforge.train import train
+    from ganforge.training.loop import train
 
     run_path = Path(cfg["output"]["dir"])
     if (run_path / "checkpoints" / "index.json").is_file():

@@ -149,7 +149,7 @@ def train_run(path: Path, overrides: list[str], resume_from: Path | None = None)
     from ganforge.build import validate
     from ganforge.config import dump_yaml, load_config
     from ganforge.run import RunDir
-    from ganforge.train import train
+    from ganforge.training.loop import train
 
     payload = None
     if resume_from is None:

@@ -320,7 +320,7 @@ def train_here(config: Path) -> None:
     """Train a config to the end in this process, as `ganforge train CONFIG` does."""
     from ganforge.config import load_config
     from ganforge.run import RunDir
-    from ganforge.train import train
+    from ganforge.training.loop import train
 
     cfg, cfg_dict = load_config(config, [])
     run = RunDir(cfg.output.dir)

@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
-import ganforge.train as train_module
 from ganforge.checkpoint import Checkpoint, find_checkpoint, load_checkpoint, load_latest_good, serialize
 from ganforge.config import config_to_dict, parse_config
 from ganforge.data import DataInfo
 from ganforge.errors import CheckpointError
 from ganforge.run import RunDir
 from ganforge.sample import load_generator, sample
+from ganforge.training import loop
+from ganforge.training.state import TrainState, create_state
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "tiny_run_v1"
 
@@ -63,17 +64,17 @@ def test_old_checkpoint_resumes_to_completion(old_run: Path, monkeypatch: pytest
     cfg = parse_config(ckpt.config)
     cfg_dict = config_to_dict(cfg)
     executed = []
-    original = train_module.generator_step
+    original = loop.generator_step
 
     def counted(state, *args, **kwargs):  # noqa: ANN001, ANN202
         executed.append(state.step)
         return original(state, *args, **kwargs)
 
-    monkeypatch.setattr(train_module, "generator_step", counted)
+    monkeypatch.setattr(loop, "generator_step", counted)
     run = RunDir(old_run)
     run.open_existing()
     try:
-        result = train_module.train(cfg, cfg_dict, run, resume=ckpt, progress=False)
+        result = loop.train(cfg, cfg_dict, run, resume=ckpt, progress=False)
     finally:
         run.release_lock()
     # A continuation from step 3, not a new run.
@@ -108,11 +109,10 @@ def assert_same(a, b, where: str = "") -> None:  # noqa: ANN001
         assert a == b, where
 
 
-def fixture_state() -> tuple[train_module.TrainState, Checkpoint]:
+def fixture_state() -> tuple[TrainState, Checkpoint]:
     """A fresh TrainState for the fixture's config, and the fixture."""
     ckpt = load_checkpoint(*find_checkpoint(FIXTURE))
-    state = train_module.create_state(parse_config(ckpt.config), DataInfo.from_dict(ckpt.data_info),
-                                      torch.device("cpu"))
+    state = create_state(parse_config(ckpt.config), DataInfo.from_dict(ckpt.data_info), torch.device("cpu"))
     return state, ckpt
 
 

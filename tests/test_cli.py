@@ -125,9 +125,9 @@ def test_sigterm_checkpoints_and_resume_continues_exactly(cli, tmp_path):
 
 def ctrl_c_during_step(monkeypatch, step, executed):
     """Make the generator update that leads to `step` send this process a SIGINT (a Ctrl+C)."""
-    import ganforge.train as train_module
+    from ganforge.training import loop
 
-    original = train_module.generator_step
+    original = loop.generator_step
 
     def update(state, *args, **kwargs):
         executed.append(state.step)
@@ -135,7 +135,7 @@ def ctrl_c_during_step(monkeypatch, step, executed):
             os.kill(os.getpid(), signal.SIGINT)
         return original(state, *args, **kwargs)
 
-    monkeypatch.setattr(train_module, "generator_step", update)
+    monkeypatch.setattr(loop, "generator_step", update)
 
 
 @pytest.fixture

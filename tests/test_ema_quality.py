@@ -22,7 +22,8 @@ from ganforge.data import to_unit_range
 from ganforge.data.images import digits
 from ganforge.run import RunDir
 from ganforge.sample import load_generator, sample
-from ganforge.train import EMA, train
+from ganforge.training.loop import train
+from ganforge.training.steps import EMA
 
 DIGITS_RECIPES = ["quickstart", "sngan_digits", "stylegan2_digits", "biggan_digits", "wgan_gp_digits"]
 

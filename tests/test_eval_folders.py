@@ -21,15 +21,9 @@ from ganforge.config import Component
 from ganforge.data import DataInfo, epoch_permutation
 from ganforge.errors import ConfigError
 from ganforge.metrics import folders, scores
-from ganforge.metrics.evaluate import (
-    METRICS,
-    Evaluator,
-    FeatureExtractor,
-    Features,
-    MetricInputs,
-    check_metrics,
-    is_better,
-)
+from ganforge.metrics.catalog import METRICS, MetricInputs, check_metrics, is_better
+from ganforge.metrics.evaluate import Evaluator
+from ganforge.metrics.features import FeatureExtractor, Features
 from ganforge.metrics.inception import FIDInception
 
 
@@ -157,16 +151,11 @@ class ClassColourG(nn.Module):
         return (z[:, :1, None, None] * 0.1 + shift).expand(-1, 1, 16, 16) + self.w
 
 
-def test_evaluator_ifid_on_digits_with_a_conditional_generator(tmp_path, monkeypatch):
-    import ganforge.build
+def test_evaluator_ifid_on_digits_with_a_conditional_generator(tmp_path):
     from ganforge.data.images import digits
-    from ganforge.registry import EXTRACTORS
 
-    build = ganforge.build.build
-    monkeypatch.setattr(ganforge.build, "build", lambda registry, *a, **k: MeanColour() if registry is EXTRACTORS
-                        else build(registry, *a, **k))
     data_cfg = Component("digits", {"resolution": 16})
-    evaluator = Evaluator(data_cfg, digits(16), ["ifid"], 60, Component("inception"), torch.device("cpu"),
+    evaluator = Evaluator(data_cfg, digits(16), ["ifid"], 60, MeanColour(), torch.device("cpu"),
                           real_samples=200, cache_dir=str(tmp_path), progress=False)
     result = evaluator(ClassColourG(10))
     # Independently: the same 200 real digits (seed-0 order), by class; generated class k = k-th of every 10.
@@ -181,7 +170,7 @@ def test_evaluator_ifid_on_digits_with_a_conditional_generator(tmp_path, monkeyp
     assert [result.figures[f"ifid/{k}"] for k in range(10)] == pytest.approx(expected, rel=1e-6, abs=1e-6)
     assert result.figures["ifid"] == pytest.approx(np.mean(expected), rel=1e-6)
     # The cached real features keep their labels.
-    again = Evaluator(data_cfg, digits(16), ["ifid"], 60, Component("inception"), torch.device("cpu"),
+    again = Evaluator(data_cfg, digits(16), ["ifid"], 60, MeanColour(), torch.device("cpu"),
                       real_samples=200, cache_dir=str(tmp_path), progress=False)
     assert torch.equal(again.real_features().labels, torch.from_numpy(real_y))
     unconditional = ClassColourG(10)
@@ -236,7 +225,7 @@ def test_folder_fid_matches_pytorch_fid_with_the_same_weights(stand_in_weights, 
 
 
 def test_folder_ifid_matches_classes_by_name(tmp_path, monkeypatch):
-    monkeypatch.setattr(folders, "_build_extractor", lambda cfg, device: MeanColour())
+    monkeypatch.setattr(folders, "build_extractor", lambda cfg, device: MeanColour())
     rng = np.random.default_rng(3)
     arrays = {}
     for side, scale in (("gen", 1.0), ("real", 0.7)):

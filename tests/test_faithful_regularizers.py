@@ -23,7 +23,8 @@ from ganforge.regularizers import (
     Regularizer,
     TopK,
 )
-from ganforge.train import AugmentingD, Runtime, TrainState, discriminator_step, generator_step
+from ganforge.training.state import TrainState
+from ganforge.training.steps import AugmentingD, Runtime, discriminator_step, generator_step
 
 
 class Doubling(Regularizer):

@@ -16,7 +16,8 @@ from ganforge.errors import ConfigError
 from ganforge.finetune import discriminator_blocks, freeze_d_layers, load_init
 from ganforge.registry import DISCRIMINATORS
 from ganforge.run import RunDir
-from ganforge.train import TrainState, create_state, train
+from ganforge.training.loop import train
+from ganforge.training.state import TrainState, create_state
 
 DIGITS16 = DataInfo("digits", (1, 16, 16), num_classes=10)
 

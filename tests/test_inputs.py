@@ -188,7 +188,7 @@ TRAIN_ALL_PAIRS_ON = ("digits", "image_folder", "gaussian_grid")
 @pytest.mark.parametrize("data_kind", DATASETS.names())
 def test_every_generator_discriminator_pair_trains_or_is_refused(stand_ins, data_kind, tmp_path):
     from ganforge.run import RunDir
-    from ganforge.train import train
+    from ganforge.training.loop import train
 
     data = data_section(stand_ins, data_kind)
     trained, refused, broken = [], [], []

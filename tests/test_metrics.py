@@ -50,7 +50,7 @@ def test_inception_matches_pytorch_fid_with_the_same_weights(random_inception_we
     torch.testing.assert_close(logits, pool @ state["fc.weight"].T)
     # The extractor ganforge evaluates with (8-bit images in, channels_last convolutions) gives
     # pytorch-fid's features to float rounding.
-    from ganforge.metrics.evaluate import InceptionExtractor
+    from ganforge.metrics.features import InceptionExtractor
 
     images = (x * 255).round().to(torch.uint8)
     with torch.no_grad():
@@ -238,17 +238,17 @@ def test_eval_with_too_few_samples_for_a_metric_is_one_line(cli, tmp_path, rando
     assert_one_line_error(result, 2, "--num", "pr needs at least 4 samples, got 3")
 
 
-def test_real_statistics_cache_key_follows_data_extractor_and_count(tmp_path, monkeypatch):
+def test_real_statistics_cache_key_follows_data_extractor_and_count(tmp_path):
     """README: real-data features are cached under a key made of the data config, the extractor
     and the sample count: changing any one computes (and caches) anew; repeating one reads it back."""
     from ganforge.build import build_data
-    from ganforge.config import Component, parse_config
-    from ganforge.metrics import evaluate
-    from ganforge.registry import Registry
+    from ganforge.config import parse_config
+    from ganforge.metrics.evaluate import Evaluator
+    from ganforge.metrics.features import FeatureExtractor
 
     calls = []
 
-    class Projection(evaluate.FeatureExtractor):
+    class Projection(FeatureExtractor):
         """4x4-pooled pixels times a fixed random matrix: a cheap stand-in for Inception."""
 
         def __init__(self, seed: int) -> None:
@@ -263,23 +263,14 @@ def test_real_statistics_cache_key_follows_data_extractor_and_count(tmp_path, mo
     def features_of(images, weight):
         return torch.nn.functional.adaptive_avg_pool2d(images.float() / 255, 4).flatten(1) @ weight
 
-    extractors = Registry("feature extractor")
-
-    @extractors.register("projection")
-    def projection(seed: int = 0) -> Projection:
-        """Pooled pixels times a random matrix."""
-        return Projection(seed)
-
-    monkeypatch.setattr(evaluate, "EXTRACTORS", extractors)
-
     sources = {}
 
     def real(resolution=16, seed=0, num=5):
         cfg = parse_config({"data": {"kind": "digits", "resolution": resolution}, "generator": {"kind": "dcgan"},
                             "discriminator": {"kind": "dcgan"}})
         source = sources[resolution] = sources.get(resolution) or build_data(cfg)
-        evaluator = evaluate.Evaluator(cfg.data, source, ["fid"], num, Component("projection", {"seed": seed}),
-                                       torch.device("cpu"), real_samples=num, cache_dir=str(tmp_path), progress=False)
+        evaluator = Evaluator(cfg.data, source, ["fid"], num, Projection(seed), torch.device("cpu"), real_samples=num,
+                              cache_dir=str(tmp_path), progress=False)
         values = evaluator.real_features().values
         # Independently: every row is the features of one of the data set's images, by this extractor.
         everything = features_of(source.tensors()[0], torch.randn(16, 8, generator=torch.Generator().manual_seed(seed)))

@@ -32,7 +32,7 @@ from ganforge.project import (
 )
 from ganforge.registry import DISCRIMINATORS
 from ganforge.run import RunDir
-from ganforge.train import train
+from ganforge.training.loop import train
 
 STYLEGAN2 = {"generator": {"kind": "stylegan2", "latent_dim": 8, "w_dim": 16, "mapping_layers": 2, "base_width": 8,
                            "max_width": 16},

@@ -17,11 +17,11 @@ import pytest
 import torch
 from test_resume import assert_same_weights
 
-import ganforge.train as train_module
 from conftest import ROOT, tiny_config, write_config
 from ganforge.checkpoint import find_checkpoint, load_checkpoint, load_latest_good, serialize, sha256_of
 from ganforge.config import load_config
 from ganforge.run import RunDir
+from ganforge.training import loop
 
 TOTAL, STOP_AT = 9, 5
 SECTIONS = {
@@ -37,7 +37,7 @@ def counting_steps(monkeypatch, stop_at: int | None = None, stop: threading.Even
     """Record state.step at every generator update; set `stop` during the update that makes
     step `stop_at` (as a Ctrl+C would)."""
     executed: list[int] = []
-    original = train_module.generator_step
+    original = loop.generator_step
 
     def step(state, *args, **kwargs):
         executed.append(state.step)
@@ -45,7 +45,7 @@ def counting_steps(monkeypatch, stop_at: int | None = None, stop: threading.Even
             stop.set()
         return original(state, *args, **kwargs)
 
-    monkeypatch.setattr(train_module, "generator_step", step)
+    monkeypatch.setattr(loop, "generator_step", step)
     return executed
 
 
@@ -61,7 +61,7 @@ def stopped(tmp_path_factory):
         stop = threading.Event()
         with pytest.MonkeyPatch.context() as mp:
             executed = counting_steps(mp, STOP_AT if name == "stopped" else None, stop)
-            result = train_module.train(cfg, cfg_dict, run, stop=stop, progress=False)
+            result = loop.train(cfg, cfg_dict, run, stop=stop, progress=False)
         run.release_lock()
         expected = TOTAL if name == "reference" else STOP_AT
         assert result.step == expected and executed == list(range(expected))

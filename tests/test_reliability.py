@@ -19,9 +19,10 @@ import pytest
 import torch
 from PIL import Image
 
-import ganforge.train as train_module
 from conftest import assert_one_line_error, run_cli, tiny_config, write_config
 from ganforge.checkpoint import load_checkpoint
+from ganforge.training import loop
+from ganforge.training.steps import Runtime
 
 
 def error_lines(result) -> list[str]:
@@ -41,7 +42,7 @@ def assert_run_still_samples(cli, run, tmp_path, step=None):
 
 def poison_after(monkeypatch, step_to_poison: int, target: str = "G", times: int = 1):
     """Make generator_step put a NaN into a network's weights after `step_to_poison` steps."""
-    original = train_module.generator_step
+    original = loop.generator_step
     hits = {"n": 0}
 
     def step(state, *args, **kwargs):
@@ -52,7 +53,7 @@ def poison_after(monkeypatch, step_to_poison: int, target: str = "G", times: int
                 next(getattr(state, target).parameters()).view(-1)[0] = float("nan")
         return out
 
-    monkeypatch.setattr(train_module, "generator_step", step)
+    monkeypatch.setattr(loop, "generator_step", step)
     return hits
 
 
@@ -95,14 +96,14 @@ def test_rollback_reloads_scales_lr_and_continues(cli, tmp_path, monkeypatch):
                       log={"every": 1}, checkpoint={"every": 3, "keep": 5})
     poison_after(monkeypatch, 5, target="D")
     seeds: dict[int, list[int]] = {}  # step -> seeds of its noise streams, in the order drawn
-    noise = train_module.Runtime.noise
+    noise = Runtime.noise
 
     def recording_noise(self, micro, step, phase, rollbacks=0):
         gen = noise(self, micro, step, phase, rollbacks)
         seeds.setdefault(step, []).append(gen.initial_seed())
         return gen
 
-    monkeypatch.setattr(train_module.Runtime, "noise", recording_noise)
+    monkeypatch.setattr(Runtime, "noise", recording_noise)
     result = cli("train", str(write_config(tmp_path, cfg)), "-q")
     assert result.exit_code == 0, result.stderr
     assert "rolled back to step 3" in result.stderr and "rollback 1 of 2" in result.stderr
@@ -199,14 +200,14 @@ def test_run_folder_removed_while_training(cli, tmp_path, monkeypatch):
     import shutil
 
     run = tmp_path / "run"
-    original = train_module.generator_step
+    original = loop.generator_step
 
     def step(state, *args, **kwargs):
         if state.step == 4:
             shutil.rmtree(run)
         return original(state, *args, **kwargs)
 
-    monkeypatch.setattr(train_module, "generator_step", step)
+    monkeypatch.setattr(loop, "generator_step", step)
     result = cli("train", str(write_config(tmp_path, tiny_config(run))), "-q")
     assert result.exit_code == 1
     [line] = error_lines(result)
@@ -370,14 +371,14 @@ def test_second_writer_is_refused_and_dead_lock_is_taken_over(cli, tmp_path):
 
 def test_out_of_memory_names_batch_size(cli, tmp_path, monkeypatch):
     run = tmp_path / "run"
-    original = train_module.generator_step
+    original = loop.generator_step
 
     def step(state, *args, **kwargs):
         if state.step == 4:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return original(state, *args, **kwargs)
 
-    monkeypatch.setattr(train_module, "generator_step", step)
+    monkeypatch.setattr(loop, "generator_step", step)
     result = cli("train", str(write_config(tmp_path, tiny_config(run))), "-q")
     assert result.exit_code == 1
     [line] = error_lines(result)

@@ -8,12 +8,12 @@ import math
 import pytest
 import torch
 
-import ganforge.train as train_module
 from conftest import tiny_config, write_config
 from ganforge.checkpoint import find_checkpoint, load_checkpoint
 from ganforge.config import load_config
 from ganforge.run import RunDir
-from ganforge.train import train
+from ganforge.training import loop
+from ganforge.training.loop import train
 
 
 def run_training(tmp_path, name, sections, resume=None, overrides=(), executed=None):
@@ -27,13 +27,13 @@ def run_training(tmp_path, name, sections, resume=None, overrides=(), executed=N
         run.open_existing()
     with pytest.MonkeyPatch.context() as mp:
         if executed is not None:
-            original = train_module.generator_step
+            original = loop.generator_step
 
             def counted(state, *args, **kwargs):
                 executed.append(state.step)
                 return original(state, *args, **kwargs)
 
-            mp.setattr(train_module, "generator_step", counted)
+            mp.setattr(loop, "generator_step", counted)
         result = train(cfg, cfg_dict, run, resume=resume, progress=False)
     run.release_lock()
     return result
@@ -173,13 +173,13 @@ def test_a_longer_budget_stretches_the_schedules_to_the_new_total(cli, tmp_path,
     config = load_checkpoint(tmp_path / "run" / "checkpoints" / "step-00000006.pt").config
     lr_g, lr_d = config["optim"]["g"]["lr"], config["optim"]["d"]["lr"]
     used = []  # the learning rates each generator update (and the D update before it) ran with
-    original = train_module.generator_step
+    original = loop.generator_step
 
     def recording(state, *args, **kwargs):
         used.append((state.step, state.opt_g.param_groups[0]["lr"], state.opt_d.param_groups[0]["lr"]))
         return original(state, *args, **kwargs)
 
-    monkeypatch.setattr(train_module, "generator_step", recording)
+    monkeypatch.setattr(loop, "generator_step", recording)
     result = cli("train", "--resume", str(tmp_path / "run"), "--set", "train.steps=12", "-q")
     assert result.exit_code == 0, result.stderr
     # Closed forms over the new total of 12 steps, at the update that starts from step k.

@@ -10,7 +10,7 @@ from ganforge.checkpoint import find_checkpoint, load_checkpoint
 from ganforge.config import load_config
 from ganforge.errors import ConfigError
 from ganforge.run import RunDir
-from ganforge.train import train
+from ganforge.training.loop import train
 
 
 def run_training(tmp_path, name, resume=None, overrides=(), **sections):

@@ -273,7 +273,7 @@ def test_step_and_exponential_schedules():
 
 
 def test_ema_ramp_up_shortens_the_horizon_early():
-    from ganforge.train import EMA
+    from ganforge.training.steps import EMA
 
     ema = EMA(nn.Linear(1, 1), nn.Linear(1, 1), decay=0.999, start=0, rampup=0.05)
     half_life = math.log(0.5) / math.log(0.999)  # ~693 steps

@@ -19,23 +19,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ganforge.build import build, build_extractor
 from ganforge.config import Component
-from ganforge.data import epoch_permutation
+from ganforge.data import DataSource, epoch_permutation
 from ganforge.data.images import IMAGE_SUFFIXES
 from ganforge.errors import ConfigError, DataError
-from ganforge.metrics.evaluate import (
-    METRICS,
-    EvalResult,
-    Evaluator,
-    FeatureExtractor,
-    Features,
-    LabelledBatches,
-    MetricInputs,
-    check_metrics,
-    default_metrics,
-    extract_features,
-)
-from ganforge.registry import DATASETS, EXTRACTORS
+from ganforge.metrics.catalog import METRICS, MetricInputs, check_metrics, default_metrics
+from ganforge.metrics.evaluate import EvalResult, Evaluator, check_evaluable
+from ganforge.metrics.features import Features, LabelledBatches, extract_features
+from ganforge.registry import DATASETS
 
 
 @dataclass
@@ -152,15 +144,18 @@ def evaluate_folders(images: Path, reference: Path | None = None, data_cfg: Comp
         raise ConfigError(f"--metrics ifid: put the images of {images} in one sub-folder per class "
                           "(named as the reference's classes)")
     real: Features | None = None
-    source: Any = None
+    source: DataSource | None = None
     ref_record: dict[str, Any] = {}
     fake_labels: list[int] | None = None
     if data_cfg is not None:
         source = _build_source(data_cfg)
-        evaluator = Evaluator(data_cfg, source, metrics, len(fake_files.files), extractor_cfg, device,
+        # The metrics are checked against the data before the extractor loads (or downloads) its weights.
+        check_evaluable(metrics, source.info, len(fake_files.files))
+    extractor = build_extractor(extractor_cfg, device)
+    if source is not None:
+        evaluator = Evaluator(data_cfg, source, metrics, len(fake_files.files), extractor, device,
                               real_samples=real_num or len(fake_files.files), batch_size=batch_size,
                               cache_dir=cache_dir, progress=progress)
-        extractor = evaluator.extractor
         if needs_real:
             real = evaluator.real_features()
             ref_record = evaluator.reference
@@ -168,7 +163,6 @@ def evaluate_folders(images: Path, reference: Path | None = None, data_cfg: Comp
             names = list(getattr(source, "classes", []) or [str(k) for k in range(source.info.num_classes)])
             fake_labels = _class_indices(fake_files, names, "--images", f"data.kind {source.info.name}")
     else:
-        extractor = _build_extractor(extractor_cfg, device)
         if reference is not None and needs_real:
             real_files = list_images(reference, "--reference", real_num)
             real_labels = None
@@ -180,7 +174,6 @@ def evaluate_folders(images: Path, reference: Path | None = None, data_cfg: Comp
             real = extract_features(extractor, folder_batches(real_files, real_labels, batch_size, num_workers),
                                     len(real_files.files), "reference", device, progress)
             ref_record = {"folder": str(reference), "num_samples": len(real.values)}
-    assert extractor is not None
     fake = extract_features(extractor, folder_batches(fake_files, fake_labels, batch_size, num_workers),
                             len(fake_files.files), "images", device, progress)
     inputs = MetricInputs(fake, real, source)
@@ -190,18 +183,8 @@ def evaluate_folders(images: Path, reference: Path | None = None, data_cfg: Comp
     return EvalResult(figures, len(fake.values), extractor.name, ref_record, time.perf_counter() - start)
 
 
-def _build_source(data_cfg: Component) -> Any:
-    from ganforge.build import build
-
+def _build_source(data_cfg: Component) -> DataSource:
     source = build(DATASETS, data_cfg, "data")
     if not source.info.is_image:
         raise ConfigError(f"--data: data.kind {data_cfg.kind} holds 2D points, not images; name an image data set")
     return source
-
-
-def _build_extractor(extractor_cfg: Component, device: torch.device) -> FeatureExtractor:
-    from ganforge.build import build
-
-    extractor = build(EXTRACTORS, extractor_cfg, "eval.extractor").to(device)
-    return extractor.to(memory_format=torch.channels_last) if device.type == "cpu" else extractor
-

@@ -1,0 +1,270 @@
+"""One step of each player: the D update, the G update, and the EMA of G; each runs the
+regularizers' hooks at one fixed place."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ganforge.config import Config
+from ganforge.distributed import Dist, stream_seed, wrap
+from ganforge.losses import Loss
+from ganforge.models import conditioning_classes
+from ganforge.regularizers import Regularizer
+from ganforge.training.state import TrainState
+
+# --------------------------------------------------------------------------------------------
+# How this process runs a step
+# --------------------------------------------------------------------------------------------
+
+
+Autocast = Callable[[], contextlib.AbstractContextManager[Any]]
+
+
+def autocast_for(device: torch.device, precision: str) -> Autocast:
+    """A context factory for the configured precision (no context at all for fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return functools.partial(torch.autocast, device_type=device.type, dtype=dtype)
+
+
+@dataclass
+class Runtime:
+    """How this process runs the step (never saved): the networks as trained (compiled and/or
+    wrapped in DDP), numerics, and the noise streams of its micro-batches."""
+
+    G_train: nn.Module  # G as updated: compiled and/or DDP
+    D_train: nn.Module
+    G_fast: nn.Module  # the other player's forward: compiled if asked, never DDP
+    D_fast: nn.Module
+    autocast: Autocast
+    ctx: Dist
+    accumulate: int
+    seed: int
+    generators: list[torch.Generator]
+
+    def noise(self, micro: int, step: int, phase: int, rollbacks: int = 0) -> torch.Generator:
+        """The noise stream of one micro-batch of one phase of one step. It depends only on
+        (seed, step, phase, shard) and the number of rollbacks so far, so the same global batch
+        split into the same number of shards (processes x accumulate) sees the same noise however
+        the shards are spread, a resumed run needs no saved noise state, and a rolled-back run
+        does not replay the noise that blew up. The global torch generator is seeded from the
+        same coordinates, for networks that draw noise inside their forward (StyleGAN2's
+        per-pixel noise and style mixing)."""
+        shard = self.ctx.rank * self.accumulate + micro
+        coords = (self.seed, step, phase, shard) + ((rollbacks,) if rollbacks else ())
+        torch.manual_seed(stream_seed(*coords, -1))
+        return self.generators[micro].manual_seed(stream_seed(*coords))
+
+    def no_sync(self, module: nn.Module, micro: int) -> contextlib.AbstractContextManager[Any]:
+        """Skip DDP's gradient all-reduce for all but the last micro-batch."""
+        if micro < self.accumulate - 1 and isinstance(module, nn.parallel.DistributedDataParallel):
+            return module.no_sync()
+        return contextlib.nullcontext()
+
+
+def make_runtime(cfg: Config, state: TrainState, ctx: Dist, device: torch.device) -> Runtime:
+    """Compile and/or wrap the networks for this process, and make its noise streams."""
+    G_fast, D_fast = state.G, state.D
+    mode = cfg.train.compile_mode
+    if mode is not None:
+        # "reduce-overhead" captures CUDA graphs: for small models whose step time is kernel launches.
+        G_fast, D_fast = torch.compile(state.G, mode=mode), torch.compile(state.D, mode=mode)
+    return Runtime(
+        G_train=wrap(G_fast, ctx, device), D_train=wrap(D_fast, ctx, device), G_fast=G_fast, D_fast=D_fast,
+        autocast=autocast_for(device, cfg.train.precision), ctx=ctx, accumulate=cfg.train.accumulate,
+        seed=cfg.train.seed, generators=[torch.Generator(device) for _ in range(cfg.train.accumulate)],
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The updates of D and G
+# --------------------------------------------------------------------------------------------
+
+
+def _split(x: Tensor | None, parts: int) -> list[Tensor | None]:
+    return list(x.chunk(parts)) if x is not None else [None] * parts
+
+
+def fake_labels(G: nn.Module, n: int, device: torch.device, gen: torch.Generator) -> Tensor | None:
+    """Classes asked of a conditional generator: uniform, from the step's noise stream."""
+    classes = conditioning_classes(G)
+    return torch.randint(classes, (n,), device=device, generator=gen) if classes else None
+
+
+def augmented(regularizers: list[tuple[str, Regularizer]], x: Tensor, gen: torch.Generator, step: int) -> Tensor:
+    """D's input after every augmenting regularizer (DiffAugment, ADA, instance noise)."""
+    for _, reg in regularizers:
+        x = reg.augment(x, gen, step)
+    return x
+
+
+class AugmentingD:
+    """D as the loop uses it, for the regularizers' own passes: the inputs are images before
+    augmentation and the augmentation runs inside the call, as StyleGAN2-ADA's `run_D`, so an
+    input-gradient penalty (R1) includes the augmentation's Jacobian. Wraps the plain module: a
+    double backward through torch.compile is not supported."""
+
+    def __init__(self, D: nn.Module, regularizers: list[tuple[str, Regularizer]], gen: torch.Generator,
+                 step: int) -> None:
+        self.D, self.regularizers, self.gen, self.step = D, regularizers, gen, step
+
+    def __call__(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        return self.D(augmented(self.regularizers, x, self.gen, self.step), labels)
+
+    def classify(self, x: Tensor) -> Tensor:
+        """The auxiliary classifier's logits (AC-GAN) on the augmented input."""
+        return self.D.classify(augmented(self.regularizers, x, self.gen, self.step))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.D, name)
+
+
+def discriminator_step(
+    state: TrainState,
+    rt: Runtime,
+    loss: Loss,
+    regularizers: list[tuple[str, Regularizer]],
+    real: Tensor,
+    labels: Tensor | None,
+    d_update: int,
+    phase: int,
+) -> dict[str, Tensor]:
+    """One discriminator update on this rank's share of a real batch and as many fakes (in
+    `accumulate` micro-batches); returns the detached losses, averaged."""
+    A = rt.accumulate
+    stats: dict[str, Tensor] = {}
+    state.opt_d.zero_grad(set_to_none=True)
+    for micro, (x, y) in enumerate(zip(real.chunk(A), _split(labels, A))):
+        gen = rt.noise(micro, state.step, phase, state.rollbacks)
+        z = torch.randn(x.shape[0], state.G.latent_dim, device=x.device, generator=gen)
+        y_fake = fake_labels(state.G, x.shape[0], x.device, gen)
+        with torch.no_grad(), rt.autocast():
+            fake = rt.G_fast(z, y_fake)
+        x_in = augmented(regularizers, x, gen, state.step)
+        fake_in = augmented(regularizers, fake, gen, state.step)
+        with rt.no_sync(rt.D_train, micro):
+            with rt.autocast():
+                real_logits, fake_logits = rt.D_train(x_in, y), rt.D_train(fake_in, y_fake)
+                d_loss = loss.d_loss(real_logits, fake_logits)
+            total = d_loss
+            D_reg = AugmentingD(state.D, regularizers, gen, state.step)
+            for name, reg in regularizers:
+                # Regularizers differentiate through D in float32 (fp32 master weights, as the references).
+                with torch.autocast(x.device.type, enabled=False):
+                    term = reg.d_term(d_update, D_reg, x.float(), fake.float(), y, y_fake, real_logits.float(),
+                                      fake_logits.float(), gen)
+                if term is not None:
+                    total = total + term.loss
+                    stats[name] = stats.get(name, 0) + term.value.detach() / A
+            state.scaler_d.scale(total / A).backward()
+        stats["d_loss"] = stats.get("d_loss", 0) + d_loss.detach() / A
+        for _, reg in regularizers:
+            reg.observe(real_logits, state.step)
+    state.scaler_d.step(state.opt_d)
+    state.scaler_d.update()
+    for _, reg in regularizers:
+        reg.after_d_step(state.D)
+    return stats
+
+
+def generator_step(
+    state: TrainState,
+    rt: Runtime,
+    loss: Loss,
+    regularizers: list[tuple[str, Regularizer]],
+    labels: Tensor | None,
+    real: Tensor,
+    phase: int,
+    epoch: int = 0,
+) -> dict[str, Tensor]:
+    """One generator update against the current discriminator (`epoch`: the data stream's, for
+    schedules counted in epochs); returns the detached losses."""
+    A = rt.accumulate
+    stats: dict[str, Tensor] = {}
+    # D's weights get no gradients here: saves a third of its backward. Afterwards only the
+    # parameters D's optimizer trains get them back (FreezeD's frozen layers stay frozen).
+    state.D.requires_grad_(False)
+    state.opt_g.zero_grad(set_to_none=True)
+    for micro, (x, y) in enumerate(zip(real.chunk(A), _split(labels, A))):
+        gen = rt.noise(micro, state.step, phase, state.rollbacks)
+        z = torch.randn(x.shape[0], state.G.latent_dim, device=x.device, generator=gen)
+        y_fake = fake_labels(state.G, x.shape[0], x.device, gen)
+        with rt.no_sync(rt.G_train, micro):
+            with rt.autocast():
+                fake = rt.G_train(z, y_fake)
+                fake_logits = rt.D_fast(augmented(regularizers, fake, gen, state.step), y_fake)
+                real_logits = rt.D_fast(augmented(regularizers, x, gen, state.step), y) if loss.g_needs_real \
+                    else None
+                for _, reg in regularizers:
+                    fake_logits = reg.g_logits(fake_logits, state.step, epoch)
+                g_loss = loss.g_loss(fake_logits, real_logits)
+            total = g_loss
+            D_reg = AugmentingD(state.D, regularizers, gen, state.step)
+            for name, reg in regularizers:
+                with torch.autocast(x.device.type, enabled=False):
+                    term = reg.g_term(state.step, state.G, D_reg, z, y_fake, fake.float(), gen)
+                if term is not None:
+                    total = total + term.loss
+                    key = f"{name}_g" if reg.has_d_terms else name
+                    stats[key] = stats.get(key, 0) + term.value.detach() / A
+            state.scaler_g.scale(total / A).backward()
+        stats["g_loss"] = stats.get("g_loss", 0) + g_loss.detach() / A
+    state.scaler_g.step(state.opt_g)
+    state.scaler_g.update()
+    for group in state.opt_d.param_groups:
+        for p in group["params"]:
+            p.requires_grad_(True)
+    return stats
+
+
+# --------------------------------------------------------------------------------------------
+# The moving average of G (G_ema)
+# --------------------------------------------------------------------------------------------
+
+
+class EMA:
+    """G_ema <- decay * G_ema + (1 - decay) * G after each step; buffers are copied."""
+
+    def __init__(self, ema: nn.Module, model: nn.Module, decay: float, start: int, rampup: float | None = None
+                 ) -> None:
+        self.decay, self.start, self.rampup = decay, start, rampup
+        self.ema_params = list(ema.parameters())
+        self.params = list(model.parameters())
+        self.ema_buffers = list(ema.buffers())
+        self.buffers = list(model.buffers())
+
+    @torch.no_grad()
+    def update(self, step: int) -> None:
+        """Average after `step` (the number of completed steps); before `start`, copy."""
+        if self.decay == 0:
+            return  # no averaging: `sync` copies G only when G_ema is read
+        # As StyleGAN2-ADA: the ramp-up counts the images seen before this step, so the first
+        # averaged step copies G.
+        weight = 1.0 if step <= self.start else 1.0 - self.decay_at(step - self.start - 1)
+        torch._foreach_lerp_(self.ema_params, self.params, weight)
+        for e, b in zip(self.ema_buffers, self.buffers):
+            e.copy_(b)
+
+    def decay_at(self, steps: int) -> float:
+        """The decay after `steps` averaging steps: with ramp-up, the half-life is at most
+        rampup x steps (StyleGAN), so early weights are forgotten quickly."""
+        if self.rampup is None:
+            return self.decay
+        half_life = math.log(0.5) / math.log(self.decay)
+        return 0.5 ** (1.0 / max(min(half_life, steps * self.rampup), 1e-8))  # beta = 0.5 ** (batch / ema_nimg)
+
+    @torch.no_grad()
+    def sync(self) -> None:
+        """With averaging off, make G_ema equal to G (before samples and checkpoints)."""
+        if self.decay == 0:
+            for e, p in zip(self.ema_params + self.ema_buffers, self.params + self.buffers):
+                e.copy_(p)
