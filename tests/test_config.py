@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import pytest
 import yaml
 
 from conftest import CONFIGS, assert_one_line_error, tiny_config, write_config
-from ganforge.config import Component, config_to_dict, load_config, parse_config
+from ganforge.config import Component, check_resumable, config_to_dict, load_config, parse_config, resumable_keys
+from ganforge.config.schema import RESUMABLE
 from ganforge.errors import ConfigError
 
 
@@ -160,3 +163,52 @@ def test_cli_unwritable_output_folder(tmp_path):
     path = write_config(tmp_path, tiny_config(blocker / "run"))
     result = run_cli("train", str(path), "-q")
     assert_one_line_error(result, 2, "output.dir", "not writable", "--set output.dir")
+
+
+def changed(resolved: dict, dotted: str, value) -> dict:
+    """A copy of a resolved config with one dotted key set to `value`."""
+    head, _, rest = dotted.partition(".")
+    return {**resolved, head: changed(resolved[head], rest, value) if rest else value}
+
+
+def test_resume_may_change_exactly_the_fields_marked_resumable(tmp_path):
+    _, before = load(tmp_path, tiny_config(tmp_path / "out"))
+    # The changes a resume allowed when cli.py kept them as a list of strings: the same set.
+    assert set(resumable_keys()) == {
+        "train.steps", "train.device", "train.accumulate", "train.compile", "train.channels_last",
+        "train.deterministic", "train.sync_batchnorm", "train.max_minutes", "log.every", "samples.every",
+        "checkpoint.every", "checkpoint.keep", "eval."}
+    for key, value in [("train.steps", 99), ("train.device", "cuda"), ("checkpoint.keep", 9),
+                       ("eval.num_samples", 64), ("eval.extractor.kind", "other")]:
+        check_resumable(before, changed(before, key, value))
+    for key, value in [("train.batch_size", 3), ("train.seed", 5), ("log.tensorboard", True),
+                       ("generator.base_width", 16), ("optim.g.lr", 0.1), ("train.ema.decay", 0.5)]:
+        with pytest.raises(ConfigError, match=rf"^--set {key}: cannot change when resuming \(it would alter the "
+                                              r"networks, data or optimizer state\); resumable changes: "
+                                              r"train\.steps, .*, eval\.\*$"):
+            check_resumable(before, changed(before, key, value))
+
+
+@dataclass(frozen=True)
+class Budget:
+    steps: int = field(default=1, metadata=RESUMABLE)
+    width: int = 8
+
+
+@dataclass(frozen=True)
+class Notes:
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class ToySchema:
+    budget: Budget = field(default_factory=Budget)
+    notes: Notes = field(default_factory=Notes, metadata=RESUMABLE)
+
+
+def test_resumable_changes_are_read_from_field_metadata():
+    assert resumable_keys(ToySchema) == ["budget.steps", "notes."]
+    before = {"budget": {"steps": 1, "width": 8}, "notes": {"text": "a"}}
+    check_resumable(before, changed(changed(before, "budget.steps", 2), "notes.text", "b"), ToySchema)
+    with pytest.raises(ConfigError, match=r"--set budget\.width: .*; resumable changes: budget\.steps, notes\.\*$"):
+        check_resumable(before, changed(before, "budget.width", 16), ToySchema)

@@ -1,0 +1,219 @@
+"""The config schema: one frozen dataclass per section of a run config.
+
+Component sections (`generator: {kind: dcgan, base_width: 64}`) name a registered builder whose
+keyword arguments and their type hints are the schema for the remaining keys (see parse.py).
+Fields that a resumed run may change carry `RESUMABLE` in their metadata.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from ganforge.errors import ConfigError
+from ganforge.params import Range
+
+# Field metadata of a key (or a whole section) that may change when a run is resumed: budget and
+# intervals, nothing that alters the networks, the data or the optimizer state.
+RESUMABLE = {"resumable": True}
+
+
+@dataclass(frozen=True)
+class Component:
+    """A component chosen by short name, with its fully resolved keyword arguments."""
+
+    kind: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _component(registry: str, kind: str | None = None) -> Any:
+    """A dataclass field holding a Component from `registry` (required when `kind` is None)."""
+    meta = {"registry": registry}
+    if kind is None:
+        return field(metadata=meta)
+    return field(default_factory=lambda: Component(kind), metadata=meta)
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """Optimizers of the generator and the discriminator (kinds from the optimizer registry)."""
+
+    g: Component = _component("optimizer", "adam")
+    d: Component = _component("optimizer", "adam")
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Learning-rate schedules of the generator and the discriminator, stepped once per step."""
+
+    g: Component = _component("schedule", "constant")
+    d: Component = _component("schedule", "constant")
+
+
+@dataclass(frozen=True)
+class EMAConfig:
+    """Exponential moving average of the generator's weights, used for samples."""
+
+    decay: Annotated[float, Range(ge=0.0, lt=1.0)] = 0.999  # per step; 0 turns the average off
+    start: Annotated[int, Range(ge=0)] = 0  # steps before averaging starts (EMA copies G until then)
+    # StyleGAN2-ADA's ramp-up: the averaging half-life is at most rampup x the images seen so far, so
+    # the random initial weights are forgotten quickly; null averages with `decay` from the start.
+    rampup: Annotated[float, Range(gt=0.0)] | None = 0.05
+
+
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training loop: budget, batch, update ratio, seed, device and numerics."""
+
+    steps: Annotated[int, Range(ge=1)] = field(default=10_000, metadata=RESUMABLE)  # generator updates
+    batch_size: Annotated[int, Range(ge=1)] = 64  # real images per discriminator update, over all processes
+    # Micro-batches per update on each process (gradient accumulation).
+    accumulate: Annotated[int, Range(ge=1)] = field(default=1, metadata=RESUMABLE)
+    d_steps_per_g_step: Annotated[int, Range(ge=1)] = 1
+    seed: Annotated[int, Range(ge=0, lt=2**32)] = 0  # numpy's limit; torch adds offsets to it
+    device: str = field(default="auto", metadata=RESUMABLE)  # auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    channels_last: bool = field(default=False, metadata=RESUMABLE)
+    # torch.compile the networks (regularizers run uncompiled): false, true (= "default") or a mode.
+    compile: bool | CompileMode = field(default=False, metadata=RESUMABLE)
+    # Wall-clock budget of one `ganforge train` invocation: when spent, training stops as on SIGTERM
+    # (finishes the step, saves a checkpoint); --resume continues. null: no budget.
+    max_minutes: Annotated[float, Range(gt=0.0)] | None = field(default=None, metadata=RESUMABLE)
+    # Multi-GPU: BatchNorm statistics over all processes (CUDA only).
+    sync_batchnorm: bool = field(default=False, metadata=RESUMABLE)
+    # On CUDA: deterministic cuDNN kernels; false lets cuDNN autotune.
+    deterministic: bool = field(default=True, metadata=RESUMABLE)
+    on_nonfinite: Literal["stop", "rollback"] = "stop"  # what a NaN/inf loss or weight does
+    rollback_lr_factor: Annotated[float, Range(gt=0.0, lt=1.0)] = 0.5  # lr multiplier per rollback
+    max_rollbacks: Annotated[int, Range(ge=1)] = 3
+    ema: EMAConfig = field(default_factory=EMAConfig)
+
+    @property
+    def compile_mode(self) -> str | None:
+        """The torch.compile mode, or None when the networks run uncompiled."""
+        if self.compile is False:
+            return None
+        return "default" if self.compile is True else self.compile
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """How often losses, learning rates and speed go to the progress bar and log.jsonl."""
+
+    every: Annotated[int, Range(ge=1)] = field(default=100, metadata=RESUMABLE)
+    tensorboard: bool = False  # also write event files to RUN/tensorboard (pip install 'ganforge[tensorboard]')
+
+
+@dataclass(frozen=True)
+class SamplesConfig:
+    """How often a grid from fixed noise is written, and how many samples it shows."""
+
+    every: Annotated[int, Range(ge=1)] = field(default=1000, metadata=RESUMABLE)
+    num: Annotated[int, Range(ge=1, le=100_000)] = 64
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    """How often the complete training state is saved, and how many checkpoints are kept."""
+
+    every: Annotated[int, Range(ge=1)] = field(default=1000, metadata=RESUMABLE)
+    keep: Annotated[int, Range(ge=1)] = field(default=3, metadata=RESUMABLE)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Metrics during training (every N steps) and the defaults of `ganforge eval`."""
+
+    every: Annotated[int, Range(ge=0)] = 0  # 0: no evaluation during training
+    metrics: tuple[str, ...] = ()  # names from `ganforge list metric`; none: fid (images) or modes (2D)
+    num_samples: Annotated[int, Range(ge=2)] = 10_000  # generated samples per evaluation
+    real_samples: Annotated[int, Range(ge=2)] | None = None  # real samples for the reference (default: as many)
+    best: str | None = None  # a figure (fid, kid, is, precision, ...) that picks checkpoints/best.pt
+    extractor: Component = _component("extractor", "inception")
+    batch_size: Annotated[int, Range(ge=1)] = 100
+    cache_dir: str | None = None  # real-data statistics (default: ~/.cache/ganforge/stats)
+
+
+@dataclass(frozen=True)
+class InitConfig:
+    """Weights to start a new run from (fine-tuning): another run's checkpoint and what to take from it."""
+
+    checkpoint: str | None = None  # a checkpoint file or run folder; null: random initialisation
+    load: tuple[Literal["G", "D", "G_ema"], ...] = ("G", "D", "G_ema")  # the networks copied from it
+    # FreezeD (Mo et al. 2020): D's first N layers keep the loaded weights and are not trained.
+    freeze_d_layers: Annotated[int, Range(ge=0)] = 0
+    # false: layers whose shapes differ (another resolution or class count) keep their fresh weights.
+    strict_shapes: bool = True
+
+    def __post_init__(self) -> None:
+        if self.checkpoint is not None and not self.load:
+            raise ValueError("load: name at least one of G, D, G_ema to take from init.checkpoint")
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """Where the run folder goes (default: runs/<config file name>)."""
+
+    dir: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    """One complete experiment."""
+
+    data: Component = _component("data")
+    generator: Component = _component("generator")
+    discriminator: Component = _component("discriminator")
+    loss: Component = _component("loss", "non_saturating")
+    regularizers: tuple[Component, ...] = field(default=(), metadata={"registry": "regularizer"})
+    optim: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    samples: SamplesConfig = field(default_factory=SamplesConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig, metadata=RESUMABLE)  # every key in it
+    init: InitConfig = field(default_factory=InitConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+
+# --------------------------------------------------------------------------------------------
+# Resuming: which changes the fields' metadata allows
+# --------------------------------------------------------------------------------------------
+
+
+def resumable_keys(schema: type = Config, prefix: str = "") -> list[str]:
+    """Dotted keys marked RESUMABLE, in schema order; a marked section ends in a dot (any key in it)."""
+    hints = typing.get_type_hints(schema)
+    keys = []
+    for f in dataclasses.fields(schema):
+        section = dataclasses.is_dataclass(hints[f.name])
+        if f.metadata.get("resumable"):
+            keys.append(f"{prefix}{f.name}" + ("." if section else ""))
+        elif section:
+            keys += resumable_keys(hints[f.name], f"{prefix}{f.name}.")
+    return keys
+
+
+def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two plain configs (config_to_dict)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = list(dict.fromkeys([*old, *new]))
+        return [k for key in keys for k in changed_keys(old.get(key), new.get(key), f"{prefix}{key}.")]
+    return [] if old == new else [prefix.rstrip(".")]
+
+
+def check_resumable(before: Mapping[str, Any], after: Mapping[str, Any], schema: type = Config) -> None:
+    """Refuse a resumed run's config that changes a key not marked RESUMABLE (ConfigError naming it)."""
+    allowed = resumable_keys(schema)
+    for key in changed_keys(dict(before), dict(after)):
+        if not any(key == k or (k.endswith(".") and key.startswith(k)) for k in allowed):
+            listed = ", ".join(k + "*" if k.endswith(".") else k for k in allowed)
+            raise ConfigError(f"--set {key}: cannot change when resuming (it would alter the networks, data or "
+                              f"optimizer state); resumable changes: {listed}")
