@@ -1,9 +1,10 @@
 """Checkpoint files: atomic writes, checksums, a per-run index, and safe loading.
 
 A checkpoint is one `torch.save` file holding plain data and tensors only (so it loads with
-`weights_only=True`): the complete training state, the resolved config and versions. A run's
-`checkpoints/index.json` records each file's step, size and SHA-256 and which one is latest;
-it is replaced atomically after the checkpoint itself, so it never points at a partial file.
+`weights_only=True`): the complete training state, the resolved config and versions. The index
+in a run's checkpoint folder (INDEX_NAME) records each file's step, size and SHA-256 and which one
+is latest; it is replaced atomically after the checkpoint itself, so it never points at a partial
+file. Where a run folder keeps its checkpoints is RunDir's to say (run.py).
 """
 
 from __future__ import annotations
@@ -29,11 +30,6 @@ FORMAT_VERSION = 1
 INDEX_NAME = "index.json"
 
 
-def checkpoint_name(step: int) -> str:
-    """The file name of the checkpoint at `step` (sorts by step)."""
-    return f"step-{step:08d}.pt"
-
-
 def sha256_of(path: Path) -> str:
     """SHA-256 of a file, streamed."""
     h = hashlib.sha256()
@@ -57,10 +53,14 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+# The temporary files of atomic_write_bytes, which a crash can leave behind.
+TMP_GLOB = ".*.tmp-*"
+
+
 def atomic_write_bytes(path: Path, data: bytes | memoryview) -> None:
     """Write to a temporary file beside `path`, fsync, then rename over it. On failure the
     temporary file is removed and `path` is untouched."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # matches TMP_GLOB
     try:
         with open(tmp, "wb") as f:
             f.write(data)
@@ -146,7 +146,7 @@ def load_checkpoint(path: Path, expected_sha256: str | None = None) -> Checkpoin
 
 
 class CheckpointIndex:
-    """The `index.json` of a run's checkpoint folder: files, steps, checksums, latest."""
+    """The index of a run's checkpoint folder: files, steps, checksums, latest."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
@@ -192,9 +192,12 @@ class CheckpointIndex:
 
 def find_checkpoint(path: str | Path) -> tuple[Path, str | None]:
     """A checkpoint file, or a run folder's latest checkpoint -> (file, recorded SHA-256 or None)."""
+    from ganforge.run import RunDir  # run.py builds on this module
+
     path = Path(path)
     if path.is_dir():
-        folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+        run = RunDir(path, read_only=True)
+        folder = run.checkpoints if run.checkpoints.is_dir() else path
         index = CheckpointIndex(folder)
         if index.latest is None:
             raise CheckpointError(f"{path} holds no checkpoints yet (no {folder / INDEX_NAME})")
@@ -215,10 +218,12 @@ def load_latest_good(run: str | Path) -> Checkpoint:
     one is skipped with a warning naming it."""
     import warnings
 
-    run = Path(run)
-    folder = run / "checkpoints"
-    if not run.is_dir():
-        raise CheckpointError(f"no run folder at {run}")
+    from ganforge.run import RunDir  # run.py builds on this module
+
+    run_dir = RunDir(run, read_only=True)
+    folder = run_dir.checkpoints
+    if not run_dir.path.is_dir():
+        raise CheckpointError(f"no run folder at {run_dir.path}")
     try:
         index = CheckpointIndex(folder)
         candidates = [(folder / e["file"], e.get("sha256")) for e in index.newest_first()]
@@ -227,10 +232,10 @@ def load_latest_good(run: str | Path) -> Checkpoint:
         candidates = []
     # Files the index does not know (e.g. the index itself was lost) come after, newest first.
     known = {p.name for p, _ in candidates}
-    files = sorted(folder.glob("step-*.pt"), reverse=True) if folder.is_dir() else []
+    files = run_dir.checkpoint_files()[::-1]
     candidates += [(p, None) for p in files if p.name not in known]
     if not candidates:
-        raise CheckpointError(f"{run} holds no checkpoints to resume from")
+        raise CheckpointError(f"{run_dir.path} holds no checkpoints to resume from")
     for path, sha in candidates:
         try:
             return load_checkpoint(path, sha)

@@ -105,15 +105,17 @@ def _resolve_resume(run_path: Path, overrides: list[str], flags: list[Any]
     """Load a run's newest good checkpoint and its config with the allowed overrides applied."""
     from ganforge.checkpoint import load_latest_good
     from ganforge.config import apply_overrides, check_resumable, config_to_dict, parse_config
+    from ganforge.run import RunDir
 
     payload = load_latest_good(run_path)
     stored = payload.config
+    source = str(RunDir(run_path, read_only=True).config_file)
     origins: dict[tuple[str, ...], str] = {}
     raw = apply_overrides(stored, overrides, origins, flags)
-    cfg = parse_config(raw, origins, default_source=str(run_path / "config.yaml"))
+    cfg = parse_config(raw, origins, default_source=source)
     cfg_dict = config_to_dict(cfg)
     # Compare resolved configs, so that keys a newer ganforge added (with defaults) are no change.
-    before = config_to_dict(parse_config(stored, default_source=str(run_path / "config.yaml")))
+    before = config_to_dict(parse_config(stored, default_source=source))
     check_resumable(before, cfg_dict)
     return cfg, cfg_dict, payload
 
@@ -212,7 +214,7 @@ def train(
         distributed.shutdown()
     if not ctx.is_main:
         raise typer.Exit((BUDGET_SPENT if stop.signal is None else 130) if result.interrupted else 0)
-    latest = run.samples / "latest.png"
+    latest = run.latest_sample
     if result.interrupted:
         budget = stop.signal is None and cfg.train.max_minutes is not None
         why = f"time budget of {cfg.train.max_minutes:g} min spent: " if budget else ""
@@ -424,9 +426,9 @@ def evaluate(
     report = {"checkpoint": str(loaded.checkpoint), "step": loaded.step, "seed": seed, "ema": not no_ema,
               **result.to_dict()}
     if out is None:
-        run = loaded.checkpoint.parent.parent if loaded.checkpoint.parent.name == "checkpoints" else \
-            loaded.checkpoint.parent
-        out = run / "eval" / f"step-{loaded.step:08d}.json"
+        from ganforge.run import RunDir
+
+        out = RunDir.of_checkpoint(loaded.checkpoint).eval_file(loaded.step)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=1) + "\n")
@@ -522,9 +524,10 @@ def report(
 ) -> None:
     """Write one self-contained HTML page: curves, samples over training, metrics, config."""
     from ganforge.report import build_report
+    from ganforge.run import RunDir
 
     page = build_report(run)
-    out = out or run / "report.html"
+    out = out or RunDir(run, read_only=True).report_file
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(page)

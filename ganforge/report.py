@@ -1,8 +1,8 @@
 """`ganforge report RUN`: one self-contained HTML page about a run (images embedded).
 
-Curves are drawn by matplotlib (the optional extra `ganforge[report]`) from log.jsonl; sample
-grids are the run's own PNG files. The page references nothing outside itself, so it opens
-offline in any browser and can be mailed around.
+Curves are drawn by matplotlib (the optional extra `ganforge[report]`) from the run's log; sample
+grids are the run's own PNG files, read through a read-only RunDir. The page references nothing
+outside itself, so it opens offline in any browser and can be mailed around.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ganforge.errors import GanforgeError
+from ganforge.run import STEP_PREFIX, RunDir
 from ganforge.runinfo import read_log, summarize
 
 SECTIONS = ("Summary", "Losses", "Learning rates", "Metrics", "Latest samples", "Samples over training", "Config")
@@ -76,12 +77,13 @@ def _file_b64(path: Path) -> str:
 
 def build_report(run: Path) -> str:
     """The HTML page of a run folder."""
-    run = Path(run)
+    folder = RunDir(run, read_only=True)
+    run = folder.path
     if not run.is_dir():
         raise GanforgeError(f"no run folder at {run}")
     records = read_log(run)
-    if not records and not (run / "samples").is_dir():
-        raise GanforgeError(f"{run} has no log.jsonl and no samples: is it a ganforge run folder?")
+    if not records and not folder.samples.is_dir():
+        raise GanforgeError(f"{run} has no {folder.log_file.name} and no samples: is it a ganforge run folder?")
     plt = _matplotlib()
     summary = summarize(run)
     train_records = [r for r in records if "d_loss" in r]
@@ -136,7 +138,7 @@ def build_report(run: Path) -> str:
     else:
         add("<p>No evaluations in this run (set <code>eval.every</code>, or run <code>ganforge eval</code>).</p>")
 
-    samples = sorted((run / "samples").glob("step-*.png")) if (run / "samples").is_dir() else []
+    samples = folder.sample_files()
     add('<h2 id="latest-samples">Latest samples</h2>')
     if samples:
         add(_img(_file_b64(samples[-1]), f"samples at {samples[-1].stem}",
@@ -148,15 +150,15 @@ def build_report(run: Path) -> str:
     add('<h2 id="samples-over-training">Samples over training</h2><div class=strip>')
     picks = samples if len(samples) <= 8 else [samples[round(i * (len(samples) - 1) / 7)] for i in range(8)]
     for path in picks:
-        step = re.sub(r"^step-0*", "", path.stem) or "0"
+        step = re.sub(rf"^{STEP_PREFIX}0*", "", path.stem) or "0"
         add(f"<figure>{_img(_file_b64(path), path.stem, 'image-rendering: pixelated; width: 150px')}"
             f"<figcaption>step {step}</figcaption></figure>")
     add("</div>")
 
     add('<h2 id="config">Config</h2>')
-    config = run / "config.yaml"
+    config = folder.config_file
     text = config.read_text(errors="replace") if config.is_file() else None  # a damaged file still shows
-    add(f"<pre>{html.escape(text)}</pre>" if text is not None else "<p>No config.yaml.</p>")
+    add(f"<pre>{html.escape(text)}</pre>" if text is not None else f"<p>No {config.name}.</p>")
 
     style = ("body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222}"
              "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;"

@@ -1,14 +1,20 @@
-"""The run folder: the one place that writes files during training.
+"""The run folder: the one place that names its files, and the one place that writes them during training.
 
-Layout:
-    RUN/config.yaml            the resolved config
-    RUN/log.jsonl              one JSON record per logging step
-    RUN/samples/step-N.png     fixed-noise sample grids (scatter plots for 2D data), latest.png
-    RUN/checkpoints/step-N.pt  complete training states; index.json names the latest
-    RUN/.lock                  the process writing the run
+Layout (the attributes of RunDir):
+    RUN/config.yaml            config_file: the resolved config
+    RUN/log.jsonl              log_file: one JSON record per logging step
+    RUN/samples/step-N.png     sample_file(N): fixed-noise sample grids (scatter plots for 2D data);
+                               latest_sample: samples/latest.png
+    RUN/checkpoints/step-N.pt  checkpoint_file(N): complete training states; index_file (index.json)
+                               names the latest; best_checkpoint: best.pt
+    RUN/eval/step-N.json       eval_file(N): results of `ganforge eval`
+    RUN/tensorboard/           tensorboard_dir: event files (log.tensorboard)
+    RUN/report.html            report_file: `ganforge report`
+    RUN/.lock                  lock_file: the process writing the run
 
-Every method is a no-op unless `is_writer` (rank 0 in multi-process training), so callers
-never need to ask which process they are.
+A writing RunDir's methods are no-ops unless `is_writer` (rank 0 in multi-process training), so
+callers never need to ask which process they are. A read-only RunDir (for `info`, `runs`,
+`report`, `sample`, `eval`) creates nothing and refuses every write.
 """
 
 from __future__ import annotations
@@ -27,34 +33,87 @@ from PIL import Image
 
 from ganforge.checkpoint import (
     INDEX_NAME,
+    TMP_GLOB,
     Checkpoint,
     CheckpointIndex,
     atomic_write_bytes,
-    checkpoint_name,
     serialize,
 )
 from ganforge.errors import CheckpointError, RunFolderError, TrainingAborted
 
+# Files named by step (step-00000042.pt) sort by step.
+STEP_PREFIX = "step-"
+
+
+def step_file_name(step: int, suffix: str) -> str:
+    """The name of a file written at `step` (`suffix` with its dot)."""
+    return f"{STEP_PREFIX}{step:08d}{suffix}"
+
 
 class RunDir:
-    """A run folder, opened for writing by one process."""
+    """A run folder: its layout, written by one process, or read only."""
 
-    def __init__(self, path: str | Path, is_writer: bool = True) -> None:
+    def __init__(self, path: str | Path, is_writer: bool = True, read_only: bool = False) -> None:
         self.path = Path(path)
-        self.is_writer = is_writer
+        self.is_writer = is_writer and not read_only
+        self.read_only = read_only
+        self.config_file = self.path / "config.yaml"
+        self.log_file = self.path / "log.jsonl"
         self.samples = self.path / "samples"
+        self.latest_sample = self.samples / "latest.png"
         self.checkpoints = self.path / "checkpoints"
+        self.index_file = self.checkpoints / INDEX_NAME
+        self.best_checkpoint = self.checkpoints / "best.pt"
+        self.eval_dir = self.path / "eval"
+        self.tensorboard_dir = self.path / "tensorboard"
+        self.report_file = self.path / "report.html"
+        self.lock_file = self.path / ".lock"
         self._locked = False
         self._tensorboard: Any = None
 
+    @classmethod
+    def of_checkpoint(cls, file: Path) -> RunDir:
+        """The run folder (read-only) that holds a checkpoint file: the parent of its checkpoints
+        folder, or the folder the file lies in."""
+        run = cls(Path(file).parent.parent, read_only=True)
+        return run if Path(file).parent == run.checkpoints else cls(Path(file).parent, read_only=True)
+
+    # -- the files named by step -------------------------------------------------------------
+
+    def checkpoint_file(self, step: int) -> Path:
+        """checkpoints/step-N.pt."""
+        return self.checkpoints / step_file_name(step, ".pt")
+
+    def sample_file(self, step: int) -> Path:
+        """samples/step-N.png."""
+        return self.samples / step_file_name(step, ".png")
+
+    def eval_file(self, step: int) -> Path:
+        """eval/step-N.json."""
+        return self.eval_dir / step_file_name(step, ".json")
+
+    def checkpoint_files(self) -> list[Path]:
+        """The step-N.pt files in checkpoints/, oldest first (none without the folder)."""
+        return sorted(self.checkpoints.glob(f"{STEP_PREFIX}*.pt")) if self.checkpoints.is_dir() else []
+
+    def sample_files(self) -> list[Path]:
+        """The step-N.png grids in samples/, oldest first (none without the folder)."""
+        return sorted(self.samples.glob(f"{STEP_PREFIX}*.png")) if self.samples.is_dir() else []
+
     # -- opening ----------------------------------------------------------------------------
+
+    def _writes(self, what: str) -> bool:
+        """Whether this process writes (`is_writer`); a read-only RunDir refuses, naming `what`."""
+        if self.read_only:
+            raise RunFolderError(f"{self.path} is open read-only: cannot {what}")
+        return self.is_writer
 
     def create(self, overwrite: bool = False) -> None:
         """Make a fresh run folder; an existing run is kept unless `overwrite`."""
-        if not self.is_writer:
+        if not self._writes("create a run"):
             return
         if self.path.exists() and any(self.path.iterdir()):
-            is_run = (self.path / "config.yaml").exists() or self.checkpoints.exists()
+            is_run = self.config_file.exists() or self.checkpoints.exists()
             if not is_run:
                 raise RunFolderError(f"output.dir {self.path} exists and is not a ganforge run folder; "
                                      "choose another output.dir")
@@ -64,7 +123,7 @@ class RunDir:
                                      "or pick another output.dir (--set output.dir=...)")
             self.acquire_lock()
             for child in self.path.iterdir():
-                if child.name == ".lock":
+                if child == self.lock_file:
                     continue
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
         self._make_dirs()
@@ -72,14 +131,14 @@ class RunDir:
 
     def open_existing(self) -> None:
         """Open a run folder to continue it."""
-        if not self.is_writer:
+        if not self._writes("continue the run"):
             return
         if not self.path.is_dir():
             raise RunFolderError(f"no run folder at {self.path}")
         self._make_dirs()
         self.acquire_lock()
         # Temporary files of a write that a crash cut short.
-        for tmp in [*self.checkpoints.glob(".*.tmp-*"), *self.path.glob(".*.tmp-*")]:
+        for tmp in [*self.checkpoints.glob(TMP_GLOB), *self.path.glob(TMP_GLOB)]:
             tmp.unlink(missing_ok=True)
 
     def _make_dirs(self) -> None:
@@ -97,9 +156,9 @@ class RunDir:
 
     def acquire_lock(self) -> None:
         """Take `.lock`; refuse if a live process holds it, take it over from a dead one."""
-        if self._locked or not self.is_writer:
+        if self._locked or not self._writes("lock the run"):
             return
-        lock = self.path / ".lock"
+        lock = self.lock_file
         host = socket.gethostname()
         while True:
             try:
@@ -131,37 +190,37 @@ class RunDir:
             self._tensorboard.close()
             self._tensorboard = None
         if self._locked:
-            (self.path / ".lock").unlink(missing_ok=True)
+            self.lock_file.unlink(missing_ok=True)
             self._locked = False
 
     # -- writing -----------------------------------------------------------------------------
 
     def write_config(self, text: str) -> None:
         """The resolved config, as YAML."""
-        if self.is_writer:
-            atomic_write_bytes(self.path / "config.yaml", text.encode())
+        if self._writes("write the config"):
+            atomic_write_bytes(self.config_file, text.encode())
 
     def start_tensorboard(self, config_text: str) -> None:
         """Mirror scalars, sample grids and the config into TensorBoard event files."""
-        if not self.is_writer:
+        if not self._writes("start TensorBoard"):
             return
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             raise RunFolderError("log.tensorboard needs the tensorboard package: pip install 'ganforge[tensorboard]'"
                                  ) from None
-        self._tensorboard = SummaryWriter(log_dir=str(self.path / "tensorboard"))
+        self._tensorboard = SummaryWriter(log_dir=str(self.tensorboard_dir))
         self._tensorboard.add_text("config", f"<pre>{config_text}</pre>")
 
     def append_log(self, record: dict[str, Any]) -> None:
         """One JSON line in log.jsonl."""
-        if not self.is_writer:
+        if not self._writes("append to the log"):
             return
         try:
-            with open(self.path / "log.jsonl", "a") as f:
+            with open(self.log_file, "a") as f:
                 f.write(json.dumps(record) + "\n")
         except OSError as e:
-            warnings.warn(f"could not append to {self.path / 'log.jsonl'} ({e.strerror}); training goes on",
+            warnings.warn(f"could not append to {self.log_file} ({e.strerror}); training goes on",
                           stacklevel=2)
         if self._tensorboard is not None:
             step = record.get("step", 0)
@@ -174,12 +233,12 @@ class RunDir:
 
     def save_sample(self, image: Image.Image, step: int) -> Path | None:
         """samples/step-N.png and samples/latest.png; a failed write warns and training goes on."""
-        if not self.is_writer:
+        if not self._writes("save a sample grid"):
             return None
-        path = self.samples / f"step-{step:08d}.png"
+        path = self.sample_file(step)
         try:
             image.save(path)
-            shutil.copyfile(path, self.samples / "latest.png")
+            shutil.copyfile(path, self.latest_sample)
         except OSError as e:
             warnings.warn(f"could not write sample grid {path} ({e.strerror}); training goes on", stacklevel=2)
             return None
@@ -190,13 +249,13 @@ class RunDir:
         return path
 
     def save_checkpoint(self, ckpt: Checkpoint, keep: int) -> Path | None:
-        """Write checkpoints/step-N.pt atomically, record it in index.json, prune to `keep`."""
-        if not self.is_writer:
+        """Write checkpoint_file(step) atomically, record it in the index, prune to `keep`."""
+        if not self._writes("save a checkpoint"):
             return None
         data = serialize(ckpt.to_dict())
         sha = hashlib.sha256(data).hexdigest()
-        name = checkpoint_name(ckpt.step)
-        path = self.checkpoints / name
+        path = self.checkpoint_file(ckpt.step)
+        name = path.name
         try:
             atomic_write_bytes(path, data)
             index = CheckpointIndex(self.checkpoints)
@@ -221,11 +280,11 @@ class RunDir:
         return path
 
     def save_best(self, ckpt: Checkpoint, figure: str, value: float) -> Path | None:
-        """Write checkpoints/best.pt (the best evaluation so far), recorded in index.json."""
-        if not self.is_writer:
+        """Write best_checkpoint (the best evaluation so far), recorded in the index."""
+        if not self._writes("save the best checkpoint"):
             return None
         data = serialize(ckpt.to_dict())
-        path = self.checkpoints / "best.pt"
+        path = self.best_checkpoint
         try:
             atomic_write_bytes(path, data)
             index = CheckpointIndex(self.checkpoints)
@@ -252,7 +311,7 @@ class RunDir:
         after it belongs to a lost future. Log records after `step` are dropped; checkpoints after
         it (ones that were skipped as damaged) leave the index and are renamed `*.skipped`, so
         pruning never counts them and `latest` names the checkpoint written next."""
-        if not self.is_writer:
+        if not self._writes("rewind the run"):
             return
         try:
             self._truncate_log(step)
@@ -265,9 +324,9 @@ class RunDir:
         try:
             index = CheckpointIndex(self.checkpoints)
         except CheckpointError as e:
-            damaged = self.checkpoints / f"{INDEX_NAME}.damaged"
+            damaged = self.index_file.with_name(f"{self.index_file.name}.damaged")
             warnings.warn(f"{e}; moved it to {damaged.name} and starting a new index", stacklevel=2)
-            os.replace(self.checkpoints / INDEX_NAME, damaged)
+            os.replace(self.index_file, damaged)
             return
         later = [e["file"] for e in index.entries if e["step"] > step]
         if not later:
@@ -283,7 +342,7 @@ class RunDir:
 
     def _truncate_log(self, step: int) -> None:
         """Drop log records after `step` (and a line cut short by a crash)."""
-        log = self.path / "log.jsonl"
+        log = self.log_file
         if not log.exists():
             return
         kept = []

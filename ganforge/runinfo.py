@@ -1,4 +1,7 @@
-"""Reading run folders back: logs, checkpoints, summaries (for `info`, `runs` and `report`)."""
+"""Reading run folders back: logs, checkpoints, summaries (for `info`, `runs` and `report`).
+
+Every function here opens its run folder as a read-only RunDir: reading a run changes nothing in it.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ganforge.checkpoint import CheckpointIndex, find_checkpoint
+from ganforge.checkpoint import INDEX_NAME, CheckpointIndex, find_checkpoint
+from ganforge.run import RunDir
 
 
 def read_log(run: Path) -> list[dict[str, Any]]:
-    """Records of RUN/log.jsonl (a line cut short by a crash is skipped)."""
-    path = Path(run) / "log.jsonl"
+    """Records of the run's log (a line cut short by a crash is skipped)."""
+    path = RunDir(run, read_only=True).log_file
     records = []
     if path.is_file():
         # Undecodable bytes (a damaged disk block) spoil their line only: it is skipped like a cut-short one.
@@ -29,7 +33,8 @@ def read_log(run: Path) -> list[dict[str, Any]]:
 
 def is_run(path: Path) -> bool:
     """Whether a folder looks like a ganforge run."""
-    return (path / "config.yaml").is_file() or (path / "checkpoints" / "index.json").is_file()
+    run = RunDir(path, read_only=True)
+    return run.config_file.is_file() or run.index_file.is_file()
 
 
 @dataclass
@@ -54,8 +59,9 @@ def summarize(run: Path) -> RunSummary:
     """Name, config, step, last losses, best metric and last change of a run folder."""
     import yaml
 
+    folder = RunDir(run, read_only=True)
     summary = RunSummary(run.name, str(run))
-    config = run / "config.yaml"
+    config = folder.config_file
     if config.is_file():
         try:
             cfg = yaml.safe_load(config.read_text(encoding="utf-8", errors="replace")) or {}
@@ -71,7 +77,7 @@ def summarize(run: Path) -> RunSummary:
         summary.step = int(last["step"])
         summary.losses = {k: last[k] for k in ("d_loss", "g_loss") if k in last}
     try:
-        index = CheckpointIndex(run / "checkpoints")
+        index = CheckpointIndex(folder.checkpoints)
         if index.entries:
             summary.step = max(summary.step, max(int(e["step"]) for e in index.entries))
         summary.best = index.best
@@ -115,10 +121,9 @@ def checkpoint_details(path: Path) -> dict[str, Any]:
     ckpt = load_checkpoint(file)
     cfg = parse_config(ckpt.config)
     _, D, _ = build_networks(cfg, DataInfo.from_dict(ckpt.data_info))
-    run = file.parent.parent if file.parent.name == "checkpoints" else file.parent
-    evals = [r for r in read_log(run) if "eval" in r]
+    evals = [r for r in read_log(RunDir.of_checkpoint(file).path) if "eval" in r]
     files = []
-    if (file.parent / "index.json").is_file():
+    if (file.parent / INDEX_NAME).is_file():
         index = CheckpointIndex(file.parent)
         files = [{"file": e["file"], "step": e["step"], "bytes": e["bytes"]} for e in index.entries]
         if index.best:

@@ -1,0 +1,77 @@
+"""The run folder: RunDir names its files; readers open it read-only and leave it as it was."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from ganforge.checkpoint import find_checkpoint, load_checkpoint, load_latest_good
+from ganforge.errors import RunFolderError
+from ganforge.report import build_report
+from ganforge.run import RunDir
+from ganforge.runinfo import checkpoint_details, find_runs, read_log, summarize
+from ganforge.sample import load_generator
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "tiny_run_v1"
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every path in `folder` (the folder too) with its size and modification time in ns."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in [folder, *folder.rglob("*")]}
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Path:
+    """A copy of the fixture run (step 3 of 6: config, log, a sample grid, a checkpoint and its index)."""
+    return Path(shutil.copytree(FIXTURE, tmp_path / "runs" / "tiny"))
+
+
+def test_readers_leave_a_run_folder_as_it_was(run, cli, tmp_path):
+    before = snapshot(run)
+    folder = RunDir(run, read_only=True)
+    assert not folder.is_writer
+    assert folder.config_file.is_file() and folder.log_file.is_file() and folder.index_file.is_file()
+    assert folder.sample_files() == [run / "samples" / "step-00000003.png"]
+    assert folder.checkpoint_files() == [run / "checkpoints" / "step-00000003.pt"] == [folder.checkpoint_file(3)]
+    assert folder.latest_checkpoint() == folder.checkpoint_file(3)
+    # What `eval` writes next to a checkpoint goes into the run that holds it.
+    assert RunDir.of_checkpoint(folder.checkpoint_file(3)).eval_file(3) == run / "eval" / "step-00000003.json"
+    assert RunDir.of_checkpoint(tmp_path / "loose.pt").path == tmp_path
+
+    # Everything info, runs, report, sample and resume read.
+    assert [r["step"] for r in read_log(run)] and summarize(run).step == 3
+    assert find_runs(tmp_path / "runs") == [run]
+    assert checkpoint_details(run)["step"] == 3
+    assert "<html" in build_report(run)
+    assert find_checkpoint(run)[0] == folder.checkpoint_file(3) and load_latest_good(run).step == 3
+    assert load_generator(run, device="cpu").step == 3
+    assert cli("info", str(run)).exit_code == 0 and cli("runs", str(tmp_path / "runs")).exit_code == 0
+    assert cli("report", str(run), "--out", str(tmp_path / "report.html")).exit_code == 0
+    assert cli("sample", str(run), "--num", "2", "--out", str(tmp_path / "samples"), "-q").exit_code == 0
+    assert snapshot(run) == before
+
+
+def test_a_read_only_run_folder_refuses_every_write(run):
+    before = snapshot(run)
+    folder = RunDir(run, read_only=True)
+    ckpt = load_checkpoint(*find_checkpoint(run))
+    writes = {
+        "create a run": lambda: folder.create(overwrite=True),
+        "continue the run": folder.open_existing,
+        "lock the run": folder.acquire_lock,
+        "write the config": lambda: folder.write_config("train: {steps: 1}\n"),
+        "start TensorBoard": lambda: folder.start_tensorboard(""),
+        "append to the log": lambda: folder.append_log({"step": 4}),
+        "save a sample grid": lambda: folder.save_sample(Image.new("L", (4, 4)), 4),
+        "save a checkpoint": lambda: folder.save_checkpoint(ckpt, keep=1),
+        "save the best checkpoint": lambda: folder.save_best(ckpt, "fid", 1.0),
+        "rewind the run": lambda: folder.rewind(0),
+    }
+    for what, write in writes.items():
+        with pytest.raises(RunFolderError, match=f"is open read-only: cannot {what}$"):
+            write()
+    folder.release_lock()  # it holds nothing to give up
+    assert snapshot(run) == before
