@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from ganforge.data import DataInfo
-from ganforge.data.images import IMAGE_SUFFIXES, DecodedImages, DecodingDataset, Resolution
+from ganforge.data.decoded import DecodedImages, DecodingDataset
+from ganforge.data.images import IMAGE_SUFFIXES, Resolution
 from ganforge.errors import DataError
 from ganforge.params import Range
 from ganforge.registry import DATASETS
