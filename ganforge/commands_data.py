@@ -1,34 +1,18 @@
-"""Commands for data sets and image folders: `ganforge dataset` and `ganforge eval-images`.
-
-`register(app)` adds them to a Typer app (cli.py's, or a test's). Errors become one `error:`
-line through cli.py's `user_errors`, imported when a command runs; torch loads lazily.
-"""
+"""Commands for data sets and image folders: `ganforge dataset` and `ganforge eval-images`."""
 
 from __future__ import annotations
 
-import functools
 import json
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import typer
 
-
-def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """cli.py's `user_errors` around `fn`, looked up at call time (cli.py imports this module)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from ganforge.cli import user_errors
-
-        return user_errors(fn)(*args, **kwargs)
-
-    return wrapper
+from ganforge.commands_common import user_errors
 
 
-@_user_errors
+@user_errors
 def dataset_command(
     src: Path = typer.Argument(..., help="A folder of images (sub-folders = classes) or a zip of images."),
     out: Path = typer.Option(..., "--out", "-o", help="The zip to write (StyleGAN2-ADA's format)."),
@@ -55,7 +39,7 @@ def dataset_command(
     typer.echo(f"train on it with: data: {{kind: zip, path: {out}}}")
 
 
-@_user_errors
+@user_errors
 def eval_images(
     images: Path = typer.Argument(..., help="A folder of images to score (e.g. from ganforge sample)."),
     reference: Path | None = typer.Option(None, "--reference", help="A folder of real images to compare with."),
@@ -134,9 +118,3 @@ def load_data_section(path: Path) -> Any:
     # Only a data section: check it against the data registry as a full config would be.
     stand_in = {"data": raw["data"], "generator": {"kind": "mlp"}, "discriminator": {"kind": "mlp"}}
     return parse_config(stand_in, default_source=str(path)).data
-
-
-def register(app: typer.Typer) -> None:
-    """Add `dataset` and `eval-images` to a Typer app."""
-    app.command("dataset")(dataset_command)
-    app.command("eval-images")(eval_images)

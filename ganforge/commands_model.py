@@ -1,4 +1,5 @@
-"""Commands that work with a trained model's networks: `ganforge project` (GAN inversion)."""
+"""Commands that use a trained generator: `ganforge sample`, `interpolate`, `export` and `project`
+(GAN inversion)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,137 @@ from pathlib import Path
 
 import typer
 
+from ganforge.commands_common import CLASS_OPTION, JSON_OPTION, QUIET_OPTION, TRUNCATION_OPTION, user_errors
 from ganforge.errors import GanforgeError
 
+# --------------------------------------------------------------------------------------------
+# sample
+# --------------------------------------------------------------------------------------------
 
+
+@user_errors
+def sample(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint file or a run folder (uses its latest checkpoint)."),
+    num: int = typer.Option(64, "--num", "-n", min=1, help="How many samples."),
+    out: Path = typer.Option(Path("samples"), "--out", "-o",
+                             help="Folder for image files; the PNG file with --grid; .npy for 2D data."),
+    seed: int = typer.Option(0, "--seed", help="Noise seed: the same seed gives the same samples."),
+    grid: bool = typer.Option(False, "--grid", help="Write one grid image instead of one file per sample."),
+    no_ema: bool = typer.Option(False, "--no-ema", help="Use the raw generator instead of its moving average."),
+    batch_size: int = typer.Option(256, "--batch-size", min=1, help="Samples per forward pass."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    class_index: int | None = CLASS_OPTION,
+    truncation: float | None = TRUNCATION_OPTION,
+    noise_mode: str | None = typer.Option(None, "--noise-mode",
+                                          help="stylegan2's per-pixel noise: random (default, from --seed), const "
+                                               "(as the training grids) or none."),
+    quiet: bool = QUIET_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Generate images (or 2D points) from a checkpoint; no config file needed."""
+    import json
+
+    from ganforge.sample import load_generator, write_samples
+    from ganforge.sample import sample as draw
+
+    loaded = load_generator(checkpoint, use_ema=not no_ema, device=device)
+    samples = draw(loaded, num, seed=seed, batch_size=batch_size, class_index=class_index, truncation=truncation,
+                   progress=not quiet, noise_mode=noise_mode)
+    written = write_samples(loaded, samples, out, grid, class_grid=class_index is None)
+    where = written[0] if len(written) <= 2 else written[0].parent
+    if as_json:
+        typer.echo(json.dumps({"checkpoint": str(loaded.checkpoint), "step": loaded.step, "num": num, "seed": seed,
+                               "files": [str(p) for p in written]}))
+    else:
+        typer.echo(f"wrote {num} samples from {loaded.checkpoint} (step {loaded.step}) to {where}")
+
+
+# --------------------------------------------------------------------------------------------
+# interpolate, export
+# --------------------------------------------------------------------------------------------
+
+
+@user_errors
+def interpolate(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint file or a run folder."),
+    out: Path = typer.Option(..., "--out", "-o", help="FILE.gif (animation) or FILE.png (a strip per row)."),
+    num_frames: int = typer.Option(60, "--num-frames", "-f", min=2, help="Frames (GIF) or steps per row (PNG)."),
+    rows: int = typer.Option(4, "--rows", "-r", min=1, help="Rows of walks (conditional: one row per class)."),
+    cols: int = typer.Option(4, "--cols", min=1, help="Walks per row in the GIF."),
+    keyframes: int = typer.Option(4, "--keyframes", min=2, help="Random points each GIF walk loops through."),
+    fps: float = typer.Option(20.0, "--fps", min=1.0, help="GIF frames per second."),
+    seed: int = typer.Option(0, "--seed", help="Noise seed."),
+    no_ema: bool = typer.Option(False, "--no-ema", help="Use the raw generator instead of its moving average."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    class_index: int | None = CLASS_OPTION,
+    truncation: float | None = TRUNCATION_OPTION,
+    quiet: bool = QUIET_OPTION,
+) -> None:
+    """Walk between random latents (spherical interpolation) as an animated GIF or a PNG strip."""
+    import torch
+
+    from ganforge.generation import class_labels
+    from ganforge.interpolate import interpolate as make_frames
+    from ganforge.interpolate import save_gif, strip
+    from ganforge.sample import load_generator
+
+    loaded = load_generator(checkpoint, use_ema=not no_ema, device=device)
+    class_labels(1, loaded.num_classes, class_index, torch.device("cpu"))  # --class names one of its classes
+    try:
+        if out.suffix.lower() == ".gif":
+            frames = make_frames(loaded, num_frames, rows, cols, keyframes, seed, class_index, truncation,
+                                 progress=not quiet)
+            save_gif(frames, out, fps)
+            typer.echo(f"wrote {out}: {len(frames)} frames of {frames[0].size[0]}x{frames[0].size[1]}")
+        elif out.suffix.lower() == ".png":
+            if not loaded.info.is_image:
+                raise GanforgeError("interpolate makes images; this generator makes 2D points")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            image = strip(loaded, num_frames, rows, seed, class_index, truncation)
+            image.save(out)
+            typer.echo(f"wrote {out}: {rows} rows of {num_frames} steps")
+        else:
+            raise GanforgeError(f"--out {out}: end the name in .gif (animation) or .png (strip)")
+    except OSError as e:
+        raise GanforgeError(f"cannot write {out} ({e.strerror or e})") from None
+
+
+@user_errors
+def export(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint file or a run folder."),
+    fmt: str = typer.Option(..., "--format", help="torchscript or onnx."),
+    out: Path = typer.Option(..., "--out", "-o", help="The file to write (.pt for TorchScript, .onnx)."),
+    no_ema: bool = typer.Option(False, "--no-ema", help="Export the raw generator instead of its moving average."),
+    truncation: float | None = TRUNCATION_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Write the generator as a TorchScript or ONNX file that runs without ganforge."""
+    import json
+
+    from ganforge.export import export as write
+    from ganforge.sample import load_generator
+
+    if fmt not in ("torchscript", "onnx"):
+        raise GanforgeError(f"--format {fmt}: use torchscript or onnx")
+    loaded = load_generator(checkpoint, use_ema=not no_ema, device="cpu")
+    try:
+        meta = write(loaded, fmt, out, truncation)
+    except OSError as e:
+        raise GanforgeError(f"cannot write {out} ({e.strerror or e})") from None
+    if as_json:
+        typer.echo(json.dumps({"file": str(out), **meta}))
+        return
+    inputs = " and ".join(f"{n} ({'N' if n == 'labels' else 'N x ' + str(meta['latent_dim'])})" for n in meta["inputs"])
+    typer.echo(f"wrote {out} ({fmt}, {out.stat().st_size / 2**20:.1f} MiB): takes {inputs}, returns "
+               f"{'N x ' + ' x '.join(map(str, meta['output_shape']))} in {meta['output_range'] or 'data units'}")
+
+
+# --------------------------------------------------------------------------------------------
+# project
+# --------------------------------------------------------------------------------------------
+
+
+@user_errors
 def project_command(
     checkpoint: Path = typer.Argument(..., help="A checkpoint file or a run folder (uses its latest checkpoint)."),
     target: Path = typer.Option(..., "--target", "-t", help="The image to project (cropped to a square, resized)."),
@@ -78,10 +207,3 @@ def project_command(
     typer.echo(f"  pixel MSE: {result.initial_error:.4g} at the start, {result.final_error:.4g} at the end")
     for name, path in files.items():
         typer.echo(f"  {name + ':':<16}{path}")
-
-
-def register(app: typer.Typer) -> None:
-    """Add the model commands to the `ganforge` app."""
-    from ganforge.cli import user_errors  # here, not at the top: cli imports this module
-
-    app.command("project")(user_errors(project_command))

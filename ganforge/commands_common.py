@@ -1,0 +1,51 @@
+"""What every `ganforge` command shares: one-line errors and warnings, and common options."""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import typer
+
+from ganforge.errors import GanforgeError
+
+
+def err(message: str) -> None:
+    """One line on stderr."""
+    typer.echo(message, err=True)
+
+
+def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn GanforgeError into `error: message` and its exit code, without a traceback, and
+    print warnings as single `warning: message` lines as they happen."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", UserWarning)
+            warnings.showwarning = _one_line_warning
+            try:
+                return fn(*args, **kwargs)
+            except GanforgeError as e:
+                err("error: " + " ".join(str(e).split()))  # always one line
+                raise typer.Exit(e.exit_code) from None
+            except OSError as e:  # a file-system failure no command anticipated: still one line
+                where = f" {e.filename}" if e.filename else ""
+                err(f"error: could not access{where} ({e.strerror or type(e).__name__}); "
+                    "check the path, its permissions and the free space")
+                raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    err("warning: " + " ".join(str(message).split()))
+
+
+CLASS_OPTION = typer.Option(None, "--class", "-c", min=0, help="Only this class (conditional generators).")
+TRUNCATION_OPTION = typer.Option(None, "--truncation", "-t", min=0.0, max=1.0,
+                                 help="Truncation psi (0 = the average, 1 = none), where the generator has it.")
+QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="No progress bar.")
+JSON_OPTION = typer.Option(False, "--json", help="Print the result as JSON.")

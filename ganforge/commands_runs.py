@@ -1,0 +1,182 @@
+"""Commands that read runs and score checkpoints: `ganforge eval`, `info`, `runs` and `report`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ganforge.commands_common import JSON_OPTION, user_errors
+from ganforge.errors import GanforgeError
+
+# --------------------------------------------------------------------------------------------
+# eval
+# --------------------------------------------------------------------------------------------
+
+
+@user_errors
+def evaluate(
+    checkpoint: Path | None = typer.Argument(None, help="A checkpoint file or a run folder (uses its latest "
+                                                        "checkpoint); or score a folder with --images."),
+    images: Path | None = typer.Option(None, "--images", help="Score this folder of images instead of a checkpoint "
+                                                             "(against --reference DIR or --data CONFIG)."),
+    reference: Path | None = typer.Option(None, "--reference", help="With --images: a folder of real images."),
+    data: Path | None = typer.Option(None, "--data", help="With --images: a config whose data section is the "
+                                                         "real data."),
+    metrics: str | None = typer.Option(None, "--metrics", "-m",
+                                          help="Comma-separated: fid,kid,is,pr,dc (images) or modes (2D); "
+                                               "default: the run's eval.metrics."),
+    num: int | None = typer.Option(None, "--num", "-n", min=2,
+                                   help="Generated samples (default: eval.num_samples)."),
+    real_num: int | None = typer.Option(None, "--real-num", min=2,
+                                        help="Real samples for the reference statistics."),
+    seed: int = typer.Option(0, "--seed", help="Noise seed."),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Images per forward pass."),
+    inception_weights: str | None = typer.Option(None, "--inception-weights",
+                                                    help="Path of the FID Inception weights file."),
+    cache_dir: str | None = typer.Option(None, "--cache-dir", help="Where real-data statistics are cached."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="JSON file (default: RUN/eval/step-N.json)."),
+    no_ema: bool = typer.Option(False, "--no-ema", help="Evaluate the raw generator instead of its moving average."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON instead of a table."),
+) -> None:
+    """Compute FID, KID, IS, precision/recall, density/coverage, ifid (or 2D mode figures) for a checkpoint,
+    or for a folder of images with --images."""
+    import json
+
+    from ganforge.build import build_data, evaluator_for, resolve_device
+    from ganforge.config import Component, parse_config
+    from ganforge.sample import load_generator
+
+    if images is not None:
+        if checkpoint is not None:
+            raise GanforgeError("give a checkpoint or --images DIR, not both")
+        from ganforge.commands_data import eval_images
+
+        return eval_images(images=images, reference=reference, data=data, metrics=metrics or "fid", num=num,
+                           real_num=real_num, batch_size=batch_size or 50, num_workers=2,
+                           inception_weights=inception_weights, cache_dir=cache_dir, device=device, out=out,
+                           quiet=quiet, as_json=as_json)
+    if checkpoint is None:
+        raise GanforgeError("give a checkpoint or run folder to evaluate, or --images DIR to score a folder")
+    if reference is not None or data is not None:
+        raise GanforgeError("--reference and --data go with --images; a checkpoint is scored against its own data")
+    loaded = load_generator(checkpoint, use_ema=not no_ema, device=device)
+    cfg = parse_config(loaded.config)
+    extractor = cfg.eval.extractor
+    if inception_weights is not None:
+        extractor = Component(extractor.kind, {**extractor.params, "weights": inception_weights})
+    names = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else list(cfg.eval.metrics)
+    evaluator = evaluator_for(cfg, build_data(cfg), resolve_device(device), progress=not quiet, metrics=names,
+                              num_samples=num, real_samples=real_num, batch_size=batch_size, cache_dir=cache_dir,
+                              extractor_cfg=extractor)
+    result = evaluator(loaded.G, seed=seed)
+    report = {"checkpoint": str(loaded.checkpoint), "step": loaded.step, "seed": seed, "ema": not no_ema,
+              **result.to_dict()}
+    if out is None:
+        from ganforge.run import RunDir
+
+        out = RunDir.of_checkpoint(loaded.checkpoint).eval_file(loaded.step)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=1) + "\n")
+    except OSError as e:
+        raise GanforgeError(f"cannot write {out} ({e.strerror})") from None
+    if as_json:
+        typer.echo(json.dumps(report, indent=1))
+        return
+    typer.echo(f"{loaded.checkpoint} (step {loaded.step}), {result.num_samples} generated samples, "
+               f"{result.seconds:.0f} s")
+    for name, value in result.figures.items():
+        typer.echo(f"  {name:<18} {value:.6g}")
+    typer.echo(f"  extractor: {result.extractor}")
+    ref = result.reference
+    if "num_samples" in ref:
+        typer.echo(f"  reference: {ref['data'].get('kind')} ({ref['num_samples']} real samples), "
+                   f"statistics in {ref['stats_file']}")
+    typer.echo(f"  written to {out}")
+
+
+# --------------------------------------------------------------------------------------------
+# info, runs, report
+# --------------------------------------------------------------------------------------------
+
+
+@user_errors
+def info(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint file or a run folder."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Step, config summary, parameter counts, latest metrics, versions and checkpoint files."""
+    import json
+
+    from ganforge.runinfo import checkpoint_details
+
+    d = checkpoint_details(checkpoint)
+    if as_json:
+        typer.echo(json.dumps(d, indent=1))
+        return
+    typer.echo(f"checkpoint   {d['checkpoint']}")
+    typer.echo(f"step         {d['step']} of {d['steps']}")
+    typer.echo(f"data         {d['data']['kind']} {tuple(d['data']['shape'])}, {d['data']['num_classes']} classes")
+    g = d["generator"]
+    typer.echo(f"generator    {g['kind']}: {g['parameters']:,} parameters, latent {g['latent_dim']}"
+               + (f", conditioned on {g['conditional_classes']} classes" if g["conditional_classes"] else ""))
+    typer.echo(f"discrim.     {d['discriminator']['kind']}: {d['discriminator']['parameters']:,} parameters")
+    regs = f", regularizers {', '.join(d['regularizers'])}" if d["regularizers"] else ""
+    typer.echo(f"loss         {d['loss']}{regs}")
+    typer.echo(f"batch        {d['batch_size']}")
+    if d["latest_metrics"]:
+        typer.echo("metrics      " + ", ".join(f"{k}={v:.5g}" for k, v in d["latest_metrics"].items()))
+    typer.echo(f"versions     ganforge {d['ganforge_version']}, torch {d['torch_version']}")
+    for f in d["files"]:
+        extra = f" (best: {f['best']})" if "best" in f else ""
+        typer.echo(f"  {f['file']:<22} step {f['step']:>8}  {f['bytes'] / 2**20:7.1f} MiB{extra}")
+
+
+@user_errors
+def runs(
+    folder: Path = typer.Argument(Path("runs"), help="Where the run folders are (default: runs)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """A table of the runs in a folder: config, step, last losses, best metric, last change."""
+    import json
+
+    from ganforge.runinfo import ago, find_runs, summarize
+
+    if not folder.is_dir():
+        raise GanforgeError(f"no folder {folder}")
+    summaries = sorted((summarize(r) for r in find_runs(folder)), key=lambda s: -s.last_change)
+    if as_json:
+        typer.echo(json.dumps([s.to_dict() for s in summaries], indent=1))
+        return
+    if not summaries:
+        typer.echo(f"no runs in {folder}")
+        return
+    typer.echo(f"{'run':<24} {'data':<14} {'G':<10} {'step':>13} {'d_loss':>7} {'g_loss':>7}  {'best':<18} changed")
+    for s in summaries:
+        step = f"{s.step}/{s.steps}" if s.steps else str(s.step)
+        best = f"{s.best['figure']}={s.best['value']:.4g}" if s.best else "-"
+        d, g = (f"{s.losses[k]:.3f}" if k in s.losses else "-" for k in ("d_loss", "g_loss"))
+        typer.echo(f"{s.name:<24} {s.data:<14} {s.generator:<10} {step:>13} {d:>7} {g:>7}  {best:<18} "
+                   f"{ago(s.last_change)}")
+
+
+@user_errors
+def report(
+    run: Path = typer.Argument(..., help="A run folder."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="HTML file (default: RUN/report.html)."),
+) -> None:
+    """Write one self-contained HTML page: curves, samples over training, metrics, config."""
+    from ganforge.report import build_report
+    from ganforge.run import RunDir
+
+    page = build_report(run)
+    out = out or RunDir(run, read_only=True).report_file
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(page)
+    except OSError as e:
+        raise GanforgeError(f"cannot write {out} ({e.strerror})") from None
+    typer.echo(f"wrote {out} ({len(page) / 2**10:.0f} KiB, images embedded; opens offline in any browser)")

@@ -1,0 +1,229 @@
+"""Commands that write and run configs: `ganforge train`, `ganforge config` and `ganforge list`."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from ganforge.commands_common import err, user_errors
+
+if TYPE_CHECKING:
+    from ganforge.checkpoint import Checkpoint
+
+# Exit code of a run that stopped because its time budget (train.max_minutes) was spent: resumable,
+# and told apart from Ctrl+C (130) so that batch scripts can resubmit.
+BUDGET_SPENT = 3
+
+
+class StopRequest(threading.Event):
+    """Asks training to finish its step and checkpoint; `signal` names the signal that asked, if one did
+    (otherwise the time budget did)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.signal: str | None = None
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[StopRequest]:
+    """Ctrl+C or SIGTERM asks training to finish its step and checkpoint; a second Ctrl+C quits."""
+    event = StopRequest()
+
+    def handler(signum: int, frame: Any) -> None:
+        if event.signal is not None:
+            raise KeyboardInterrupt
+        event.signal = signal.Signals(signum).name
+        event.set()
+        err(f"\n{signal.Signals(signum).name}: finishing this step and saving a checkpoint "
+            "(Ctrl+C again to quit at once)")
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield event
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+# --------------------------------------------------------------------------------------------
+# train
+# --------------------------------------------------------------------------------------------
+
+
+def _resolve_resume(run_path: Path, overrides: list[str], flags: list[Any]
+                    ) -> tuple[Any, dict[str, Any], Checkpoint]:
+    """Load a run's newest good checkpoint and its config with the allowed overrides applied."""
+    from ganforge.checkpoint import load_latest_good
+    from ganforge.config import apply_overrides, check_resumable, config_to_dict, parse_config
+    from ganforge.run import RunDir
+
+    payload = load_latest_good(run_path)
+    stored = payload.config
+    source = str(RunDir(run_path, read_only=True).config_file)
+    origins: dict[tuple[str, ...], str] = {}
+    raw = apply_overrides(stored, overrides, origins, flags)
+    cfg = parse_config(raw, origins, default_source=source)
+    cfg_dict = config_to_dict(cfg)
+    # Compare resolved configs, so that keys a newer ganforge added (with defaults) are no change.
+    before = config_to_dict(parse_config(stored, default_source=source))
+    check_resumable(before, cfg_dict)
+    return cfg, cfg_dict, payload
+
+
+@user_errors
+def train(
+    config: Path | None = typer.Argument(None, help="YAML config file (omit with --resume)."),
+    set_: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE",
+                                   help="Override a config key, e.g. --set train.steps=600 (repeatable)."),
+    resume: Path | None = typer.Option(None, "--resume", metavar="RUN_FOLDER",
+                                       help="Continue a run from its latest checkpoint."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in the output folder."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    nproc: int = typer.Option(1, "--nproc", min=1,
+                              help="Processes on this machine (one per GPU); starts torchrun for you."),
+    max_minutes: float | None = typer.Option(
+        None, "--max-minutes", metavar="MINUTES",
+        help=f"Time budget (train.max_minutes): then stop as on SIGTERM, with a checkpoint, and exit with code "
+             f"{BUDGET_SPENT}; --resume continues."),
+    init: str | None = typer.Option(None, "--init", metavar="CHECKPOINT",
+                                    help="Start from the weights of this checkpoint or run folder (init.checkpoint)."),
+    dry_run: bool = typer.Option(False, "--dry-run",
+                                 help="Check the config, data and networks, then exit without training or writing."),
+) -> None:
+    """Train a GAN as a config describes; continue a stopped run with --resume."""
+    from ganforge import distributed
+    from ganforge.build import check_init, resolve_device, validate
+    from ganforge.config import dump_yaml, load_config
+    from ganforge.errors import ConfigError
+    from ganforge.run import RunDir
+    from ganforge.training.loop import train as run_training
+
+    if (config is None) == (resume is None):
+        raise ConfigError("give a config file to start a run, or --resume RUN_FOLDER to continue one (not both)")
+    if init is not None and resume is not None:
+        raise ConfigError("--init starts a new run from a checkpoint's weights and --resume continues a run: "
+                          "give one of them")
+    # Flags that set config keys: applied after --set, and named as typed in errors.
+    flags = [("train.max_minutes", max_minutes, f"--max-minutes {max_minutes}")] if max_minutes is not None else []
+    if init is not None:
+        flags.append(("init.checkpoint", init, f"--init {init}"))
+    if resume is not None:
+        cfg, cfg_dict, payload = _resolve_resume(resume, set_, flags)
+        run_path = resume
+    else:
+        cfg, cfg_dict = load_config(config, set_, flags)
+        payload, run_path = None, Path(cfg.output.dir)
+        check_init(cfg)  # a resumed run has its weights already
+    info = validate(cfg)
+    if dry_run:
+        from ganforge.accepts import describe
+
+        distributed.check_batch_split(cfg.train.batch_size, distributed.Dist(0, nproc), cfg.train.accumulate)
+        device = resolve_device(cfg.train.device)
+        typer.echo(f"{config or resume}: valid; {cfg.generator.kind} G and {cfg.discriminator.kind} D on "
+                   f"{info.name} ({describe(info)}), {cfg.train.steps} steps on {device} into {run_path}; "
+                   "nothing was written")
+        return
+    if nproc > 1 and not distributed.launched_by_torchrun():
+        # Check what can be checked here, then start torchrun with the same arguments.
+        distributed.check_batch_split(cfg.train.batch_size, distributed.Dist(0, nproc), cfg.train.accumulate)
+        argv = list(sys.argv[1:])
+        drop = {i for i, a in enumerate(argv) if a == "--nproc" or a.startswith("--nproc=")}
+        drop |= {i + 1 for i in drop if argv[i] == "--nproc"}
+        raise typer.Exit(distributed.launch(nproc, [a for i, a in enumerate(argv) if i not in drop]))
+    ctx, device = distributed.init(resolve_device(cfg.train.device))
+    run = RunDir(run_path, is_writer=ctx.is_main)
+    try:
+        if payload is not None:
+            if payload.step >= cfg.train.steps:
+                if ctx.is_main:
+                    typer.echo(f"{resume} is complete (step {payload.step} of {cfg.train.steps}); "
+                               f"train longer with --set train.steps=N (N > {payload.step})")
+                return
+            run.open_existing()
+            if ctx.is_main:
+                typer.echo(f"resuming {resume} at step {payload.step} of {cfg.train.steps}")
+        else:
+            run.create(overwrite=overwrite)
+            if ctx.is_main:
+                typer.echo(f"run folder: {run.path}" + (f" ({ctx.world_size} processes)" if ctx.enabled else ""))
+        run.write_config(dump_yaml(cfg_dict))
+        if cfg.log.tensorboard:
+            run.start_tensorboard(dump_yaml(cfg_dict))
+        distributed.barrier(ctx)  # the run folder exists before any rank writes or reads it
+        try:
+            with stop_on_signals() as stop:
+                result = run_training(cfg, cfg_dict, run, resume=payload, stop=stop, progress=not quiet, ctx=ctx,
+                                      device=device)
+        except KeyboardInterrupt:
+            err(f"interrupted; continue from the last complete checkpoint with: ganforge train --resume {run.path}")
+            raise typer.Exit(130) from None
+    finally:
+        run.release_lock()
+        distributed.shutdown()
+    if not ctx.is_main:
+        raise typer.Exit((BUDGET_SPENT if stop.signal is None else 130) if result.interrupted else 0)
+    latest = run.latest_sample
+    if result.interrupted:
+        budget = stop.signal is None and cfg.train.max_minutes is not None
+        why = f"time budget of {cfg.train.max_minutes:g} min spent: " if budget else ""
+        err(f"{why}stopped at step {result.step} of {result.total_steps}; checkpoint: {result.last_checkpoint}")
+        err(f"continue with: ganforge train --resume {run.path}")
+        raise typer.Exit(BUDGET_SPENT if budget else 130)
+    typer.echo(f"done: {result.step} steps")
+    typer.echo(f"  samples:    {latest}")
+    typer.echo(f"  checkpoint: {result.last_checkpoint}")
+    typer.echo(f"  generate:   ganforge sample {run.path} --num 64 --out {run.path / 'generated'}")
+
+
+# --------------------------------------------------------------------------------------------
+# config, list
+# --------------------------------------------------------------------------------------------
+
+
+@user_errors
+def show_config(
+    config: Path = typer.Argument(..., help="YAML config file."),
+    set_: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE", help="Override a config key."),
+) -> None:
+    """Print the fully resolved config (bases merged, overrides and defaults applied)."""
+    from ganforge.build import check_init, validate
+    from ganforge.config import dump_yaml, load_config
+
+    cfg, cfg_dict = load_config(config, set_)
+    validate(cfg)
+    check_init(cfg)
+    typer.echo(dump_yaml(cfg_dict), nl=False)
+
+
+@user_errors
+def list_components(
+    section: str | None = typer.Argument(None, help="Only this section (data, generator, loss, ...)."),
+) -> None:
+    """List every registered component with its description and parameters."""
+    from ganforge.config import component_params, type_name
+    from ganforge.errors import ConfigError
+    from ganforge.registry import ALL_REGISTRIES
+
+    if section is not None and section not in ALL_REGISTRIES:
+        raise ConfigError(f"unknown section {section!r}; valid: {', '.join(ALL_REGISTRIES)}")
+    for name, registry in ALL_REGISTRIES.items():
+        if section is not None and name != section:
+            continue
+        typer.echo(f"{name}:")
+        for entry in registry.entries():
+            typer.echo(f"  {entry.name:<16} {entry.description}")
+            params = component_params(entry.builder, registry.injected)
+            if params:
+                text = ", ".join(
+                    f"{p.name}: {type_name(p.type)}" + ("" if p.required else f" = {p.default!r}") for p in params
+                )
+                typer.echo(f"  {'':<16}   {text}")
+        typer.echo("")
