@@ -11,12 +11,11 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-import typer
 from PIL import Image
 from typer.testing import CliRunner
 
 from ganforge.build import build_data
-from ganforge.commands_data import register
+from ganforge.cli import app as ganforge_app
 from ganforge.config import parse_config
 from ganforge.data import epoch_permutation
 from ganforge.errors import ConfigError, DataError
@@ -28,9 +27,7 @@ def source(kind: str, **params):
 
 
 def run(*args: str):
-    app = typer.Typer()
-    register(app)
-    return CliRunner().invoke(app, list(args), catch_exceptions=False)
+    return CliRunner().invoke(ganforge_app, list(args), catch_exceptions=False)
 
 
 def assert_one_line(result, code: int, *fragments: str) -> None:

@@ -9,14 +9,13 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
-import typer
 import yaml
 from PIL import Image
 from torch import nn
 from typer.testing import CliRunner
 
 from ganforge.accepts import accepts_of
-from ganforge.commands_data import register
+from ganforge.cli import app as ganforge_app
 from ganforge.config import Component
 from ganforge.data import DataInfo, epoch_permutation
 from ganforge.errors import ConfigError
@@ -28,9 +27,7 @@ from ganforge.metrics.inception import FIDInception
 
 
 def run(*args: str):
-    app = typer.Typer()
-    register(app)
-    return CliRunner().invoke(app, list(args), catch_exceptions=False)
+    return CliRunner().invoke(ganforge_app, list(args), catch_exceptions=False)
 
 
 def assert_one_line(result, code: int, *fragments: str) -> None:

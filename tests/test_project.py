@@ -8,13 +8,12 @@ import math
 import numpy as np
 import pytest
 import torch
-import typer
 from PIL import Image
 from typer.testing import CliRunner
 
 from conftest import tiny_config, write_config
 from ganforge.build import build_discriminator
-from ganforge.commands_model import register
+from ganforge.cli import app as ganforge_app
 from ganforge.config import Component, load_config
 from ganforge.data import DataInfo
 from ganforge.errors import ConfigError
@@ -194,10 +193,7 @@ def test_lpips_files_missing_or_wrong_are_one_line_errors(tmp_path, lpips_files,
 
 
 def invoke(*args: str):
-    app = typer.Typer()
-    app.callback()(lambda: None)  # a group, as the ganforge app: the command is named
-    register(app)
-    return CliRunner().invoke(app, list(args), catch_exceptions=False)
+    return CliRunner().invoke(ganforge_app, list(args), catch_exceptions=False)
 
 
 def test_project_command_writes_latent_reconstruction_and_progress(runs, tmp_path):
