@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from ganforge import RUNS_FOLDER
 from ganforge.commands_common import JSON_OPTION, user_errors
 from ganforge.errors import GanforgeError
 
@@ -137,7 +138,7 @@ def info(
 
 @user_errors
 def runs(
-    folder: Path = typer.Argument(Path("runs"), help="Where the run folders are (default: runs)."),
+    folder: Path = typer.Argument(Path(RUNS_FOLDER), help=f"Where the run folders are (default: {RUNS_FOLDER})."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """A table of the runs in a folder: config, step, last losses, best metric, last change."""

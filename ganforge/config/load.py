@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from ganforge import RUNS_FOLDER
 from ganforge.config.parse import Origins, config_to_dict, parse_config
 from ganforge.config.schema import Config
 from ganforge.errors import ConfigError, reading
@@ -151,7 +152,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None, flags: lis
     output = raw.get("output")
     if output is None or (isinstance(output, dict) and not output.get("dir")):
         # The run folder defaults to runs/<config name>, relative to where ganforge runs.
-        raw["output"] = {**(output or {}), "dir": f"runs/{path.stem}"}
+        raw["output"] = {**(output or {}), "dir": f"{RUNS_FOLDER}/{path.stem}"}
     cfg = parse_config(raw, origins, default_source=str(path))
     return cfg, config_to_dict(cfg)
 
