@@ -48,6 +48,7 @@ def evaluate(
 
     from ganforge.build import build_data, evaluator_for, resolve_device
     from ganforge.config import Component, parse_config
+    from ganforge.run import RunDir
     from ganforge.sample import load_generator
 
     if images is not None:
@@ -76,8 +77,6 @@ def evaluate(
     report = {"checkpoint": str(loaded.checkpoint), "step": loaded.step, "seed": seed, "ema": not no_ema,
               **result.to_dict()}
     if out is None:
-        from ganforge.run import RunDir
-
         out = RunDir.of_checkpoint(loaded.checkpoint).eval_file(loaded.step)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
