@@ -1,5 +1,6 @@
-"""One step of each player: the D update, the G update, and the EMA of G; each runs the
-regularizers' hooks at one fixed place."""
+"""One step of each player: the D and G updates (each calling the regularizers' hooks at fixed
+places), how this process runs them (precision, compiled or DDP networks, noise streams), and
+the moving average of G."""
 
 from __future__ import annotations
 
