@@ -13,7 +13,7 @@ from ganforge.build import build_discriminator, build_generator
 from ganforge.config import Component, component_params
 from ganforge.data import DataInfo
 from ganforge.registry import DISCRIMINATORS, GENERATORS
-from ganforge.regularizers import apply_spectral_norm
+from ganforge.regularizers.networks import apply_spectral_norm
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # CPU autocast takes both in torch >= 2.3
 

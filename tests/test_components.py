@@ -14,7 +14,7 @@ from ganforge.config import Component
 from ganforge.data import DataInfo
 from ganforge.losses import Hinge, LeastSquares, Minimax, NonSaturating, Wasserstein
 from ganforge.registry import DISCRIMINATORS, GENERATORS, LOSSES, SCHEDULES
-from ganforge.regularizers import R1, GradientPenalty
+from ganforge.regularizers.penalties import R1, GradientPenalty
 
 # Small settings per architecture, so that the sweep stays fast.
 SMALL = {"base_width": 4, "max_width": 8}

@@ -137,7 +137,7 @@ def test_biggan_cifar10_config_builds_the_cifar_script_networks():
 
 def test_spectral_norm_skips_the_shared_embedding_but_not_the_conditional_bn_layers():
     from ganforge.models.resnet import ConditionalBatchNorm2d
-    from ganforge.regularizers import SpectralNorm
+    from ganforge.regularizers.networks import SpectralNorm
 
     info = DataInfo("img", (1, 16, 16), num_classes=10)
     G = build_generator(Component("biggan", {"base_width": 2, "max_width": 8, "latent_dim": 12, "shared_dim": 4,
@@ -157,7 +157,7 @@ def test_per_class_bn_gains_stay_plain_as_the_reference_embeddings():
     """Without the shared embedding (BigGAN's CIFAR script) the gains are per-class nn.Embedding
     rows in the reference: never spectrally normalised."""
     from ganforge.models.resnet import ConditionalBatchNorm2d
-    from ganforge.regularizers import apply_spectral_norm
+    from ganforge.regularizers.networks import apply_spectral_norm
 
     info = DataInfo("img", (1, 16, 16), num_classes=10)
     G = build_generator(Component("biggan", {"base_width": 2, "max_width": 8, "latent_dim": 12, "shared_dim": 0,

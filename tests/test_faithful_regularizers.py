@@ -14,15 +14,11 @@ from torch import nn
 from conftest import LinearD
 from ganforge.distributed import Dist
 from ganforge.losses import NonSaturating
-from ganforge.regularizers import (
-    R1,
-    AdaptiveAugment,
-    AuxiliaryClassifier,
-    Orthogonal,
-    PathLength,
-    Regularizer,
-    TopK,
-)
+from ganforge.regularizers import Regularizer
+from ganforge.regularizers.augmentation import AdaptiveAugment
+from ganforge.regularizers.discriminator import AuxiliaryClassifier
+from ganforge.regularizers.generator import Orthogonal, PathLength, TopK
+from ganforge.regularizers.penalties import R1
 from ganforge.training.state import TrainState
 from ganforge.training.steps import AugmentingD, Runtime, discriminator_step, generator_step
 

@@ -17,18 +17,11 @@ from ganforge import augment
 from ganforge.config import Component, component_params, load_config
 from ganforge.losses import RelativisticAverage
 from ganforge.registry import REGULARIZERS, SCHEDULES
-from ganforge.regularizers import (
-    DRAGAN,
-    R2,
-    AdaptiveAugment,
-    InstanceNoise,
-    LabelSmoothing,
-    LeCam,
-    Orthogonal,
-    TopK,
-    WeightClipping,
-    apply_spectral_norm,
-)
+from ganforge.regularizers.augmentation import AdaptiveAugment, InstanceNoise
+from ganforge.regularizers.discriminator import LabelSmoothing, LeCam
+from ganforge.regularizers.generator import Orthogonal, TopK
+from ganforge.regularizers.networks import WeightClipping, apply_spectral_norm
+from ganforge.regularizers.penalties import DRAGAN, R2
 
 # -- losses ------------------------------------------------------------------------------------
 
@@ -204,7 +197,7 @@ def test_weight_clipping_clamps_every_weight():
 
 
 def test_consistency_is_zero_for_an_invariant_discriminator():
-    from ganforge.regularizers import Consistency
+    from ganforge.regularizers.discriminator import Consistency
 
     class Constant(nn.Module):
         def forward(self, x, labels=None):
@@ -223,7 +216,7 @@ def test_consistency_is_zero_for_an_invariant_discriminator():
 
 def test_path_length_penalty_on_stylegan2():
     from ganforge.models.stylegan2 import StyleGAN2Generator
-    from ganforge.regularizers import PathLength
+    from ganforge.regularizers.generator import PathLength
 
     torch.manual_seed(0)
     G = StyleGAN2Generator(1, 8, latent_dim=8, w_dim=8, mapping_layers=1, base_width=4, max_width=8)

@@ -1,0 +1,102 @@
+"""Changes to D's inputs, real and fake, in both steps: DiffAugment, ADA, instance noise."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import torch
+
+from ganforge import augment
+from ganforge.accepts import Accepts
+from ganforge.params import Range
+from ganforge.registry import REGULARIZERS
+from ganforge.regularizers.base import Regularizer
+
+Policy = Literal["color", "translation", "cutout", "xflip"]
+
+
+
+@REGULARIZERS.register("diffaugment")
+class DiffAugment(Regularizer):
+    """DiffAugment (Zhao et al. 2020): the same random color/translation/cutout on reals and fakes,
+    in both D and G steps, differentiably."""
+
+    incompatible = ("ada",)
+    accepts = Accepts(vectors=False)
+
+    def __init__(self, policy: list[Policy] = ("color", "translation", "cutout")) -> None:  # type: ignore[assignment]
+        self.policy, self.weight = list(policy), 1.0
+
+    def augment(self, x, gen, step):
+        return augment.diff_augment(x, self.policy, gen) if x.dim() == 4 else x
+
+
+@REGULARIZERS.register("ada")
+class AdaptiveAugment(Regularizer):
+    """ADA (Karras et al. 2020): StyleGAN2-ADA's augmentation pipeline (`bgc` by default), each
+    operation applied with probability p; every `interval` D updates p rises if E[sign D(real)]
+    over those updates' real images (all processes) exceeds `target` and falls otherwise, by
+    (images seen) / `speed_images` (the reference: batch x interval / 500k). `pipeline:
+    diffaugment` applies DiffAugment's `policy` operations with probability p instead. p and the
+    running sums are saved in checkpoints."""
+
+    incompatible = ("diffaugment",)
+    accepts = Accepts(vectors=False, channels=(1, 3))  # the colour operations know grey and RGB
+
+    def __init__(self, target: Annotated[float, Range(gt=0, lt=1)] = 0.6, interval: Annotated[int, Range(ge=1)] = 4,
+                 speed_images: Annotated[int, Range(ge=1)] = 500_000,
+                 pipeline: Literal["bgc", "bg", "blit", "geom", "color", "diffaugment"] = "bgc",
+                 policy: list[Policy] = ("xflip", "translation", "color", "cutout"),  # type: ignore[assignment]
+                 initial_p: Annotated[float, Range(ge=0, le=1)] = 0.0) -> None:
+        self.target, self.interval, self.speed_images, self.policy = target, interval, speed_images, list(policy)
+        self.pipeline = pipeline
+        # Tensors on the training device: adjusting p needs no host sync.
+        self.p = torch.tensor(initial_p)
+        # Since the last adjustment: the sum of sign D(real) and the number of real images.
+        self._sign_sum, self._seen = torch.zeros(()), torch.zeros(())
+        self._updates = 0
+
+    def augment(self, x, gen, step):
+        if x.dim() != 4:
+            return x
+        self.p = self.p.to(x.device)
+        if self.pipeline == "diffaugment":
+            return augment.adaptive_augment(x, self.policy, self.p, gen)
+        return augment.ada_augment(x, self.p, gen, self.pipeline)
+
+    def observe(self, real_logits, step):
+        self._sign_sum = self._sign_sum.to(real_logits.device) + real_logits.detach().float().sign().sum()
+        self._seen = self._seen.to(real_logits.device) + real_logits.numel()
+
+    def after_d_step(self, D):
+        self._updates += 1
+        if self._updates % self.interval:
+            return
+        signs = torch.stack([self._sign_sum, self._seen])  # on the device: no host sync
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(signs)  # every process adjusts p alike
+        r_t = signs[0] / signs[1].clamp(min=1)
+        self.p = (self.p.to(r_t.device) + torch.sign(r_t - self.target) * (signs[1] / self.speed_images)).clamp(0, 1)
+        self._sign_sum, self._seen = torch.zeros_like(self._sign_sum), torch.zeros_like(self._seen)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"p": float(self.p), "sign_sum": float(self._sign_sum), "seen": int(self._seen),
+                "updates": self._updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.p = torch.tensor(float(state.get("p", float(self.p))))
+        self._sign_sum = torch.tensor(float(state.get("sign_sum", 0.0)))
+        self._seen = torch.tensor(float(state.get("seen", 0)))
+        self._updates = int(state.get("updates", 0))
+
+
+@REGULARIZERS.register("instance_noise")
+class InstanceNoise(Regularizer):
+    """Annealed instance noise (Sonderby et al. 2016): Gaussian noise on D's inputs, its std
+    falling linearly from `std` to 0 over `anneal_steps`."""
+
+    def __init__(self, std: Annotated[float, Range(gt=0)] = 0.1, anneal_steps: Annotated[int, Range(ge=1)] = 10_000):
+        self.std, self.anneal_steps, self.weight = std, anneal_steps, 1.0
+
+    def augment(self, x, gen, step):
+        return augment.instance_noise(x, self.std * max(0.0, 1.0 - step / self.anneal_steps), gen)

@@ -1,0 +1,114 @@
+"""Terms on D's outputs and on its other passes: consistency (bCR), label smoothing, LeCam, the AC-GAN classifier."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ganforge import augment
+from ganforge.accepts import Accepts
+from ganforge.params import Range
+from ganforge.registry import REGULARIZERS
+from ganforge.regularizers.base import Every, Regularizer, Term, Weight
+
+
+@REGULARIZERS.register("consistency")
+class Consistency(Regularizer):
+    """Balanced consistency regularization (bCR, Zhao et al. 2020): D's output should not change
+    under flip-and-translate of reals and fakes."""
+
+    accepts = Accepts(vectors=False)
+
+    def __init__(self, weight: Weight = 10.0, every: Every = 1, fake_weight: Weight = 10.0) -> None:
+        self.weight, self.every, self.fake_weight = weight, every, fake_weight
+
+    def terms(self, D: nn.Module, real: Tensor, fake: Tensor, labels: Tensor | None, fake_labels: Tensor | None,
+              gen: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        """The unweighted real and fake consistency terms."""
+        def shaken(x: Tensor) -> Tensor:
+            return augment.translation(augment.xflip(x, gen), gen)
+
+        real, fake = real.detach(), fake.detach()
+        real_term = (D(real, labels) - D(shaken(real), labels)).pow(2).mean()
+        fake_term = (D(fake, fake_labels) - D(shaken(fake), fake_labels)).pow(2).mean()
+        return real_term, fake_term
+
+    def d_penalty(self, D, real, fake, labels, fake_labels, gen):
+        real_term, fake_term = self.terms(D, real, fake, labels, fake_labels, gen)
+        return real_term + fake_term
+
+    def d_term(self, update, D, real, fake, labels, fake_labels, real_logits, fake_logits, gen):
+        # Two weights (lambda_real, lambda_fake), so the one-factor weighting of the base class does not fit.
+        if update % self.every:
+            return None
+        real_term, fake_term = self.terms(D, real, fake, labels, fake_labels, gen)
+        return Term(self.every * (self.weight * real_term + self.fake_weight * fake_term), real_term + fake_term)
+
+
+@REGULARIZERS.register("label_smoothing")
+class LabelSmoothing(Regularizer):
+    """One-sided label smoothing (Salimans et al. 2016): D's real target is `real_target`, not 1."""
+
+    incompatible = ("hinge", "wasserstein", "least_squares", "relativistic_average")  # BCE on raw logits only
+
+    def __init__(self, real_target: Annotated[float, Range(gt=0.0, lt=1.0)] = 0.9) -> None:
+        self.real_target, self.weight = real_target, 1.0
+
+    def d_outputs(self, real_logits, fake_logits):
+        # BCE with target t adds (1 - t) * (softplus(r) - softplus(-r)) = (1 - t) * r to the loss.
+        return (1.0 - self.real_target) * real_logits.float().mean()
+
+
+@REGULARIZERS.register("lecam")
+class LeCam(Regularizer):
+    """LeCam (Tseng et al. 2021): pull D(real) towards the moving average of D(fake) and back."""
+
+    def __init__(self, weight: Weight = 0.3, decay: Annotated[float, Range(ge=0, lt=1)] = 0.99) -> None:
+        self.weight, self.decay = weight, decay
+        self.anchor_real: Tensor | None = None
+        self.anchor_fake: Tensor | None = None
+
+    def d_outputs(self, real_logits, fake_logits):
+        real_mean, fake_mean = real_logits.detach().float().mean(), fake_logits.detach().float().mean()
+        if self.anchor_real is None:
+            self.anchor_real, self.anchor_fake = real_mean, fake_mean
+        else:
+            self.anchor_real = torch.lerp(real_mean, self.anchor_real.to(real_mean.device), self.decay)
+            self.anchor_fake = torch.lerp(fake_mean, self.anchor_fake.to(fake_mean.device), self.decay)
+        return (F.relu(real_logits.float() - self.anchor_fake).pow(2).mean()
+                + F.relu(self.anchor_real - fake_logits.float()).pow(2).mean())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"anchor_real": self.anchor_real, "anchor_fake": self.anchor_fake}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.anchor_real, self.anchor_fake = state.get("anchor_real"), state.get("anchor_fake")
+
+
+@REGULARIZERS.register("ac_gan")
+class AuxiliaryClassifier(Regularizer):
+    """AC-GAN (Odena et al. 2017): D's auxiliary head classifies reals and fakes, and G makes
+    fakes of the asked class; needs a discriminator built with `auxiliary_classifier: true`.
+    Both players' classifier terms see D's inputs as D does (augmented, if augmentation is on)."""
+
+    accepts = Accepts(needs_labels=True)
+
+    def __init__(self, weight: Weight = 1.0, fake_weight: Weight = 1.0) -> None:
+        self.weight, self.fake_weight = weight, fake_weight
+
+    def setup(self, G: nn.Module, D: nn.Module) -> None:
+        if not hasattr(D, "classify"):
+            raise ValueError("ac_gan needs a discriminator with an auxiliary classifier "
+                             "(discriminator.auxiliary_classifier: true)")
+        if not getattr(G, "num_classes", 0):
+            raise ValueError("ac_gan needs a conditional generator (generator.conditional: true)")
+
+    def d_penalty(self, D, real, fake, labels, fake_labels, gen):
+        return (F.cross_entropy(D.classify(real).float(), labels)
+                + self.fake_weight * F.cross_entropy(D.classify(fake.detach()).float(), fake_labels))
+
+    def g_penalty(self, G, D, z, labels, fake, gen):
+        return F.cross_entropy(D.classify(fake).float(), labels)

@@ -1,0 +1,80 @@
+"""Penalties through D's input gradients: WGAN-GP, R1, R2, DRAGAN."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import torch
+from torch import Tensor, nn
+
+from ganforge.params import Range
+from ganforge.registry import REGULARIZERS
+from ganforge.regularizers.base import Every, Regularizer, Weight
+
+
+def input_gradient_norms(D: nn.Module, x: Tensor, labels: Tensor | None) -> Tensor:
+    """Per-sample L2 norms of dD(x)/dx, with the graph kept so the norm can be trained on."""
+    x = x.detach().requires_grad_(True)
+    out = D(x, labels)
+    (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+    return grad.flatten(1).norm(2, dim=1)
+
+
+@REGULARIZERS.register("gradient_penalty")
+class GradientPenalty(Regularizer):
+    """WGAN-GP (Gulrajani et al. 2017): (||grad D(x_hat)|| - 1)^2 on real/fake interpolates."""
+
+    incompatible = ("weight_clipping",)
+
+    def __init__(self, weight: Weight = 10.0, every: Every = 1, target: Annotated[float, Range(ge=0)] = 1.0):
+        self.weight, self.every, self.target = weight, every, target
+
+    def d_penalty(self, D, real, fake, labels, fake_labels, gen):
+        n = min(len(real), len(fake))
+        real, fake = real[:n].detach(), fake[:n].detach()
+        alpha = torch.rand([n] + [1] * (real.dim() - 1), device=real.device, dtype=real.dtype, generator=gen)
+        norms = input_gradient_norms(D, torch.lerp(real, fake, alpha), labels[:n] if labels is not None else None)
+        return ((norms - self.target) ** 2).mean()
+
+
+@REGULARIZERS.register("r1")
+class R1(Regularizer):
+    """R1 (Mescheder et al. 2018): (gamma/2) ||grad D(x)||^2 on real data; lazy with `every`."""
+
+    incompatible = ("weight_clipping",)
+
+    def __init__(self, weight: Weight = 10.0, every: Every = 16) -> None:
+        self.weight, self.every = weight, every  # weight is gamma; the penalty carries the 1/2
+
+    def d_penalty(self, D, real, fake, labels, fake_labels, gen):
+        return 0.5 * (input_gradient_norms(D, real, labels) ** 2).mean()
+
+
+@REGULARIZERS.register("r2")
+class R2(Regularizer):
+    """R2 (Mescheder et al. 2018): (gamma/2) ||grad D(x)||^2 on generated data; lazy with `every`."""
+
+    incompatible = ("weight_clipping",)
+
+    def __init__(self, weight: Weight = 10.0, every: Every = 16) -> None:
+        self.weight, self.every = weight, every
+
+    def d_penalty(self, D, real, fake, labels, fake_labels, gen):
+        return 0.5 * (input_gradient_norms(D, fake, fake_labels) ** 2).mean()
+
+
+@REGULARIZERS.register("dragan")
+class DRAGAN(Regularizer):
+    """DRAGAN (Kodali et al. 2017): (||grad D|| - 1)^2 at points jittered around the real data."""
+
+    incompatible = ("weight_clipping",)
+
+    def __init__(self, weight: Weight = 10.0, every: Every = 1, noise: Annotated[float, Range(gt=0)] = 0.5) -> None:
+        self.weight, self.every, self.noise = weight, every, noise
+
+    def d_penalty(self, D, real, fake, labels, fake_labels, gen):
+        real = real.detach()
+        jitter = self.noise * real.std() * torch.rand(real.shape, device=real.device, dtype=real.dtype, generator=gen)
+        alpha = torch.rand([len(real)] + [1] * (real.dim() - 1), device=real.device, dtype=real.dtype, generator=gen)
+        norms = input_gradient_norms(D, real + alpha * jitter, labels)
+        return ((norms - 1.0) ** 2).mean()
