@@ -266,3 +266,17 @@ def test_batch_larger_than_data_is_a_clear_error():
     with pytest.raises(DataError, match="train.batch_size=16 is larger than the data set"):
         src.batches(16, 0, torch.device("cpu"))
 
+
+
+def test_digits_read_from_sklearns_file_match_load_digits() -> None:
+    # The data set is read from scikit-learn's bundled CSV without importing scikit-learn;
+    # it must be exactly what sklearn.datasets.load_digits gives.
+    from sklearn.datasets import load_digits
+
+    from ganforge.data.images import Digits
+
+    ref = load_digits()
+    x, y = Digits(8).load()
+    assert x.shape == (1797, 1, 8, 8) and x.dtype == torch.uint8
+    assert torch.equal(x[:, 0], torch.from_numpy(np.round(ref.images * (255.0 / 16.0))).to(torch.uint8))
+    assert torch.equal(y, torch.from_numpy(ref.target).long())

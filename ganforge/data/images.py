@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import importlib.util
 import io
 import pickle
 from pathlib import Path
@@ -51,14 +52,22 @@ class Digits(TensorSource):
         self.resolution = resolution
 
     def load(self) -> tuple[Tensor, Tensor]:
+        # scikit-learn ships the set as datasets/data/digits.csv.gz (64 pixels 0..16, then the
+        # label, per row). Read that file where it lies rather than `import sklearn.datasets`,
+        # which costs 2-5 s of start-up (SciPy) on a 2-core machine.
+        spec = importlib.util.find_spec("sklearn")
+        if spec is None or spec.origin is None:
+            raise DataError("the digits data set needs scikit-learn: pip install scikit-learn")
+        file = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
         try:
-            from sklearn.datasets import load_digits
-        except ImportError:
-            raise DataError("the digits data set needs scikit-learn: pip install scikit-learn") from None
-        d = load_digits()
+            table = np.loadtxt(file, delimiter=",", dtype=np.float64)
+        except (OSError, ValueError) as e:
+            raise DataError(f"could not read scikit-learn's digits file {file}: {e}") from None
+        if table.ndim != 2 or table.shape[1] != 65:
+            raise DataError(f"{file}: expected 65 columns (8x8 pixels and a label), found shape {table.shape}")
         # Pixel values are 0..16 in the original data.
-        x = torch.from_numpy(np.round(d.images * (255.0 / 16.0))).to(torch.uint8).unsqueeze(1)
-        return resize_images(x, self.resolution), torch.from_numpy(d.target).long()
+        x = torch.from_numpy(np.round(table[:, :64].reshape(-1, 8, 8) * (255.0 / 16.0))).to(torch.uint8).unsqueeze(1)
+        return resize_images(x, self.resolution), torch.from_numpy(table[:, 64]).long()
 
 
 @DATASETS.register("digits")
