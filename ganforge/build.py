@@ -226,7 +226,7 @@ def check_init(cfg: Config) -> None:
     """A new run's `init.checkpoint` names an existing checkpoint file or run folder."""
     if cfg.init.checkpoint is None:
         return
-    from ganforge.checkpoint import find_checkpoint
+    from ganforge.run import find_checkpoint
 
     try:
         path, _ = find_checkpoint(Path(cfg.init.checkpoint).expanduser())

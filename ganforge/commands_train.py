@@ -60,9 +60,8 @@ def stop_on_signals() -> Iterator[StopRequest]:
 def _resolve_resume(run_path: Path, overrides: list[str], flags: list[Any]
                     ) -> tuple[Any, dict[str, Any], Checkpoint]:
     """Load a run's newest good checkpoint and its config with the allowed overrides applied."""
-    from ganforge.checkpoint import load_latest_good
     from ganforge.config import apply_overrides, check_resumable, config_to_dict, parse_config
-    from ganforge.run import RunDir
+    from ganforge.run import RunDir, load_latest_good
 
     payload = load_latest_good(run_path)
     stored = payload.config

@@ -16,8 +16,9 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ganforge.checkpoint import find_checkpoint, load_checkpoint
+from ganforge.checkpoint import load_checkpoint
 from ganforge.errors import CheckpointError, ConfigError
+from ganforge.run import find_checkpoint
 
 NETWORKS = ("G", "D", "G_ema")
 SHOWN = 3  # names listed in one message before "and N more"

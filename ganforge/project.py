@@ -377,9 +377,10 @@ def load_networks(path: str | Path, use_ema: bool = True, device: str = "auto"
                   ) -> tuple[LoadedGenerator, nn.Module]:
     """The (EMA) generator and the discriminator of a checkpoint file or run folder."""
     from ganforge.build import build_networks, resolve_device
-    from ganforge.checkpoint import find_checkpoint, load_checkpoint
+    from ganforge.checkpoint import load_checkpoint
     from ganforge.config import parse_config
     from ganforge.data import DataInfo
+    from ganforge.run import find_checkpoint
 
     file, sha = find_checkpoint(path)
     ckpt = load_checkpoint(file, sha)

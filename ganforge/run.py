@@ -37,6 +37,7 @@ from ganforge.checkpoint import (
     Checkpoint,
     CheckpointIndex,
     atomic_write_bytes,
+    load_checkpoint,
     serialize,
 )
 from ganforge.errors import CheckpointError, RunFolderError, TrainingAborted
@@ -373,3 +374,51 @@ def _free_bytes(folder: Path) -> int | None:
         return shutil.disk_usage(folder).free
     except OSError:
         return None
+
+
+def find_checkpoint(path: str | Path) -> tuple[Path, str | None]:
+    """A checkpoint file, or a run folder's latest checkpoint -> (file, recorded SHA-256 or None)."""
+    path = Path(path)
+    if path.is_dir():
+        run = RunDir(path, read_only=True)
+        folder = run.checkpoints if run.checkpoints.is_dir() else path
+        index = CheckpointIndex(folder)
+        if index.latest is None:
+            raise CheckpointError(f"{path} holds no checkpoints yet (no {folder / INDEX_NAME})")
+        entry = index.entry(index.latest)
+        return folder / index.latest, (entry or {}).get("sha256")
+    if not path.exists():
+        raise CheckpointError(f"no such checkpoint or run folder: {path}")
+    index_path = path.parent / INDEX_NAME
+    if index_path.is_file():
+        index = CheckpointIndex(path.parent)
+        entry = index.entry(path.name) or (index.best if index.best and index.best["file"] == path.name else None)
+        return path, (entry or {}).get("sha256")
+    return path, None
+
+
+def load_latest_good(run: str | Path) -> Checkpoint:
+    """The newest checkpoint of a run folder that passes its checksum and loads; a damaged newer
+    one is skipped with a warning naming it."""
+    run_dir = RunDir(run, read_only=True)
+    folder = run_dir.checkpoints
+    if not run_dir.path.is_dir():
+        raise CheckpointError(f"no run folder at {run_dir.path}")
+    try:
+        index = CheckpointIndex(folder)
+        candidates = [(folder / e["file"], e.get("sha256")) for e in index.newest_first()]
+    except CheckpointError as e:
+        warnings.warn(f"{e}; looking at the checkpoint files themselves", stacklevel=2)
+        candidates = []
+    # Files the index does not know (e.g. the index itself was lost) come after, newest first.
+    known = {p.name for p, _ in candidates}
+    files = run_dir.checkpoint_files()[::-1]
+    candidates += [(p, None) for p in files if p.name not in known]
+    if not candidates:
+        raise CheckpointError(f"{run_dir.path} holds no checkpoints to resume from")
+    for path, sha in candidates:
+        try:
+            return load_checkpoint(path, sha)
+        except CheckpointError as e:
+            warnings.warn(f"skipping {path}: {e}", stacklevel=2)
+    raise CheckpointError(f"none of the {len(candidates)} checkpoints in {folder} is readable; start a new run")

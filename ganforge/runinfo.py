@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ganforge.checkpoint import INDEX_NAME, CheckpointIndex, find_checkpoint
-from ganforge.run import RunDir
+from ganforge.checkpoint import INDEX_NAME, CheckpointIndex
+from ganforge.run import RunDir, find_checkpoint
 
 
 def read_log(run: Path) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ganforge.build import build_networks, resolve_device
-from ganforge.checkpoint import find_checkpoint, load_checkpoint
+from ganforge.checkpoint import load_checkpoint
 from ganforge.config import parse_config
 from ganforge.data import DataInfo
 from ganforge.errors import CheckpointError, ConfigError
@@ -26,6 +26,7 @@ from ganforge.generation import (  # noqa: F401  (re-exported for users)
 )
 from ganforge.imaging import grid, scatter, to_pil
 from ganforge.models import conditioning_classes
+from ganforge.run import find_checkpoint
 
 
 @dataclass

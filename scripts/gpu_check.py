@@ -172,8 +172,8 @@ def train_run(path: Path, overrides: list[str], resume_from: Path | None = None)
 
 def resolved_resume(run_path: Path, overrides: list[str]) -> tuple[Any, dict[str, Any], Any]:
     """The newest good checkpoint of a run and its stored config with `overrides` applied."""
-    from ganforge.checkpoint import load_latest_good
     from ganforge.config import apply_overrides, config_to_dict, parse_config
+    from ganforge.run import load_latest_good
 
     payload = load_latest_good(run_path)
     origins: dict[tuple[str, ...], str] = {}
@@ -278,7 +278,8 @@ def run_cell(cell: Cell, path: Path, overrides: list[str], device: str, timeout:
 
 def final_state(run: Path) -> dict[str, Any]:
     """The training state of a run's latest checkpoint."""
-    from ganforge.checkpoint import find_checkpoint, load_checkpoint
+    from ganforge.checkpoint import load_checkpoint
+    from ganforge.run import find_checkpoint
 
     return load_checkpoint(*find_checkpoint(run)).state
 

@@ -259,7 +259,8 @@ def damaged_checkpoints(run: Path) -> list[str]:
 
 
 def final_state(run: Path) -> Any:
-    from ganforge.checkpoint import find_checkpoint, load_checkpoint
+    from ganforge.checkpoint import load_checkpoint
+    from ganforge.run import find_checkpoint
 
     return load_checkpoint(*find_checkpoint(run))
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from ganforge.checkpoint import Checkpoint, find_checkpoint, load_checkpoint, load_latest_good, serialize
+from ganforge.checkpoint import Checkpoint, load_checkpoint, serialize
 from ganforge.config import config_to_dict, parse_config
 from ganforge.data import DataInfo
 from ganforge.errors import CheckpointError
-from ganforge.run import RunDir
+from ganforge.run import RunDir, find_checkpoint, load_latest_good
 from ganforge.sample import load_generator, sample
 from ganforge.training import loop
 from ganforge.training.state import TrainState, create_state

@@ -9,13 +9,13 @@ import torch
 
 from conftest import tiny_config, write_config
 from ganforge.build import build_discriminator, build_networks, build_optimizer
-from ganforge.checkpoint import Checkpoint, find_checkpoint, load_checkpoint, serialize
+from ganforge.checkpoint import Checkpoint, load_checkpoint, serialize
 from ganforge.config import Component, load_config, parse_config
 from ganforge.data import DataInfo
 from ganforge.errors import ConfigError
 from ganforge.finetune import discriminator_blocks, freeze_d_layers, load_init
 from ganforge.registry import DISCRIMINATORS
-from ganforge.run import RunDir
+from ganforge.run import RunDir, find_checkpoint
 from ganforge.training.loop import train
 from ganforge.training.state import TrainState, create_state
 

@@ -110,7 +110,7 @@ def test_no_module_level_import_cycle():
     assert cycles(import_graph(module_level=True)) == []
 
 
-def test_factory_metrics_and_training_are_in_no_cycle_even_through_imports_inside_functions():
-    mine = ("ganforge.build", "ganforge.metrics", "ganforge.training")
-    tangled = [c for c in cycles(import_graph(module_level=False)) if any(m.startswith(mine) for m in c)]
-    assert tangled == []
+def test_no_import_cycle_even_through_imports_inside_functions():
+    # An import inside a function only hides a cycle from Python; it is still two modules that
+    # each need the other.
+    assert cycles(import_graph(module_level=False)) == []

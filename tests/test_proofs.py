@@ -18,9 +18,9 @@ import torch
 from test_resume import assert_same_weights
 
 from conftest import ROOT, tiny_config, write_config
-from ganforge.checkpoint import find_checkpoint, load_checkpoint, load_latest_good, serialize, sha256_of
+from ganforge.checkpoint import load_checkpoint, serialize, sha256_of
 from ganforge.config import load_config
-from ganforge.run import RunDir
+from ganforge.run import RunDir, find_checkpoint, load_latest_good
 from ganforge.training import loop
 
 TOTAL, STOP_AT = 9, 5

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from conftest import tiny_config, write_config
-from ganforge.checkpoint import find_checkpoint, load_checkpoint
+from ganforge.checkpoint import load_checkpoint
 from ganforge.config import load_config
-from ganforge.run import RunDir
+from ganforge.run import RunDir, find_checkpoint
 from ganforge.training import loop
 from ganforge.training.loop import train
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from ganforge.checkpoint import find_checkpoint, load_checkpoint, load_latest_good
+from ganforge.checkpoint import load_checkpoint
 from ganforge.errors import RunFolderError
 from ganforge.report import build_report
-from ganforge.run import RunDir
+from ganforge.run import RunDir, find_checkpoint, load_latest_good
 from ganforge.runinfo import checkpoint_details, find_runs, read_log, summarize
 from ganforge.sample import load_generator
 

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ganforge.checkpoint import Checkpoint, load_latest_good
+from ganforge.checkpoint import Checkpoint
 from ganforge.config import Config
 from ganforge.data import DataInfo
 from ganforge.distributed import Dist, all_reduce_mean, any_rank
@@ -25,7 +25,7 @@ from ganforge.metrics.evaluate import Evaluator
 from ganforge.models import conditioning_classes
 from ganforge.progress import Progress
 from ganforge.rng import capture_rng
-from ganforge.run import RunDir
+from ganforge.run import RunDir, load_latest_good
 from ganforge.training.state import TrainState, restore_checkpoint, set_scheduled_lrs
 from ganforge.training.steps import EMA
 
