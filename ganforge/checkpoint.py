@@ -16,7 +16,7 @@ import os
 import pickle
 import zipfile
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -145,46 +145,73 @@ def load_checkpoint(path: Path, expected_sha256: str | None = None) -> Checkpoin
         raise CheckpointError(f"{path} is an incomplete ganforge checkpoint (it has no {e.args[0]!r})") from None
 
 
+@dataclass(frozen=True, kw_only=True)
+class IndexEntry:
+    """A checkpoint file as the index records it; the one place that knows an entry's keys (the
+    field names)."""
+
+    file: str  # the name in the checkpoint folder
+    step: int
+    figure: str | None = None  # best.pt only: the evaluation figure that picked it, and its value
+    value: float | None = None
+    sha256: str | None = None  # none recorded: the file is loaded unchecked
+    bytes: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON data in field order, leaving out what has no value."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> IndexEntry:
+        """The inverse of `to_dict`; TypeError or ValueError when it is not an entry."""
+        entry = cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+        return replace(entry, file=str(entry.file), step=int(entry.step))
+
+
 class CheckpointIndex:
-    """The index of a run's checkpoint folder: files, steps, checksums, latest."""
+    """The index of a run's checkpoint folder: files, steps, checksums, latest, best."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
         self.path = self.folder / INDEX_NAME
-        self.entries: list[dict[str, Any]] = []
+        self.entries: list[IndexEntry] = []
         self.latest: str | None = None
-        self.best: dict[str, Any] | None = None  # {file, step, figure, value, sha256, bytes}
+        self.best: IndexEntry | None = None  # best.pt, with the figure that picked it
         if self.path.is_file():
             try:
                 data = json.loads(self.path.read_bytes().decode("utf-8"))
-                self.entries = [dict(e, step=int(e["step"]), file=str(e["file"])) for e in data["checkpoints"]]
+                self.entries = [IndexEntry.from_dict(e) for e in data["checkpoints"]]
                 self.latest = data.get("latest")
-                self.best = data.get("best")
-                if not isinstance(self.latest, (str, type(None))) or not isinstance(self.best, (dict, type(None))):
-                    raise TypeError("latest or best of the wrong type")
+                best = data.get("best")
+                self.best = None if best is None else IndexEntry.from_dict(best)
+                if not isinstance(self.latest, (str, type(None))):
+                    raise TypeError("latest of the wrong type")
             except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
                 _, problem = read_problem(e) or ("", "not the index ganforge writes")
                 raise CheckpointError(
                     f"{self.path} is damaged ({problem}); delete it to fall back to the checkpoint files"
                 ) from None
 
-    def entry(self, name: str) -> dict[str, Any] | None:
-        return next((e for e in self.entries if e["file"] == name), None)
+    def entry(self, name: str) -> IndexEntry | None:
+        """The entry of the file `name`: a regular checkpoint, or best.pt."""
+        regular = next((e for e in self.entries if e.file == name), None)
+        return regular or (self.best if self.best is not None and self.best.file == name else None)
 
     def add(self, name: str, step: int, sha256: str, nbytes: int) -> None:
-        self.entries = [e for e in self.entries if e["file"] != name]
-        self.entries.append({"file": name, "step": step, "sha256": sha256, "bytes": nbytes})
-        self.entries.sort(key=lambda e: e["step"])
+        self.entries = [e for e in self.entries if e.file != name]
+        self.entries.append(IndexEntry(file=name, step=step, sha256=sha256, bytes=nbytes))
+        self.entries.sort(key=lambda e: e.step)
         self.latest = name
 
     def remove(self, name: str) -> None:
-        self.entries = [e for e in self.entries if e["file"] != name]
+        self.entries = [e for e in self.entries if e.file != name]
 
     def save(self) -> None:
-        data = {"format": "ganforge-checkpoint-index", "latest": self.latest, "checkpoints": self.entries,
-                "best": self.best}
+        data = {"format": "ganforge-checkpoint-index", "latest": self.latest,
+                "checkpoints": [e.to_dict() for e in self.entries],
+                "best": None if self.best is None else self.best.to_dict()}
         atomic_write_bytes(self.path, (json.dumps(data, indent=1) + "\n").encode())
 
-    def newest_first(self) -> list[dict[str, Any]]:
+    def newest_first(self) -> list[IndexEntry]:
         """Entries from the latest step back."""
-        return sorted(self.entries, key=lambda e: e["step"], reverse=True)
+        return sorted(self.entries, key=lambda e: e.step, reverse=True)

@@ -143,6 +143,7 @@ def runs(
     """A table of the runs in a folder: config, step, last losses, best metric, last change."""
     import json
 
+    from ganforge.logrecord import D_LOSS, G_LOSS, LOSSES
     from ganforge.runinfo import ago, find_runs, summarize
 
     if not folder.is_dir():
@@ -154,11 +155,11 @@ def runs(
     if not summaries:
         typer.echo(f"no runs in {folder}")
         return
-    typer.echo(f"{'run':<24} {'data':<14} {'G':<10} {'step':>13} {'d_loss':>7} {'g_loss':>7}  {'best':<18} changed")
+    typer.echo(f"{'run':<24} {'data':<14} {'G':<10} {'step':>13} {D_LOSS:>7} {G_LOSS:>7}  {'best':<18} changed")
     for s in summaries:
         step = f"{s.step}/{s.steps}" if s.steps else str(s.step)
-        best = f"{s.best['figure']}={s.best['value']:.4g}" if s.best else "-"
-        d, g = (f"{s.losses[k]:.3f}" if k in s.losses else "-" for k in ("d_loss", "g_loss"))
+        best = f"{s.best.figure}={s.best.value:.4g}" if s.best else "-"
+        d, g = (f"{s.losses[k]:.3f}" if k in s.losses else "-" for k in LOSSES)
         typer.echo(f"{s.name:<24} {s.data:<14} {s.generator:<10} {step:>13} {d:>7} {g:>7}  {best:<18} "
                    f"{ago(s.last_change)}")
 

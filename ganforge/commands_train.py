@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 # and told apart from Ctrl+C (130) so that batch scripts can resubmit.
 BUDGET_SPENT = 3
 
+# The config keys that flags of `train` set (after --set): --max-minutes and --init.
+MAX_MINUTES_KEY = "train.max_minutes"
+INIT_KEY = "init.checkpoint"
+
 
 class StopRequest(threading.Event):
     """Asks training to finish its step and checkpoint; `signal` names the signal that asked, if one did
@@ -89,10 +93,10 @@ def train(
                               help="Processes on this machine (one per GPU); starts torchrun for you."),
     max_minutes: float | None = typer.Option(
         None, "--max-minutes", metavar="MINUTES",
-        help=f"Time budget (train.max_minutes): then stop as on SIGTERM, with a checkpoint, and exit with code "
+        help=f"Time budget ({MAX_MINUTES_KEY}): then stop as on SIGTERM, with a checkpoint, and exit with code "
              f"{BUDGET_SPENT}; --resume continues."),
     init: str | None = typer.Option(None, "--init", metavar="CHECKPOINT",
-                                    help="Start from the weights of this checkpoint or run folder (init.checkpoint)."),
+                                    help=f"Start from the weights of this checkpoint or run folder ({INIT_KEY})."),
     dry_run: bool = typer.Option(False, "--dry-run",
                                  help="Check the config, data and networks, then exit without training or writing."),
 ) -> None:
@@ -110,9 +114,9 @@ def train(
         raise ConfigError("--init starts a new run from a checkpoint's weights and --resume continues a run: "
                           "give one of them")
     # Flags that set config keys: applied after --set, and named as typed in errors.
-    flags = [("train.max_minutes", max_minutes, f"--max-minutes {max_minutes}")] if max_minutes is not None else []
+    flags = [(MAX_MINUTES_KEY, max_minutes, f"--max-minutes {max_minutes}")] if max_minutes is not None else []
     if init is not None:
-        flags.append(("init.checkpoint", init, f"--init {init}"))
+        flags.append((INIT_KEY, init, f"--init {init}"))
     if resume is not None:
         cfg, cfg_dict, payload = _resolve_resume(resume, set_, flags)
         run_path = resume

@@ -17,10 +17,11 @@ from typing import Any
 from torch import Tensor, nn
 
 from ganforge.checkpoint import load_checkpoint
+from ganforge.config import NETWORKS
+from ganforge.data import DataInfo
 from ganforge.errors import CheckpointError, ConfigError
 from ganforge.run import find_checkpoint
 
-NETWORKS = ("G", "D", "G_ema")
 SHOWN = 3  # names listed in one message before "and N more"
 ROLE = {"G": "generator", "G_ema": "generator", "D": "discriminator"}
 
@@ -127,7 +128,7 @@ def load_init(state: Any, checkpoint: str | Path, num_classes: int, load: Sequen
         file, sha = find_checkpoint(checkpoint)
         ckpt = load_checkpoint(file, sha)
         stored = ckpt.state
-        old_classes = int(ckpt.data_info["num_classes"])
+        old_classes = DataInfo.from_dict(ckpt.data_info).num_classes
     except CheckpointError as e:
         raise ConfigError(f"init.checkpoint: {e}") from None
     except (KeyError, TypeError, ValueError):

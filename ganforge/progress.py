@@ -12,6 +12,8 @@ import sys
 import time
 from typing import Any, TextIO
 
+from ganforge.logrecord import D_LOSS, G_LOSS, IMG_PER_S, LOSSES, LR_G, SKIPPED_IMAGES, STEP
+
 
 def duration(seconds: float) -> str:
     """`42s`, `3m05s`, `2h07m`: short enough for a progress line."""
@@ -59,7 +61,7 @@ class Progress:
         if self._bar is not None:
             self._bar.set_postfix_str(_figures(record, short=True), refresh=False)
             return
-        step = int(record.get("step", self.n))
+        step = int(record.get(STEP, self.n))
         now = time.perf_counter()
         done = step - self._start[1]
         eta = (self.total - step) * (now - self._start[0]) / done if done > 0 else math.inf
@@ -87,8 +89,8 @@ class Progress:
 
 
 # (record key, label on the bar, format): the figures a progress line shows, in this order.
-_SHOWN = (("d_loss", "d", ".3f"), ("g_loss", "g", ".3f"), ("lr_g", "lr", ".1e"), ("img_per_s", "img/s", ".0f"),
-          ("skipped_images", "skipped", "d"))
+_SHOWN = ((D_LOSS, "d", ".3f"), (G_LOSS, "g", ".3f"), (LR_G, "lr", ".1e"), (IMG_PER_S, "img/s", ".0f"),
+          (SKIPPED_IMAGES, "skipped", "d"))
 
 
 def _figures(record: dict[str, Any], short: bool = False) -> str:
@@ -97,7 +99,7 @@ def _figures(record: dict[str, Any], short: bool = False) -> str:
     for key, label, fmt in _SHOWN:
         value = record.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            name = label if short or key not in ("d_loss", "g_loss") else key
+            name = label if short or key not in LOSSES else key
             parts.append(f"{name}={value:{fmt}}")
     return " ".join(parts)
 

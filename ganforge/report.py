@@ -15,10 +15,20 @@ from pathlib import Path
 from typing import Any
 
 from ganforge.errors import GanforgeError
+from ganforge.logrecord import (
+    EVAL,
+    EVAL_EXTRACTOR,
+    EVAL_NUM_SAMPLES,
+    EVAL_REFERENCE,
+    IMG_PER_S,
+    LEARNING_RATES,
+    STEP,
+    is_eval_record,
+    is_training_record,
+    loss_keys,
+)
 from ganforge.run import STEP_PREFIX, RunDir
 from ganforge.runinfo import read_log, summarize
-
-SECTIONS = ("Summary", "Losses", "Learning rates", "Metrics", "Latest samples", "Samples over training", "Config")
 
 
 def _matplotlib() -> Any:
@@ -62,9 +72,14 @@ def _plot(plt: Any, series: dict[str, tuple[list[int], list[float]]], title: str
 def _series(records: list[dict[str, Any]], keys: list[str]) -> dict[str, tuple[list[int], list[float]]]:
     out: dict[str, tuple[list[int], list[float]]] = {}
     for key in keys:
-        pts = [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
+        pts = [(r[STEP], r[key]) for r in records if isinstance(r.get(key), (int, float))]
         out[key] = ([p[0] for p in pts], [float(p[1]) for p in pts])
     return out
+
+
+def _heading(title: str) -> str:
+    """A section's heading, with an id to link to (`learning-rates`)."""
+    return f'<h2 id="{title.lower().replace(" ", "-")}">{html.escape(title)}</h2>'
 
 
 def _img(data: str, alt: str, css: str = "") -> str:
@@ -86,38 +101,36 @@ def build_report(run: Path) -> str:
         raise GanforgeError(f"{run} has no {folder.log_file.name} and no samples: is it a ganforge run folder?")
     plt = _matplotlib()
     summary = summarize(run)
-    train_records = [r for r in records if "d_loss" in r]
-    eval_records = [r for r in records if "eval" in r]
-    reserved = {"step", "lr_g", "lr_d", "img_per_s", "images_seen", "skipped_images"}
-    loss_keys = [k for k in dict.fromkeys(k for r in train_records for k in r) if k not in reserved
-                 and isinstance(train_records[-1].get(k), (int, float))]
+    train_records = [r for r in records if is_training_record(r)]
+    eval_records = [r for r in records if is_eval_record(r)]
+    losses = [k for k in loss_keys(train_records) if isinstance(train_records[-1].get(k), (int, float))]
 
     parts: list[str] = []
     add = parts.append
     add(f"<h1>ganforge run: {html.escape(summary.name)}</h1>")
-    add('<h2 id="summary">Summary</h2><table>')
+    add(_heading("Summary") + "<table>")
     rows = [("folder", str(run.resolve())), ("data", summary.data), ("generator", summary.generator),
             ("step", f"{summary.step}" + (f" of {summary.steps}" if summary.steps else ""))]
     rows += [(k, f"{v:.4f}") for k, v in summary.losses.items()]
     if summary.best:
-        rows.append(("best checkpoint", f"{summary.best['figure']} = {summary.best['value']:.6g} at step "
-                                        f"{summary.best['step']}"))
-    if train_records and "img_per_s" in train_records[-1]:
-        rows.append(("speed (last log step)", f"{train_records[-1]['img_per_s']:.0f} images/s"))
+        rows.append(("best checkpoint", f"{summary.best.figure} = {summary.best.value:.6g} at step "
+                                        f"{summary.best.step}"))
+    if train_records and IMG_PER_S in train_records[-1]:
+        rows.append(("speed (last log step)", f"{train_records[-1][IMG_PER_S]:.0f} images/s"))
     add("".join(f"<tr><th>{html.escape(a)}</th><td>{html.escape(b)}</td></tr>" for a, b in rows) + "</table>")
 
-    add('<h2 id="losses">Losses</h2>')
-    losses = _plot(plt, _series(train_records, loss_keys), "losses and regularizers", "value")
-    add(_img(losses, "loss curves") if losses else "<p>No log records yet.</p>")
+    add(_heading("Losses"))
+    curves = _plot(plt, _series(train_records, losses), "losses and regularizers", "value")
+    add(_img(curves, "loss curves") if curves else "<p>No log records yet.</p>")
 
-    add('<h2 id="learning-rates">Learning rates</h2>')
-    lrs = _plot(plt, _series(train_records, ["lr_g", "lr_d"]), "learning rates", "lr")
+    add(_heading("Learning rates"))
+    lrs = _plot(plt, _series(train_records, list(LEARNING_RATES)), "learning rates", "lr")
     add(_img(lrs, "learning-rate curves") if lrs else "<p>No log records yet.</p>")
 
-    add('<h2 id="metrics">Metrics</h2>')
+    add(_heading("Metrics"))
     if eval_records:
-        figures = list(dict.fromkeys(k for r in eval_records for k in r["eval"]))
-        flat = [{"step": r["step"], **r["eval"]} for r in eval_records]
+        figures = list(dict.fromkeys(k for r in eval_records for k in r[EVAL]))
+        flat = [{STEP: r[STEP], **r[EVAL]} for r in eval_records]
         for figure in figures:
             if figure.endswith("_std") or "/" in figure:  # spreads and per-class figures (ifid/k): no curve
                 continue
@@ -127,19 +140,19 @@ def build_report(run: Path) -> str:
         last = eval_records[-1]
         add("<table><tr><th>step</th>" + "".join(f"<th>{html.escape(f)}</th>" for f in figures) + "</tr>")
         for r in eval_records[-10:]:
-            add(f"<tr><td>{r['step']}</td>" + "".join(
-                f"<td>{r['eval'].get(f, float('nan')):.5g}</td>" for f in figures) + "</tr>")
+            add(f"<tr><td>{r[STEP]}</td>" + "".join(
+                f"<td>{r[EVAL].get(f, float('nan')):.5g}</td>" for f in figures) + "</tr>")
         add("</table>")
-        reference = last.get("eval_reference", {})
-        add(f"<p class=note>Computed on {last.get('eval_num_samples')} generated samples with "
-            f"{html.escape(str(last.get('eval_extractor')))}; reference: "
+        reference = last.get(EVAL_REFERENCE, {})
+        add(f"<p class=note>Computed on {last.get(EVAL_NUM_SAMPLES)} generated samples with "
+            f"{html.escape(str(last.get(EVAL_EXTRACTOR)))}; reference: "
             f"{html.escape(str(reference.get('num_samples', '')))} real samples of "
             f"{html.escape(str(reference.get('data', {}).get('kind', '?')))}.</p>")
     else:
         add("<p>No evaluations in this run (set <code>eval.every</code>, or run <code>ganforge eval</code>).</p>")
 
     samples = folder.sample_files()
-    add('<h2 id="latest-samples">Latest samples</h2>')
+    add(_heading("Latest samples"))
     if samples:
         add(_img(_file_b64(samples[-1]), f"samples at {samples[-1].stem}",
                  "image-rendering: pixelated; width: min(100%, 640px)"))
@@ -147,7 +160,7 @@ def build_report(run: Path) -> str:
     else:
         add("<p>No sample grids yet.</p>")
 
-    add('<h2 id="samples-over-training">Samples over training</h2><div class=strip>')
+    add(_heading("Samples over training") + "<div class=strip>")
     picks = samples if len(samples) <= 8 else [samples[round(i * (len(samples) - 1) / 7)] for i in range(8)]
     for path in picks:
         step = re.sub(rf"^{STEP_PREFIX}0*", "", path.stem) or "0"
@@ -155,7 +168,7 @@ def build_report(run: Path) -> str:
             f"<figcaption>step {step}</figcaption></figure>")
     add("</div>")
 
-    add('<h2 id="config">Config</h2>')
+    add(_heading("Config"))
     config = folder.config_file
     text = config.read_text(errors="replace") if config.is_file() else None  # a damaged file still shows
     add(f"<pre>{html.escape(text)}</pre>" if text is not None else f"<p>No {config.name}.</p>")

@@ -2,7 +2,7 @@
 
 Layout (the attributes of RunDir):
     RUN/config.yaml            config_file: the resolved config
-    RUN/log.jsonl              log_file: one JSON record per logging step
+    RUN/log.jsonl              log_file: one JSON record per logging step (keys: logrecord.py)
     RUN/samples/step-N.png     sample_file(N): fixed-noise sample grids (scatter plots for 2D data);
                                latest_sample: samples/latest.png
     RUN/checkpoints/step-N.pt  checkpoint_file(N): complete training states; index_file (index.json)
@@ -36,11 +36,13 @@ from ganforge.checkpoint import (
     TMP_GLOB,
     Checkpoint,
     CheckpointIndex,
+    IndexEntry,
     atomic_write_bytes,
     load_checkpoint,
     serialize,
 )
 from ganforge.errors import CheckpointError, RunFolderError, TrainingAborted
+from ganforge.logrecord import EVAL, STEP
 
 # Files named by step (step-00000042.pt) sort by step.
 STEP_PREFIX = "step-"
@@ -224,11 +226,11 @@ class RunDir:
             warnings.warn(f"could not append to {self.log_file} ({e.strerror}); training goes on",
                           stacklevel=2)
         if self._tensorboard is not None:
-            step = record.get("step", 0)
+            step = record.get(STEP, 0)
             for key, value in record.items():
-                if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                if key != STEP and isinstance(value, (int, float)) and not isinstance(value, bool):
                     self._tensorboard.add_scalar(f"train/{key}", value, step)
-            for key, value in (record.get("eval") or {}).items():
+            for key, value in (record.get(EVAL) or {}).items():
                 self._tensorboard.add_scalar(f"eval/{key}", value, step)
             self._tensorboard.flush()
 
@@ -263,7 +265,7 @@ class RunDir:
             index.add(name, ckpt.step, sha, len(data))
             # Forget the oldest in the index first, then delete them: the index never names a
             # file that is gone.
-            pruned = [e["file"] for e in index.newest_first()[keep:] if e["file"] != name]
+            pruned = [e.file for e in index.newest_first()[keep:] if e.file != name]
             for old in pruned:
                 index.remove(old)
             index.save()
@@ -289,8 +291,8 @@ class RunDir:
         try:
             atomic_write_bytes(path, data)
             index = CheckpointIndex(self.checkpoints)
-            index.best = {"file": path.name, "step": ckpt.step, "figure": figure, "value": value,
-                          "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+            index.best = IndexEntry(file=path.name, step=ckpt.step, figure=figure, value=value,
+                                    sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
             index.save()
         except OSError as e:
             raise TrainingAborted(f"could not write {path} ({e.strerror or type(e).__name__}); the previous "
@@ -329,13 +331,13 @@ class RunDir:
             warnings.warn(f"{e}; moved it to {damaged.name} and starting a new index", stacklevel=2)
             os.replace(self.index_file, damaged)
             return
-        later = [e["file"] for e in index.entries if e["step"] > step]
+        later = [e.file for e in index.entries if e.step > step]
         if not later:
             return
         for name in later:
             index.remove(name)
         newest = index.newest_first()
-        index.latest = newest[0]["file"] if newest else None
+        index.latest = newest[0].file if newest else None
         index.save()
         for name in later:
             if (self.checkpoints / name).exists():
@@ -352,7 +354,7 @@ class RunDir:
                 record = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(record, dict) and record.get("step", 0) <= step:
+            if isinstance(record, dict) and record.get(STEP, 0) <= step:
                 kept.append(line)
         atomic_write_bytes(log, "".join(f"{line}\n" for line in kept).encode())
 
@@ -386,14 +388,14 @@ def find_checkpoint(path: str | Path) -> tuple[Path, str | None]:
         if index.latest is None:
             raise CheckpointError(f"{path} holds no checkpoints yet (no {folder / INDEX_NAME})")
         entry = index.entry(index.latest)
-        return folder / index.latest, (entry or {}).get("sha256")
+        return folder / index.latest, entry.sha256 if entry else None
     if not path.exists():
         raise CheckpointError(f"no such checkpoint or run folder: {path}")
     index_path = path.parent / INDEX_NAME
     if index_path.is_file():
         index = CheckpointIndex(path.parent)
-        entry = index.entry(path.name) or (index.best if index.best and index.best["file"] == path.name else None)
-        return path, (entry or {}).get("sha256")
+        entry = index.entry(path.name)
+        return path, entry.sha256 if entry else None
     return path, None
 
 
@@ -406,7 +408,7 @@ def load_latest_good(run: str | Path) -> Checkpoint:
         raise CheckpointError(f"no run folder at {run_dir.path}")
     try:
         index = CheckpointIndex(folder)
-        candidates = [(folder / e["file"], e.get("sha256")) for e in index.newest_first()]
+        candidates = [(folder / e.file, e.sha256) for e in index.newest_first()]
     except CheckpointError as e:
         warnings.warn(f"{e}; looking at the checkpoint files themselves", stacklevel=2)
         candidates = []

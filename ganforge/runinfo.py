@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ganforge.checkpoint import INDEX_NAME, CheckpointIndex
+from ganforge.checkpoint import INDEX_NAME, CheckpointIndex, IndexEntry
+from ganforge.logrecord import EVAL, LOSSES, STEP, is_eval_record, is_training_record
 from ganforge.run import RunDir, find_checkpoint
 
 
@@ -48,11 +49,11 @@ class RunSummary:
     step: int = 0
     steps: int | None = None
     losses: dict[str, float] = field(default_factory=dict)
-    best: dict[str, Any] | None = None
+    best: IndexEntry | None = None  # best.pt's entry in the checkpoint index
     last_change: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {**self.__dict__, "best": None if self.best is None else self.best.to_dict()}
 
 
 def summarize(run: Path) -> RunSummary:
@@ -71,15 +72,15 @@ def summarize(run: Path) -> RunSummary:
         except (OSError, yaml.YAMLError, ValueError, TypeError, AttributeError, RecursionError):
             pass  # a damaged config.yaml: the summary goes on without it
     records = read_log(run)
-    losses = [r for r in records if "d_loss" in r]
-    if losses:
-        last = losses[-1]
-        summary.step = int(last["step"])
-        summary.losses = {k: last[k] for k in ("d_loss", "g_loss") if k in last}
+    training = [r for r in records if is_training_record(r)]
+    if training:
+        last = training[-1]
+        summary.step = int(last[STEP])
+        summary.losses = {k: last[k] for k in LOSSES if k in last}
     try:
         index = CheckpointIndex(folder.checkpoints)
         if index.entries:
-            summary.step = max(summary.step, max(int(e["step"]) for e in index.entries))
+            summary.step = max(summary.step, max(e.step for e in index.entries))
         summary.best = index.best
     except Exception:  # a damaged index: the summary goes on without it
         pass
@@ -120,29 +121,31 @@ def checkpoint_details(path: Path) -> dict[str, Any]:
     loaded = load_generator(path, device="cpu")
     ckpt = load_checkpoint(file)
     cfg = parse_config(ckpt.config)
-    _, D, _ = build_networks(cfg, DataInfo.from_dict(ckpt.data_info))
-    evals = [r for r in read_log(RunDir.of_checkpoint(file).path) if "eval" in r]
+    info = DataInfo.from_dict(ckpt.data_info)
+    _, D, _ = build_networks(cfg, info)
+    evals = [r for r in read_log(RunDir.of_checkpoint(file).path) if is_eval_record(r)]
     files = []
     if (file.parent / INDEX_NAME).is_file():
         index = CheckpointIndex(file.parent)
-        files = [{"file": e["file"], "step": e["step"], "bytes": e["bytes"]} for e in index.entries]
+        files = [{"file": e.file, "step": e.step, "bytes": e.bytes} for e in index.entries]
         if index.best:
-            files.append({"file": index.best["file"], "step": index.best["step"], "bytes": index.best["bytes"],
-                          "best": f"{index.best['figure']}={index.best['value']:.6g}"})
+            best = index.best
+            files.append({"file": best.file, "step": best.step, "bytes": best.bytes,
+                          "best": f"{best.figure}={best.value:.6g}"})
     else:
         files = [{"file": file.name, "step": ckpt.step, "bytes": file.stat().st_size}]
     return {
         "checkpoint": str(file),
         "step": ckpt.step,
         "steps": cfg.train.steps,
-        "data": {"kind": cfg.data.kind, "shape": ckpt.data_info["shape"], "num_classes": ckpt.data_info["num_classes"]},
+        "data": {"kind": cfg.data.kind, "shape": list(info.shape), "num_classes": info.num_classes},
         "generator": {"kind": cfg.generator.kind, "parameters": count_parameters(loaded.G),
                       "latent_dim": loaded.G.latent_dim, "conditional_classes": loaded.num_classes},
         "discriminator": {"kind": cfg.discriminator.kind, "parameters": count_parameters(D)},
         "loss": cfg.loss.kind,
         "regularizers": [r.kind for r in cfg.regularizers],
         "batch_size": cfg.train.batch_size,
-        "latest_metrics": (evals[-1]["eval"] if evals else None),
+        "latest_metrics": (evals[-1][EVAL] if evals else None),
         "ganforge_version": ckpt.ganforge_version,
         "torch_version": ckpt.torch_version,
         "files": files,

@@ -53,6 +53,8 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from ganforge.logrecord import D_LOSS, G_LOSS, IMG_PER_S
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_check import common_overrides, first_line, log_records, prepared_config, train_run  # noqa: E402
 
@@ -157,7 +159,7 @@ def run_ganforge(resolution: int, batch: int, warmup: int, window: int, variant:
     source = build_data(cfg)
     G, D, _ = build_networks(cfg, source.info)
     x, y = source.tensors()  # held whole on the training device (TensorBatches)
-    return {"img_per_s": record["img_per_s"], "d_loss": record["d_loss"], "g_loss": record["g_loss"],
+    return {"img_per_s": record[IMG_PER_S], "d_loss": record[D_LOSS], "g_loss": record[G_LOSS],
             "static": static_memory(G, D, [x, y], ema=cfg.train.ema.decay > 0)}
 
 
@@ -343,7 +345,7 @@ def run_mfu(config: str, warmup: int, window: int, device: str, batch: int | Non
             low, high = count_flops(path, overrides, period, small), count_flops(path, overrides, period, 2 * small)
             flops = low + (high - low) / small * (batch - small)
     return {"label": label, "batch": batch, "d_steps": cfg.train.d_steps_per_g_step,
-            "resolution": int(cfg.data.params.get("resolution", 32)), "img_per_s": records[-1]["img_per_s"],
+            "resolution": int(cfg.data.params.get("resolution", 32)), "img_per_s": records[-1][IMG_PER_S],
             "flops_per_step": flops, "flop_period": period, "flop_batch": small, **memory}
 
 
@@ -380,7 +382,7 @@ def run_anchor(batch: int, warmup: int, window: int, device: str, precision: str
         overrides = [*common_overrides(measured_steps(warmup, window), device, Path(tmp) / "run"),
                      f"train.precision={precision}", "train.deterministic=false", f"log.every={window}"]
         record = log_records(train_run(path, overrides))[-1]
-    return {"img_per_s": record["img_per_s"], "s_per_kimg": 1000 / record["img_per_s"], **peak_memory(device)}
+    return {"img_per_s": record[IMG_PER_S], "s_per_kimg": 1000 / record[IMG_PER_S], **peak_memory(device)}
 
 
 # --------------------------------------------------------------------------------------------

@@ -40,6 +40,8 @@ from typing import Any
 import torch
 import yaml
 
+from ganforge.logrecord import IMG_PER_S, LOSSES, is_training_record
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 
@@ -183,9 +185,10 @@ def resolved_resume(run_path: Path, overrides: list[str]) -> tuple[Any, dict[str
 
 
 def log_records(run: Path) -> list[dict[str, Any]]:
-    """The loss records of a run's log.jsonl."""
-    lines = (run / "log.jsonl").read_text().splitlines()
-    return [r for r in map(json.loads, lines) if "d_loss" in r]
+    """The training records (losses, speed) of a run's log.jsonl."""
+    from ganforge.runinfo import read_log
+
+    return [r for r in read_log(run) if is_training_record(r)]
 
 
 def first_line(e: BaseException) -> str:
@@ -266,9 +269,9 @@ def run_cell(cell: Cell, path: Path, overrides: list[str], device: str, timeout:
     cell.seconds = time.perf_counter() - start
     if run is not None:
         records = log_records(run)
-        cell.finite = all(math.isfinite(r[k]) for r in records for k in ("d_loss", "g_loss"))
+        cell.finite = all(math.isfinite(r[k]) for r in records for k in LOSSES)
         cell.status = "ok" if cell.finite else "non-finite"
-        cell.img_per_s = records[-1]["img_per_s"] if records else None
+        cell.img_per_s = records[-1][IMG_PER_S] if records else None
 
 
 # --------------------------------------------------------------------------------------------

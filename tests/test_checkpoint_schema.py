@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ganforge.checkpoint import Checkpoint, load_checkpoint, serialize
+from ganforge.checkpoint import Checkpoint, CheckpointIndex, IndexEntry, load_checkpoint, serialize
 from ganforge.config import config_to_dict, parse_config
 from ganforge.data import DataInfo
 from ganforge.errors import CheckpointError
@@ -141,3 +141,26 @@ def test_an_incomplete_checkpoint_is_refused_naming_what_it_lacks(tmp_path: Path
     path.write_bytes(serialize(raw))
     with pytest.raises(CheckpointError, match="incomplete ganforge checkpoint .*no 'rng'"):
         load_checkpoint(path)
+
+
+def test_the_index_is_rewritten_byte_for_byte(tmp_path: Path) -> None:
+    folder = Path(shutil.copytree(FIXTURE / "checkpoints", tmp_path / "checkpoints"))
+    before = (folder / "index.json").read_bytes()
+    index = CheckpointIndex(folder)
+    assert index.entries == [IndexEntry(file="step-00000003.pt", step=3, sha256=index.entries[0].sha256,
+                                        bytes=140513)]
+    index.save()
+    assert (folder / "index.json").read_bytes() == before
+
+
+def test_the_best_entry_keeps_its_keys_in_order() -> None:
+    best = IndexEntry(file="best.pt", step=3, figure="fid", value=12.5, sha256="ab", bytes=10)
+    assert list(best.to_dict()) == ["file", "step", "figure", "value", "sha256", "bytes"]
+    assert IndexEntry.from_dict(best.to_dict()) == best
+    assert IndexEntry.from_dict({"file": "step-00000003.pt", "step": "3"}).step == 3  # no checksum: unchecked
+
+
+def test_an_index_entry_without_a_file_is_a_damaged_index(tmp_path: Path) -> None:
+    (tmp_path / "index.json").write_text('{"latest": null, "checkpoints": [], "best": {"step": 3}}')
+    with pytest.raises(CheckpointError, match="damaged"):
+        CheckpointIndex(tmp_path)

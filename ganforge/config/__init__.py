@@ -6,9 +6,10 @@ type-checking engine that turns a raw mapping into them, and `load` the YAML fil
 
 from ganforge.config.load import apply_overrides, dump_yaml, load_config
 from ganforge.config.parse import component_params, config_to_dict, parse_config, type_name
-from ganforge.config.schema import Component, Config, check_resumable, resumable_keys
+from ganforge.config.schema import NETWORKS, Component, Config, check_resumable, resumable_keys
 
 __all__ = [
+    "NETWORKS",
     "Component",
     "Config",
     "apply_overrides",

@@ -118,7 +118,7 @@ class _Parser:
             sub = (*path, name)
             registry = f.metadata.get("registry")
             present = name in value
-            if registry is not None and name == "regularizers":
+            if registry is not None and typing.get_origin(hints[name]) is tuple:  # a list of components
                 items = value.get(name) or []
                 if not isinstance(items, list):
                     raise self.fail(sub, "expected a list of {kind: ...} entries")

@@ -20,6 +20,10 @@ from ganforge.params import Range
 # intervals, nothing that alters the networks, the data or the optimizer state.
 RESUMABLE = {"resumable": True}
 
+# The networks of a training state, as `init.load` names them and checkpoints store them.
+Network = Literal["G", "D", "G_ema"]
+NETWORKS: tuple[Network, ...] = typing.get_args(Network)
+
 
 @dataclass(frozen=True)
 class Component:
@@ -145,7 +149,7 @@ class InitConfig:
     """Weights to start a new run from (fine-tuning): another run's checkpoint and what to take from it."""
 
     checkpoint: str | None = None  # a checkpoint file or run folder; null: random initialisation
-    load: tuple[Literal["G", "D", "G_ema"], ...] = ("G", "D", "G_ema")  # the networks copied from it
+    load: tuple[Network, ...] = NETWORKS  # the networks copied from it
     # FreezeD (Mo et al. 2020): D's first N layers keep the loaded weights and are not trained.
     freeze_d_layers: Annotated[int, Range(ge=0)] = 0
     # false: layers whose shapes differ (another resolution or class count) keep their fresh weights.

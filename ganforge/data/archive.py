@@ -13,11 +13,11 @@ import json
 import os
 import zipfile
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from ganforge.data import DataInfo
 from ganforge.data.decoded import DecodedImages, DecodingDataset
-from ganforge.data.images import IMAGE_SUFFIXES, Resolution
+from ganforge.data.images import IMAGE_SUFFIXES, Channels, Crop, LabelSource, OnBadImage, Resolution
 from ganforge.errors import DataError
 from ganforge.params import Range
 from ganforge.registry import DATASETS
@@ -146,12 +146,12 @@ def _first_resolution(archive: zipfile.ZipFile, name: str, path: Path) -> int:
 def zip_archive(
     path: str,
     resolution: Resolution | None = None,
-    channels: Literal[1, 3] = 3,
-    crop: Literal["center", "stretch"] = "center",
-    labels: Literal["auto", "none"] = "auto",
+    channels: Channels = 3,
+    crop: Crop = "center",
+    labels: LabelSource = "auto",
     num_workers: Annotated[int, Range(ge=0)] = 2,
     in_memory: bool = False,
-    on_bad_image: Literal["skip", "error"] = "skip",
+    on_bad_image: OnBadImage = "skip",
 ) -> ZipImages:
     """Images in a zip read in place, labels from its dataset.json (StyleGAN2-ADA's format; ganforge dataset)."""
     return ZipImages(path, resolution, channels, crop, labels, num_workers, in_memory, on_bad_image)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 from ganforge.data import DataInfo
 from ganforge.data.decoded import DecodedImages, DecodingDataset
-from ganforge.data.images import IMAGE_SUFFIXES, Resolution
+from ganforge.data.images import IMAGE_SUFFIXES, Channels, Crop, LabelSource, OnBadImage, Resolution
 from ganforge.errors import DataError
 from ganforge.params import Range
 from ganforge.registry import DATASETS
@@ -49,12 +49,12 @@ class ImageFolder(DecodedImages):
 def image_folder(
     path: str,
     resolution: Resolution = 64,
-    channels: Literal[1, 3] = 3,
-    crop: Literal["center", "stretch"] = "center",
-    labels: Literal["auto", "none"] = "auto",
+    channels: Channels = 3,
+    crop: Crop = "center",
+    labels: LabelSource = "auto",
     num_workers: Annotated[int, Range(ge=0)] = 2,
     in_memory: bool = False,
-    on_bad_image: Literal["skip", "error"] = "skip",
+    on_bad_image: OnBadImage = "skip",
 ) -> ImageFolder:
     """Any folder of images (png, jpg, ...), resized and centre-cropped; sub-folders become classes."""
     return ImageFolder(path, resolution, channels, crop, labels, num_workers, in_memory, on_bad_image)

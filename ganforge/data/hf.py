@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from ganforge.data import DataInfo
 from ganforge.data.decoded import DecodedImages, DecodingDataset
-from ganforge.data.images import Resolution
+from ganforge.data.images import Channels, Crop, OnBadImage, Resolution
 from ganforge.errors import DataError
 from ganforge.params import Range
 from ganforge.registry import DATASETS
@@ -140,11 +140,11 @@ def hugging_face(
     image_column: str = "image",
     label_column: str | None = "auto",
     resolution: Resolution = 64,
-    channels: Literal[1, 3] = 3,
-    crop: Literal["center", "stretch"] = "center",
+    channels: Channels = 3,
+    crop: Crop = "center",
     num_workers: Annotated[int, Range(ge=0)] = 2,
     in_memory: bool = False,
-    on_bad_image: Literal["skip", "error"] = "skip",
+    on_bad_image: OnBadImage = "skip",
     cache_dir: str | None = None,
 ) -> HFImages:
     """Hugging Face datasets: a save_to_disk folder, parquet files or the Hub (pip install 'ganforge[hf]')."""

@@ -27,6 +27,11 @@ from ganforge.params import Range
 from ganforge.registry import DATASETS
 
 Resolution = Annotated[int, Range(ge=4, le=1024)]
+# Options of the data sets of image files (image_folder, zip, hugging_face).
+Channels = Literal[1, 3]
+Crop = Literal["center", "stretch"]  # centre-crop to a square, or stretch to it
+LabelSource = Literal["auto", "none"]  # auto: class sub-folders or dataset.json, where there are any
+OnBadImage = Literal["skip", "error"]
 
 
 def resize_images(x: Tensor, resolution: int, chunk: int = 2048) -> Tensor:

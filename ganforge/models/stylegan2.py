@@ -20,7 +20,7 @@ rather than the paper's FIR upfirdn kernels, so no custom CUDA code is needed an
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +33,7 @@ from ganforge.registry import DISCRIMINATORS, GENERATORS
 Width = Annotated[int, Range(ge=1, le=4096)]
 SQRT2 = math.sqrt(2.0)
 NoiseMode = Literal["random", "const", "none"]
-NOISE_MODES: tuple[str, ...] = ("random", "const", "none")
+NOISE_MODES: tuple[str, ...] = get_args(NoiseMode)
 # Any power of two from 8 (the constructors reject other sizes).
 IMAGES_FROM_8 = Accepts(images=True, vectors=False, min_resolution=8)
 

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from ganforge.config import Config
 from ganforge.distributed import Dist, stream_seed, wrap
+from ganforge.logrecord import D_LOSS, G_LOSS, regularizer_key
 from ganforge.losses import Loss
 from ganforge.models import conditioning_classes
 from ganforge.regularizers import Regularizer
@@ -165,9 +166,10 @@ def discriminator_step(
                                       fake_logits.float(), gen)
                 if term is not None:
                     total = total + term.loss
-                    stats[name] = stats.get(name, 0) + term.value.detach() / A
+                    key = regularizer_key(name)
+                    stats[key] = stats.get(key, 0) + term.value.detach() / A
             state.scaler_d.scale(total / A).backward()
-        stats["d_loss"] = stats.get("d_loss", 0) + d_loss.detach() / A
+        stats[D_LOSS] = stats.get(D_LOSS, 0) + d_loss.detach() / A
         for _, reg in regularizers:
             reg.observe(real_logits, state.step)
     state.scaler_d.step(state.opt_d)
@@ -215,10 +217,10 @@ def generator_step(
                     term = reg.g_term(state.step, state.G, D_reg, z, y_fake, fake.float(), gen)
                 if term is not None:
                     total = total + term.loss
-                    key = f"{name}_g" if reg.has_d_terms else name
+                    key = regularizer_key(name, generator_side=reg.has_d_terms)
                     stats[key] = stats.get(key, 0) + term.value.detach() / A
             state.scaler_g.scale(total / A).backward()
-        stats["g_loss"] = stats.get("g_loss", 0) + g_loss.detach() / A
+        stats[G_LOSS] = stats.get(G_LOSS, 0) + g_loss.detach() / A
     state.scaler_g.step(state.opt_g)
     state.scaler_g.update()
     for group in state.opt_d.param_groups:

@@ -14,12 +14,13 @@ import torch
 from torch import Tensor
 
 from ganforge.checkpoint import Checkpoint
-from ganforge.config import Config
+from ganforge.config import NETWORKS, Config
 from ganforge.data import DataInfo
 from ganforge.distributed import Dist, all_reduce_mean, any_rank
 from ganforge.errors import TrainingAborted
 from ganforge.generation import generate, grid_columns
 from ganforge.imaging import grid, scatter
+from ganforge.logrecord import eval_record, rollback_record, training_record
 from ganforge.metrics.catalog import is_better
 from ganforge.metrics.evaluate import Evaluator
 from ganforge.models import conditioning_classes
@@ -76,12 +77,10 @@ class Maintenance:
         state, cfg, step = self.state, self.cfg, self.state.step
         images = cfg.train.batch_size * cfg.train.d_steps_per_g_step
         now = time.perf_counter()
-        record = {"step": step, **self.meter.pop(self.ctx), "lr_g": state.opt_g.param_groups[0]["lr"],
-                  "lr_d": state.opt_d.param_groups[0]["lr"],
-                  "img_per_s": (step - self.last_log[1]) * images / max(now - self.last_log[0], 1e-9),
-                  "images_seen": step * images}
-        if self.batches.skipped:
-            record["skipped_images"] = self.batches.skipped
+        record = training_record(step, self.meter.pop(self.ctx), lr_g=state.opt_g.param_groups[0]["lr"],
+                                 lr_d=state.opt_d.param_groups[0]["lr"],
+                                 img_per_s=(step - self.last_log[1]) * images / max(now - self.last_log[0], 1e-9),
+                                 images_seen=step * images, skipped_images=self.batches.skipped)
         self.last_log = (now, step)
         bad = [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
         if bad:
@@ -135,9 +134,8 @@ def evaluate_and_log(evaluator: Evaluator, state: TrainState, info: DataInfo, ru
     """Evaluate G_ema, log the figures with what they were computed with; True if `eval.best`
     improved (state.best is then updated)."""
     result = evaluator(state.G_ema, seed=cfg.train.seed)
-    run.append_log({"step": state.step, "eval": result.figures, "eval_num_samples": result.num_samples,
-                    "eval_extractor": result.extractor, "eval_reference": result.reference,
-                    "eval_seconds": round(result.seconds, 2)})
+    run.append_log(eval_record(state.step, result.figures, result.num_samples, result.extractor, result.reference,
+                               result.seconds))
     figure = cfg.eval.best
     if figure is None or figure not in result.figures:
         return False
@@ -190,11 +188,12 @@ NONFINITE_ADVICE = "a lower learning rate, a gradient penalty or R1, or precisio
 def nonfinite_networks(state: TrainState) -> list[str]:
     """Names of the networks with a NaN or infinity in a parameter or buffer (one host sync)."""
     flags = []
-    for net in (state.G, state.D, state.G_ema):
+    for name in NETWORKS:
+        net = getattr(state, name)
         tensors = [t for t in [*net.parameters(), *net.buffers()] if t.is_floating_point()]
         flags.append(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
     finite = torch.stack(flags).tolist()
-    return [name for name, ok in zip(("G", "D", "G_ema"), finite) if not ok]
+    return [name for name, ok in zip(NETWORKS, finite) if not ok]
 
 
 def roll_back(state: TrainState, batches: Any, run: RunDir, cfg: Config, event: NonFinite) -> None:
@@ -213,8 +212,8 @@ def roll_back(state: TrainState, batches: Any, run: RunDir, cfg: Config, event: 
     set_scheduled_lrs(state)
     state.rollbacks, state.lr_scale = rollbacks, lr_scale
     # The noise streams mix in the rollback count (Runtime.noise), so the blow-up is not replayed.
-    run.append_log({"step": state.step, "event": "rollback", "from_step": event.step, "reason": str(event),
-                    "lr_scale": lr_scale, "rollback": rollbacks})
+    run.append_log(rollback_record(state.step, from_step=event.step, reason=str(event), lr_scale=lr_scale,
+                                   rollback=rollbacks))
     if run.is_writer:
         warnings.warn(f"{event}; rolled back to step {state.step} with learning rates x{lr_scale:g} "
                       f"(rollback {rollbacks} of {cfg.train.max_rollbacks})", stacklevel=2)
