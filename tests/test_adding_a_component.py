@@ -1,17 +1,18 @@
-"""The README's "Adding a component" example, as written there: a new regularizer is one
-registered class, and a config trains with it without any other change."""
+"""The README's "Adding a component" example, run from the README's own text: a new regularizer
+is one registered class, and a config trains with it without any other change."""
 
 from __future__ import annotations
 
 import json
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
 
 from conftest import tiny_config, write_config
 from ganforge.registry import REGULARIZERS
-from ganforge.regularizers import Regularizer, Weight
 
 
 @pytest.fixture
@@ -22,20 +23,29 @@ def scoped_registry(monkeypatch):
     monkeypatch.setattr(REGULARIZERS, "_entries", dict(REGULARIZERS._entries))
 
 
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_code() -> list[str]:
+    """The Python blocks of the README's "Adding a component" section."""
+    text = README.read_text()
+    section = text[text.index("### Adding a component"):]
+    section = section[: section.index("\n### ", 1)]
+    return re.findall(r"```python\n(.*?)```", section, re.S)
+
+
 def test_the_readme_regularizer_trains_from_a_config(scoped_registry, cli, tmp_path):
-    # The class, as the README shows it.
-    @REGULARIZERS.register("drift")
-    class Drift(Regularizer):
-        """Epsilon drift (Karras et al. 2018): keeps D's outputs on real data near zero."""
-
-        def __init__(self, weight: Weight = 0.001) -> None:
-            self.weight = weight
-
-        def d_outputs(self, real_logits, fake_logits):
-            return real_logits.float().square().mean()
-
-    # Its test, as the README shows it.
-    assert Drift().d_outputs(torch.tensor([1.0, -3.0]), None) == 5.0  # (1 + 9) / 2
+    component, its_test = readme_code()
+    # The class, run as the README shows it (it registers itself).
+    namespace: dict = {}
+    exec(compile(component, "README.md", "exec"), namespace)
+    Drift = namespace["Drift"]
+    # Its test, run as the README shows it.
+    test_namespace: dict = {"torch": torch, "Drift": Drift}
+    exec(compile(its_test, "README.md", "exec"), test_namespace)
+    tests = [f for name, f in test_namespace.items() if name.startswith("test_")]
+    assert len(tests) == 1
+    tests[0]()
     # The base class weights it.
     term = Drift(weight=0.5).d_term(0, None, None, None, None, None, torch.tensor([1.0, -3.0]), None, None)
     assert (term.loss.item(), term.value.item()) == (2.5, 5.0)
