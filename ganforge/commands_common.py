@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import json
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -49,3 +51,12 @@ TRUNCATION_OPTION = typer.Option(None, "--truncation", "-t", min=0.0, max=1.0,
                                  help="Truncation psi (0 = the average, 1 = none), where the generator has it.")
 QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="No progress bar.")
 JSON_OPTION = typer.Option(False, "--json", help="Print the result as JSON.")
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """`data` as indented JSON at `path` (its folder made); a failed write is one line naming the file."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=1) + "\n")
+    except OSError as e:
+        raise GanforgeError(f"cannot write {path} ({e.strerror or e})") from None

@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from ganforge.commands_common import user_errors
+from ganforge.commands_common import user_errors, write_json
 
 
 @user_errors
@@ -76,11 +76,7 @@ def eval_images(
                               cache_dir=cache_dir, progress=not quiet)
     report = {"images": str(images), **result.to_dict()}
     if out is not None:
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(report, indent=1) + "\n")
-        except OSError as e:
-            raise GanforgeError(f"--out {out}: cannot write ({e.strerror})") from None
+        write_json(out, report)
     if as_json:
         typer.echo(json.dumps(report, indent=1))
         return

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from ganforge import RUNS_FOLDER
-from ganforge.commands_common import JSON_OPTION, user_errors
+from ganforge.commands_common import JSON_OPTION, user_errors, write_json
 from ganforge.errors import GanforgeError
 
 # --------------------------------------------------------------------------------------------
@@ -78,11 +78,7 @@ def evaluate(
               **result.to_dict()}
     if out is None:
         out = RunDir.of_checkpoint(loaded.checkpoint).eval_file(loaded.step)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=1) + "\n")
-    except OSError as e:
-        raise GanforgeError(f"cannot write {out} ({e.strerror})") from None
+    write_json(out, report)
     if as_json:
         typer.echo(json.dumps(report, indent=1))
         return

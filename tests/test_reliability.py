@@ -413,3 +413,15 @@ def test_corrupt_image_as_error_by_option(tmp_path):
     cfg = image_folder_config(tmp_path, run, on_bad_image="error")
     result = run_cli("train", str(write_config(tmp_path, cfg)), "-q")
     assert_one_line_error(result, 2, "05.png", "data.on_bad_image=skip")
+
+
+def test_a_json_report_that_cannot_be_written_is_one_error_naming_the_file(tmp_path):
+    from ganforge.commands_common import write_json
+    from ganforge.errors import GanforgeError
+
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("")
+    with pytest.raises(GanforgeError, match=f"cannot write {blocker / 'eval.json'}"):
+        write_json(blocker / "eval.json", {"fid": 1.0})
+    write_json(tmp_path / "deep" / "eval.json", {"fid": 1.0})
+    assert json.loads((tmp_path / "deep" / "eval.json").read_text()) == {"fid": 1.0}
