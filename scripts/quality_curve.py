@@ -41,6 +41,11 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality_digits as qd  # noqa: E402
 
+from ganforge.checkpoint import CheckpointIndex  # noqa: E402
+from ganforge.logrecord import IMAGES_SEEN, IMG_PER_S, STEP, is_training_record  # noqa: E402
+from ganforge.run import RunDir  # noqa: E402
+from ganforge.runinfo import read_log  # noqa: E402
+
 HAND_LATENT, HAND_WIDTH, HAND_BATCH = 64, 32, 64
 
 
@@ -65,24 +70,24 @@ def train_ganforge(config: str, out: Path, minutes: float | None, steps: int | N
     before, start = load(), time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - start
-    if done.returncode not in (0, 3) and not list((out / "checkpoints").glob("step-*.pt")):
+    if done.returncode not in (0, 3) and not RunDir(out, read_only=True).checkpoint_files():
         raise SystemExit(f"ganforge train failed ({done.returncode}):\n{done.stderr[-2000:]}")
-    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     seconds, elapsed = {}, 0.0
     previous = 0
-    for r in records:
-        if "img_per_s" not in r:
+    for r in read_log(out):
+        if not is_training_record(r):
             continue
-        elapsed += (r["images_seen"] - previous) / max(r["img_per_s"], 1e-9)
-        previous = r["images_seen"]
-        seconds[r["step"]] = elapsed
+        elapsed += (r[IMAGES_SEEN] - previous) / max(r[IMG_PER_S], 1e-9)
+        previous = r[IMAGES_SEEN]
+        seconds[r[STEP]] = elapsed
     return {"wall_s": wall, "train_s": elapsed, "seconds_at_step": seconds, "load_before": before,
             "load_after": load()}
 
 
 def checkpoints(run: Path) -> list[tuple[int, Path]]:
     """(step, file) of every checkpoint, in step order."""
-    return sorted((int(p.stem.split("-")[1]), p) for p in (run / "checkpoints").glob("step-*.pt"))
+    folder = RunDir(run, read_only=True).checkpoints
+    return [(e.step, folder / e.file) for e in CheckpointIndex(folder).entries]  # the index keeps step order
 
 
 def hand_loop(resolution: int, seconds: list[float], threads: int | None, seed: int = 0) -> list[dict[str, Any]]:

@@ -283,7 +283,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     path = Path(args.path)
-    is_run = (path.is_dir() and (path / "checkpoints").is_dir()) or path.suffix == ".pt"
+    from ganforge.run import RunDir
+
+    is_run = (path.is_dir() and RunDir(path, read_only=True).checkpoints.is_dir()) or path.suffix == ".pt"
     results: dict[str, Any] = {}
     if is_run:
         for use_ema in ([False] if args.no_ema else [True, False]):

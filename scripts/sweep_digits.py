@@ -34,6 +34,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from ganforge.logrecord import IMAGES_SEEN, IMG_PER_S, STEP, is_training_record  # noqa: E402
+from ganforge.run import RunDir  # noqa: E402
+from ganforge.runinfo import read_log  # noqa: E402
+
 
 @dataclass(frozen=True)
 class Sweep:
@@ -158,14 +162,15 @@ def run_job(sweep: str, variant: str, seed: int, points: tuple[int, ...], work: 
     cpu = (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime)
     if done.returncode != 0:
         return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
-    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    speeds = [r["img_per_s"] for r in records if "img_per_s" in r]
+    run = RunDir(out, read_only=True)
+    speeds = [r[IMG_PER_S] for r in read_log(out) if is_training_record(r)]
     scores = {}
     for p in points:
-        file = out / "checkpoints" / f"step-{p:08d}.pt"
+        file = run.checkpoint_file(p)
         scores[str(p)] = {"ema": qd.score_run(file, True), "raw": qd.score_run(file, False)}
-    for file in (out / "checkpoints").glob("step-*.pt"):
-        if int(file.stem.split("-")[1]) not in points:
+    scored = {run.checkpoint_file(p) for p in points}
+    for file in run.checkpoint_files():
+        if file not in scored:
             file.unlink()  # only the scored checkpoints are kept
     return {"wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
             "load": [round(load_before, 2), round(os.getloadavg()[0], 2)],
@@ -185,9 +190,9 @@ def measure_speed(sweep: str, variants: list[str], steps: int, work: Path) -> No
             cmd += ["--set", s]
         before = os.getloadavg()
         subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT)
-        last = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()][-1]
-        images = last["images_seen"] / last["step"]
-        print(f"  {variant:<26} {last['img_per_s'] / images:6.2f} steps/s   load average {before[0]:.2f} -> "
+        last = [r for r in read_log(out) if is_training_record(r)][-1]
+        images = last[IMAGES_SEEN] / last[STEP]
+        print(f"  {variant:<26} {last[IMG_PER_S] / images:6.2f} steps/s   load average {before[0]:.2f} -> "
               f"{os.getloadavg()[0]:.2f}", flush=True)
 
 
