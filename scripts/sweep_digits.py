@@ -136,6 +136,10 @@ SWEEPS: dict[str, Sweep] = {
         # A longer EMA horizon late in the run (the ramp-up caps the half-life at rampup x the images seen).
         "channels_last,rampup0.1": ["train.channels_last=true", "train.ema.rampup=0.1"],
         "channels_last,rampup0.2": ["train.channels_last=true", "train.ema.rampup=0.2"],
+        # D's normalisation: per-sample layer or instance norm instead of BatchNorm (R1's gradient
+        # then does not mix the samples of a batch).
+        "channels_last,d_layer_norm": ["train.channels_last=true", "discriminator.norm=layer"],
+        "channels_last,d_instance_norm": ["train.channels_last=true", "discriminator.norm=instance"],
         # Learning rate decayed linearly to 0 from `start` of the run (the run's length = the last point).
         "channels_last,decay0.5": ["train.channels_last=true", *decay(0.5)],
         "channels_last,decay0": ["train.channels_last=true", *decay(0.0)],
