@@ -6,7 +6,7 @@ values against them, so a bad value fails at load time with its key path.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -17,6 +17,13 @@ class Range:
     gt: float | None = None
     le: float | None = None
     lt: float | None = None
+    # The bounds' types take part in equality: typing caches Annotated[...] by equality, and would
+    # otherwise hand Range(lt=1) to a field declared with Range(lt=1.0), whichever was imported first,
+    # so its error message would depend on import order ("must be < 1" or "< 1.0").
+    _types: tuple[type, ...] = field(init=False, repr=False, default=())
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_types", tuple(type(b) for b in (self.ge, self.gt, self.le, self.lt)))
 
     def violation(self, value: float) -> str | None:
         """Why `value` is out of range, or None when it is inside."""

@@ -212,3 +212,15 @@ def test_resumable_changes_are_read_from_field_metadata():
     check_resumable(before, changed(changed(before, "budget.steps", 2), "notes.text", "b"), ToySchema)
     with pytest.raises(ConfigError, match=r"--set budget\.width: .*; resumable changes: budget\.steps, notes\.\*$"):
         check_resumable(before, changed(before, "budget.width", 16), ToySchema)
+
+
+def test_a_range_message_does_not_depend_on_which_module_declared_it_first():
+    # typing caches Annotated[...] by equality: Range(lt=1) must not stand in for Range(lt=1.0).
+    from typing import Annotated
+
+    from ganforge.params import Range
+
+    as_int = Annotated[float, Range(ge=0, lt=1)]
+    as_float = Annotated[float, Range(ge=0.0, lt=1.0)]
+    assert as_int.__metadata__[0].violation(1.5) == "must be < 1"
+    assert as_float.__metadata__[0].violation(1.5) == "must be < 1.0"
