@@ -214,8 +214,8 @@ def run_job(sweep: str, variant: str, seed: int, points: tuple[int, ...], work: 
         every = gcd(every, p)
     sets = [*spec.variants[variant], f"train.seed={seed}", f"train.steps={max(points)}", f"output.dir={out}",
             f"checkpoint.every={every}", "checkpoint.keep=1000", "train.device=cpu"]
-    start = extendable_from(out, ROOT / spec.config, sets, points) if extend else None
-    if start is None:
+    resumed_from = extendable_from(out, ROOT / spec.config, sets, points) if extend else None
+    if resumed_from is None:
         cmd = [sys.executable, "-m", "ganforge", "train", str(ROOT / spec.config), "--quiet", "--overwrite"]
     else:  # only what may change: the rest comes from the run's own config
         cmd = [sys.executable, "-m", "ganforge", "train", "--resume", str(out), "--quiet"]
@@ -241,7 +241,7 @@ def run_job(sweep: str, variant: str, seed: int, points: tuple[int, ...], work: 
     for file in run.checkpoint_files():
         if file not in scored:
             file.unlink()  # only the scored checkpoints are kept
-    return {"resumed_from": start, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
+    return {"resumed_from": resumed_from, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
             "load": [round(load_before, 2), round(os.getloadavg()[0], 2)],
             "median_img_per_s": round(statistics.median(speeds), 1), "scores": scores}
 
