@@ -201,5 +201,7 @@ def test_sample_json_and_quiet(cli, image_run, tmp_path):
 
 
 def test_shell_completion_script():
-    result = run_cli("--show-completion", "bash")
+    # Typer detects the shell from the parent processes, and a detached pytest has none: its test
+    # switch makes `--show-completion` take the shell as a value instead.
+    result = run_cli("--show-completion", "bash", env={"_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"})
     assert result.returncode == 0 and "_GANFORGE_COMPLETE" in result.stdout
