@@ -187,13 +187,13 @@ def extendable_from(out: Path, config: Path, sets: list[str], points: tuple[int,
     from ganforge.config.schema import changed_keys
     from ganforge.run import load_latest_good
 
-    if not RunDir(out, read_only=True).checkpoint_files():
+    run = RunDir(out, read_only=True)
+    if not run.checkpoint_files():
         return None
     payload = load_latest_good(out)
     wanted = load_config(config, sets)[1]
     if set(changed_keys(config_to_dict(parse_config(payload.config)), wanted)) - EXTENDABLE:
         return None
-    run = RunDir(out, read_only=True)
     if payload.step >= max(points) or not all(run.checkpoint_file(p).is_file() for p in points if p <= payload.step):
         return None
     return payload.step
