@@ -9,6 +9,7 @@ fakes. `strength` in [0, 1] scales each operation (ADA's probability p applies p
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -159,6 +160,51 @@ def _color_bases(dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tens
     return luma, chroma, cross, offset
 
 
+# aten's codes for grid_sample's bilinear mode and border padding.
+_BILINEAR, _BORDER = 0, 1
+
+
+class _GridSample(torch.autograd.Function):
+    """Bilinear, border-padded `grid_sample` (align_corners=False) of images at a fixed grid,
+    differentiable to any order in the images, as the reference's `grid_sample_gradfix`: R1
+    through ADA needs the second derivative, which torch's own grid_sample lacks in some versions
+    (torch 2.11 on an H100: "derivative for aten::grid_sampler_2d_backward is not implemented";
+    torch 2.14 has it).
+    Resampling is linear in the images, so its backward is its adjoint and the adjoint's backward
+    is the resampling again. The grid gets no gradient (ADA's grids come from random draws)."""
+
+    @staticmethod
+    def forward(ctx: Any, images: Tensor, grid: Tensor) -> Tensor:
+        if ctx.needs_input_grad[1]:
+            raise ValueError("_GridSample: the sampling grid must not require a gradient")
+        ctx.save_for_backward(grid)
+        ctx.shape = images.shape
+        return torch.nn.functional.grid_sample(images, grid, mode="bilinear", padding_mode="border",
+                                               align_corners=False)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        (grid,) = ctx.saved_tensors
+        return _GridSampleAdjoint.apply(grad, grid, ctx.shape), None
+
+
+class _GridSampleAdjoint(torch.autograd.Function):
+    """The adjoint of `_GridSample` (its gradient with respect to the images)."""
+
+    @staticmethod
+    def forward(ctx: Any, grad: Tensor, grid: Tensor, shape: torch.Size) -> Tensor:
+        ctx.save_for_backward(grid)
+        images = grad.new_zeros(shape)  # only its shape and dtype are read: no gradient for the grid is asked
+        grad_images, _ = torch.ops.aten.grid_sampler_2d_backward(grad.contiguous(), images, grid, _BILINEAR,
+                                                                 _BORDER, False, [True, False])
+        return grad_images
+
+    @staticmethod
+    def backward(ctx: Any, grad2: Tensor) -> tuple[Tensor, None, None]:
+        (grid,) = ctx.saved_tensors
+        return _GridSample.apply(grad2, grid), None, None
+
+
 def ada_augment_ops(x: Tensor, ops: tuple[str, ...] | list[str], p: float | Tensor,
                     gen: torch.Generator | None) -> Tensor:
     """The named ops of StyleGAN2-ADA's pipeline, each applied to each sample with probability p.
@@ -243,8 +289,7 @@ def ada_augment_ops(x: Tensor, ops: tuple[str, ...] | list[str], p: float | Tens
             sources = torch.einsum("nij,hwj->nhwi", g_inv[:, :2, :], centres)
             grid = torch.stack([_reflected_to_unit(sources[..., 0], width),
                                 _reflected_to_unit(sources[..., 1], height)], dim=-1)
-            moved = torch.nn.functional.grid_sample(images, grid, mode="bilinear", padding_mode="border",
-                                                    align_corners=False)
+            moved = _GridSample.apply(images, grid)
             # Untouched samples keep their exact pixels (bilinear at pixel centres is exact only up to rounding).
             changed = (g_inv != eye3).flatten(1).any(dim=1)
             images = torch.where(changed.view(n, 1, 1, 1), moved, images)

@@ -178,6 +178,46 @@ def test_r1_through_the_pipeline_has_exact_second_derivatives():
     assert torch.autograd.gradgradcheck(lambda t: augment.ada_augment(t, 1.0, gen(7)).square(), (x,))
 
 
+def autograd_nodes(t: torch.Tensor) -> set[str]:
+    """The names of every node in the graph that produced `t`."""
+    seen, names, stack = set(), set(), [t.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(node.name())
+        stack += [f for f, _ in node.next_functions]
+    return names
+
+
+@pytest.mark.parametrize("p", [torch.tensor(0.0), torch.tensor(0.7), 0.7], ids=["tensor0", "tensor0.7", "float0.7"])
+def test_r1_through_the_pipeline_needs_no_second_derivative_from_torchs_grid_sample(p):
+    # torch 2.11 has no derivative for grid_sampler_2d_backward: R1 through ADA crashed there at the
+    # first step (p is a tensor, so the resampling runs even at p = 0). The gradient's graph must
+    # resample through our own adjoint, whatever this torch offers.
+    x = torch.rand(4, 3, 8, 8, requires_grad=True)
+    (grad,) = torch.autograd.grad(augment.ada_augment(x, p, gen(9)).square().sum(), x, create_graph=True)
+    names = autograd_nodes(grad)
+    assert any("_GridSampleAdjoint" in n for n in names)
+    assert not [n for n in names if n.startswith("GridSampler") or "NotImplemented" in n], sorted(names)
+    (second,) = torch.autograd.grad(grad.square().sum(), x)
+    assert torch.isfinite(second).all() and second.abs().sum() > 0
+
+
+def test_the_resampling_and_its_adjoint_match_torch():
+    # Forward as torch's grid_sample; backward (any order) as autograd through it, in float64.
+    images = torch.rand(3, 2, 5, 7, dtype=torch.float64, requires_grad=True)
+    grid = torch.rand(3, 6, 4, 2, dtype=torch.float64) * 2.4 - 1.2  # some points outside: border padding
+    ours = augment._GridSample.apply(images, grid)
+    theirs = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    torch.testing.assert_close(ours, theirs)
+    assert torch.autograd.gradcheck(lambda t: augment._GridSample.apply(t, grid), (images,))
+    assert torch.autograd.gradgradcheck(lambda t: augment._GridSample.apply(t, grid).square(), (images,))
+    with pytest.raises(ValueError, match="grid"):
+        augment._GridSample.apply(images, grid.clone().requires_grad_())
+
+
 def test_low_precision_input_keeps_its_dtype():
     x = torch.rand(8, 3, 16, 16)
     y = augment.ada_augment(x.to(torch.bfloat16), 0.8, gen(8))
