@@ -177,12 +177,16 @@ def job_key(sweep: str, variant: str, seed: int, points: tuple[int, ...]) -> str
 
 # What an extended job may change in the run it continues: its length and checkpointing.
 EXTENDABLE = {"train.steps", "checkpoint.every", "checkpoint.keep"}
+# Learning-rate schedules that do not depend on train.steps. Any other is stretched over the new
+# length on resume (a linear decay that reached 0 restarts part-way up), which is another run than
+# one trained from scratch to that length.
+LENGTH_FREE_SCHEDULES = {"constant"}
 
 
 def extendable_from(out: Path, config: Path, sets: list[str], points: tuple[int, ...]) -> int | None:
     """The step of `out`'s newest checkpoint when the folder holds this job's run stopped short of
-    max(points) (the same config but for EXTENDABLE keys, and a checkpoint kept at each point up to
-    that step); None when the job must train from scratch."""
+    max(points) (the same config but for EXTENDABLE keys, constant learning rates, and a checkpoint
+    kept at each point up to that step); None when the job must train from scratch."""
     from ganforge.config import config_to_dict, load_config, parse_config
     from ganforge.config.schema import changed_keys
     from ganforge.run import load_latest_good
@@ -192,7 +196,10 @@ def extendable_from(out: Path, config: Path, sets: list[str], points: tuple[int,
         return None
     payload = load_latest_good(out)
     wanted = load_config(config, sets)[1]
-    if set(changed_keys(config_to_dict(parse_config(payload.config)), wanted)) - EXTENDABLE:
+    stored = parse_config(payload.config)
+    if set(changed_keys(config_to_dict(stored), wanted)) - EXTENDABLE:
+        return None
+    if {stored.schedule.g.kind, stored.schedule.d.kind} - LENGTH_FREE_SCHEDULES:
         return None
     if payload.step >= max(points) or not all(run.checkpoint_file(p).is_file() for p in points if p <= payload.step):
         return None

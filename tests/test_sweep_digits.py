@@ -35,3 +35,16 @@ def test_extend_continues_only_the_same_run_stopped_short(tmp_path, cli):
     # Nothing to extend: the run is already as long as the job; an empty folder.
     assert sweep.extendable_from(out, config, job_sets(out, 4), (2, 4)) is None
     assert sweep.extendable_from(tmp_path / "none", config, job_sets(tmp_path / "none", 8), (8,)) is None
+
+
+def test_extend_never_continues_a_schedule_that_depends_on_the_length(tmp_path, cli):
+    # A linear decay over train.steps ends at 0; resumed to a longer train.steps it is stretched and
+    # climbs back part-way up, which is not the run trained from scratch to that length.
+    out = tmp_path / "run"
+    config = write_config(tmp_path, tiny_config(out))
+    decay = ["schedule.g.kind=linear_decay", "schedule.d.kind=linear_decay"]
+    args = ["train", str(config), "--quiet"]
+    for s in job_sets(out, 4, *decay):
+        args += ["--set", s]
+    assert cli(*args).exit_code == 0
+    assert sweep.extendable_from(out, config, job_sets(out, 8, *decay), (2, 4, 8)) is None
