@@ -80,7 +80,9 @@ class Cell:
 
 @dataclass
 class ResumeCheck:
-    """Train N steps; train N/2 and resume to N; compare the final weights bit for bit."""
+    """Train N steps; train N/2 and resume to N; compare the final weights bit for bit. Each run
+    is its own `ganforge train` process: on an H100 (torch 2.11), two quickstart runs one after the
+    other in one process differed while two fresh processes agreed."""
 
     config: str
     steps: int
@@ -145,43 +147,23 @@ def parse_option(text: str) -> tuple[str, list[str]]:
 # --------------------------------------------------------------------------------------------
 
 
-def train_run(path: Path, overrides: list[str], resume_from: Path | None = None) -> Path:
-    """Train the config at `path` with `overrides` (or continue the run at `resume_from` with
-    them); returns the run folder."""
+def train_run(path: Path, overrides: list[str]) -> Path:
+    """Train the config at `path` with `overrides` in this process; returns the run folder."""
     from ganforge.build import validate
     from ganforge.config import dump_yaml, load_config
     from ganforge.run import RunDir
     from ganforge.training.loop import train
 
-    payload = None
-    if resume_from is None:
-        cfg, cfg_dict = load_config(path, overrides)
-    else:
-        cfg, cfg_dict, payload = resolved_resume(resume_from, overrides)
+    cfg, cfg_dict = load_config(path, overrides)
     validate(cfg)
     run = RunDir(cfg.output.dir)
-    if payload is None:
-        run.create()
-    else:
-        run.open_existing()
+    run.create()
     try:
         run.write_config(dump_yaml(cfg_dict))
-        train(cfg, cfg_dict, run, resume=payload, progress=False)
+        train(cfg, cfg_dict, run, progress=False)
     finally:
         run.release_lock()
     return run.path
-
-
-def resolved_resume(run_path: Path, overrides: list[str]) -> tuple[Any, dict[str, Any], Any]:
-    """The newest good checkpoint of a run and its stored config with `overrides` applied."""
-    from ganforge.config import apply_overrides, config_to_dict, parse_config
-    from ganforge.run import load_latest_good
-
-    payload = load_latest_good(run_path)
-    origins: dict[tuple[str, ...], str] = {}
-    cfg = parse_config(apply_overrides(payload.config, overrides, origins), origins,
-                       default_source=str(run_path / "config.yaml"))
-    return cfg, config_to_dict(cfg), payload
 
 
 def log_records(run: Path) -> list[dict[str, Any]]:
@@ -300,17 +282,28 @@ def compare_weights(a: dict[str, Any], b: dict[str, Any]) -> tuple[list[str], fl
     return differing, worst
 
 
+def cli_run(args: list[str], overrides: list[str], timeout: float) -> None:
+    """`ganforge ARGS --set ...` in a fresh process, as a user runs it; raises with its last line."""
+    cmd = [sys.executable, "-m", "ganforge", *args, "--quiet"]
+    for o in overrides:
+        cmd += ["--set", o]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    if done.returncode != 0:
+        lines = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()
+        raise RuntimeError(f"ganforge {args[0]} exited {done.returncode}: {lines[-1][:250]}")
+
+
 def run_resume_check(check: ResumeCheck, path: Path, base: list[str], folder: Path, device: str,
                      timeout: float) -> None:
-    """Uninterrupted N steps twice (does the device repeat itself?), then N/2 steps resumed to N."""
+    """Uninterrupted N steps twice (does the device repeat itself?), then N/2 steps resumed to N;
+    each run in its own process, as `ganforge train` and `ganforge train --resume` run."""
     n, half = check.steps, max(1, check.steps // 2)
     start = time.perf_counter()
     try:
-        with time_limit(timeout):
-            full = train_run(path, [*base, f"output.dir={folder / 'full'}", f"train.steps={n}"])
-            again = train_run(path, [*base, f"output.dir={folder / 'again'}", f"train.steps={n}"])
-            part = train_run(path, [*base, f"output.dir={folder / 'part'}", f"train.steps={half}"])
-            train_run(path, [f"train.steps={n}"], resume_from=part)
+        full, again, part = folder / "full", folder / "again", folder / "part"
+        for out, steps in ((full, n), (again, n), (part, half)):
+            cli_run(["train", str(path)], [*base, f"output.dir={out}", f"train.steps={steps}"], timeout / 4)
+        cli_run(["train", "--resume", str(part)], [f"train.steps={n}"], timeout / 4)
         reference = final_state(full)
         check.repeat_identical = not compare_weights(reference, final_state(again))[0]
         check.differing, worst = compare_weights(reference, final_state(part))
