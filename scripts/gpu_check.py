@@ -82,7 +82,7 @@ class Cell:
 class ResumeCheck:
     """Train N steps; train N/2 and resume to N; compare the final weights bit for bit. Each run
     is its own `ganforge train` process: on an H100 (torch 2.11), two quickstart runs one after the
-    other in one process differed while two fresh processes agreed."""
+    other in one process differed while two fresh 10-step processes agreed."""
 
     config: str
     steps: int
