@@ -166,7 +166,13 @@ SWEEPS: dict[str, Sweep] = {
         "no_diffaugment": regs(r1(0.1)),
     }),
     "biggan_digits": Sweep("configs/biggan_digits.yaml", (3000,), {"shipped": []}),
-    "wgan_gp_digits": Sweep("configs/wgan_gp_digits.yaml", (2500,), {"shipped": []}),
+    # The CIFAR-10 recipe decays the learning rate to 0 over the run; at this short length a
+    # constant rate may learn more. Three critic steps per generator step cost 40% less per step.
+    "wgan_gp_digits": Sweep("configs/wgan_gp_digits.yaml", (2500,), {
+        "shipped": [],
+        "constant_lr": ["schedule.g.kind=constant", "schedule.d.kind=constant"],
+        "n_critic3": ["train.d_steps_per_g_step=3"],
+    }),
 }
 
 
