@@ -156,6 +156,8 @@ SWEEPS: dict[str, Sweep] = {
     "sngan_digits": Sweep("configs/sngan_digits.yaml", (2500,), {
         "shipped": [],
         "setting_c": [*betas(0.5, 0.999), "train.d_steps_per_g_step=1"],
+        # The CIFAR-10 recipe's linear decay to 0 against a constant rate (as for wgan_gp_digits).
+        "constant_lr": ["schedule.g.kind=constant", "schedule.d.kind=constant"],
     }),
     # DiffAugment (translation, cutout) against R1 alone: augmentation slowed the quickstart's short
     # runs. "diffaugment" is the recipe as it shipped before (its first result is named "shipped" in
