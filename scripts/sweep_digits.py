@@ -153,13 +153,13 @@ SWEEPS: dict[str, Sweep] = {
         # Learning rate decayed linearly to 0 from `start` of the run (the run's length = the last point).
         "channels_last,decay0.5": ["train.channels_last=true", *decay(0.5)],
     }),
-    # Miyato et al. 2018, Table 1's setting C (Adam 2e-4, betas (0.5, 0.999), one D step per G step),
-    # among the best for SN-GANs there, at a third of the shipped recipe's cost per step.
     # The CIFAR-10 recipe's linear decay to 0 ("linear_decay"; results named "shipped" before
     # 2026-11-26 ran it) against a constant rate ("constant_lr", shipped now), as for wgan_gp_digits.
     "sngan_digits": Sweep("configs/sngan_digits.yaml", (2500,), {
         "shipped": [],
         "linear_decay": LINEAR_DECAY,
+        # Miyato et al. 2018, Table 1's setting C (Adam 2e-4, betas (0.5, 0.999), one D step per G
+        # step), among the best for SN-GANs there, at a third of the recipe's cost per step.
         "setting_c": [*LINEAR_DECAY, *betas(0.5, 0.999), "train.d_steps_per_g_step=1"],
         "constant_lr": ["schedule.g.kind=constant", "schedule.d.kind=constant"],
     }),
