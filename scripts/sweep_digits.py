@@ -81,7 +81,7 @@ def decay(start: float) -> list[str]:
 
 
 # Both learning rates decayed linearly to 0 over the run, as the CIFAR-10 recipes do.
-LINEAR_DECAY = ["schedule.g.kind=linear_decay", "schedule.d.kind=linear_decay"]
+LINEAR_DECAY = decay(0.0)
 AUG = "{kind: diffaugment, policy: [translation]}"
 SMOOTH = "{kind: label_smoothing, real_target: 0.9}"
 
