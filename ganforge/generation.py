@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import types
 from collections.abc import Iterator
 from typing import Any
 
@@ -43,6 +44,46 @@ def seeded_global_rng(seed: int, device: torch.device) -> Iterator[None]:
     with torch.random.fork_rng(devices=devices, device_type=device.type if devices else "cuda"):
         torch.manual_seed(seed)
         yield
+
+
+@torch.no_grad()
+def standing_stats(G: nn.Module, batches: int, batch_size: int, seed: int) -> bool:
+    """Recompute G's BatchNorm statistics from its own outputs (BigGAN's "standing statistics"):
+    the cumulative mean and variance over `batches` forward passes of `batch_size` draws of noise
+    (and uniform class labels) from `seed`, with only the BatchNorm layers in train mode. For an
+    average of G's weights (G_ema), whose copied statistics belong to G's weights instead. False,
+    and G untouched, when G has no BatchNorm. The global RNGs are left where they were."""
+    norms = [m for m in G.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms or batches <= 0:
+        return False
+    device = next(G.parameters()).device
+    g = torch.Generator().manual_seed(seed)
+    classes = int(getattr(G, "num_classes", 0) or 0)
+    saved = [(m, m.training, m.momentum) for m in norms]
+    try:
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the passes
+            m.train()
+            if isinstance(m, nn.SyncBatchNorm):  # this process alone: no collective call
+                m.forward = types.MethodType(nn.modules.batchnorm._BatchNorm.forward, m)
+        with seeded_global_rng(seed, device):
+            for _ in range(batches):
+                z = torch.randn(batch_size, G.latent_dim, generator=g).to(device)
+                labels = torch.randint(classes, (batch_size,), generator=g).to(device) if classes else None
+                G(z, labels)
+    finally:
+        for m, training, momentum in saved:
+            m.train(training)
+            m.momentum = momentum
+            m.__dict__.pop("forward", None)
+    return True
+
+
+def standing_seed(train_seed: int) -> int:
+    """The noise seed of G_ema's standing statistics in a run seeded `train_seed` (its sample
+    grid's noise comes from train_seed + 2**31)."""
+    return train_seed + 2**31 + 1
 
 
 def sample_noise(num: int, latent_dim: int, seed: int, device: torch.device) -> torch.Tensor:

@@ -231,14 +231,20 @@ def default_num(resolution: int) -> int:
     return len(load_judge(resolution).held_out)
 
 
-def generate_from(path: str | Path, use_ema: bool = True, num: int | None = None, seed: int = 0
-                  ) -> tuple[Tensor, Tensor | None, int]:
+def generate_from(path: str | Path, use_ema: bool = True, num: int | None = None, seed: int = 0,
+                  standing: bool = False) -> tuple[Tensor, Tensor | None, int]:
     """(samples, the labels asked for or None, step) from a checkpoint file or run folder,
-    through ganforge's own sampling (conditional generators cycle through the classes)."""
-    from ganforge.generation import class_labels, seeded_global_rng
+    through ganforge's own sampling (conditional generators cycle through the classes).
+    `standing`: first recompute G_ema's BatchNorm statistics as training does before it writes a
+    checkpoint (`train.ema.standing_stats`), for checkpoints written before ganforge did."""
+    from ganforge.config import parse_config
+    from ganforge.generation import class_labels, seeded_global_rng, standing_seed, standing_stats
     from ganforge.sample import load_generator, sample
 
     loaded = load_generator(path, use_ema=use_ema, device="cpu")
+    if standing and use_ema:
+        cfg = parse_config(loaded.config)
+        standing_stats(loaded.G, cfg.train.ema.standing_stats, cfg.train.batch_size, standing_seed(cfg.train.seed))
     num = num or default_num(loaded.info.shape[-1])
     with seeded_global_rng(seed, torch.device("cpu")):  # noise drawn inside G (stylegan2) repeats too
         images = sample(loaded, num, seed=seed)
@@ -246,9 +252,10 @@ def generate_from(path: str | Path, use_ema: bool = True, num: int | None = None
     return images, labels, loaded.step
 
 
-def score_run(path: str | Path, use_ema: bool = True, num: int | None = None, seed: int = 0) -> dict[str, Any]:
+def score_run(path: str | Path, use_ema: bool = True, num: int | None = None, seed: int = 0,
+              standing: bool = False) -> dict[str, Any]:
     """Judge figures of a checkpoint (or a run folder's latest), EMA or raw G, with its step."""
-    images, labels, step = generate_from(path, use_ema, num, seed)
+    images, labels, step = generate_from(path, use_ema, num, seed, standing)
     return {"step": step, "ema": use_ema, "resolution": images.shape[-1], **score_images(images, labels)}
 
 
@@ -280,6 +287,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--standing-stats", action="store_true",
+                        help="recompute the EMA's BatchNorm statistics as training now does before a checkpoint "
+                             "(for checkpoints written before it did)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     path = Path(args.path)
@@ -289,7 +299,7 @@ def main() -> None:
     results: dict[str, Any] = {}
     if is_run:
         for use_ema in ([False] if args.no_ema else [True, False]):
-            results["ema" if use_ema else "raw"] = score_run(path, use_ema, args.num, args.seed)
+            results["ema" if use_ema else "raw"] = score_run(path, use_ema, args.num, args.seed, args.standing_stats)
         resolution = next(iter(results.values()))["resolution"]
     else:
         images = read_folder(path)

@@ -13,13 +13,16 @@ import copy
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from conftest import CONFIGS, tiny_config
+from ganforge.checkpoint import load_checkpoint
 from ganforge.config import config_to_dict, load_config, parse_config
 from ganforge.data import to_unit_range
 from ganforge.data.images import digits
+from ganforge.generation import standing_stats
 from ganforge.run import RunDir
 from ganforge.sample import load_generator, sample
 from ganforge.training.loop import train
@@ -77,7 +80,8 @@ def test_ema_samples_score_as_well_as_raw_g_after_a_short_run(tmp_path):
     raw = tiny_config(tmp_path / "run",
                       generator={"kind": "dcgan", "latent_dim": 16, "base_width": 8},
                       train={"steps": 150, "batch_size": 16, "seed": 0, "device": "cpu",
-                             "ema": {"decay": ema.decay, "start": ema.start, "rampup": ema.rampup}},
+                             "ema": {"decay": ema.decay, "start": ema.start, "rampup": ema.rampup,
+                                     "standing_stats": ema.standing_stats}},
                       log={"every": 50}, samples={"every": 1000, "num": 16}, checkpoint={"every": 150, "keep": 1})
     cfg = parse_config(raw)
     run = RunDir(cfg.output.dir)
@@ -89,3 +93,108 @@ def test_ema_samples_score_as_well_as_raw_g_after_a_short_run(tmp_path):
     fd = {use_ema: frechet(pixel_features(sample(load_generator(run.path, use_ema, "cpu"), 1000, seed=0)), real)
           for use_ema in (True, False)}
     assert fd[True] <= 1.15 * fd[False], fd
+
+
+# -- standing BatchNorm statistics of G_ema ---------------------------------------------------
+
+
+class LinearBN(nn.Module):
+    """z -> Linear -> BatchNorm: the normalised output's statistics show whose weights the
+    BatchNorm statistics belong to."""
+
+    latent_dim = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.bn = nn.Linear(4, 3), nn.BatchNorm1d(3)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.bn(self.fc(z))
+
+
+def eval_output_stats(G: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of G's eval-mode output on fresh noise."""
+    G.eval()
+    with torch.no_grad():
+        out = G(torch.randn(8192, G.latent_dim, generator=torch.Generator().manual_seed(99)))
+    return out.mean(0), out.std(0)
+
+
+def test_standing_stats_belong_to_the_emas_own_weights():
+    """G's copied statistics normalise G_ema's outputs badly once its weights differ from G's;
+    after `sync` G_ema's eval-mode outputs are normalised (mean 0, std 1), and the global RNG has
+    not moved."""
+    torch.manual_seed(0)
+    G = LinearBN()
+    G.train()
+    with torch.no_grad():
+        for _ in range(50):  # G's running statistics: right for G
+            G(torch.randn(64, 4))
+    G_ema = copy.deepcopy(G)
+    with torch.no_grad():  # the average has drifted from G
+        G_ema.fc.weight.mul_(3)
+        G_ema.fc.bias.add_(2)
+    ema = EMA(G_ema, G, decay=0.99, start=0, rampup=None, standing_batches=16, batch_size=64, seed=5)
+    ema.update(1)  # copies G's statistics
+    mean, _ = eval_output_stats(G_ema)
+    assert mean.abs().min() > 1.0, mean  # copied statistics: off
+
+    rng = torch.get_rng_state()
+    ema.sync()
+    assert torch.equal(torch.get_rng_state(), rng)
+    mean, std = eval_output_stats(G_ema)
+    assert mean.abs().max() < 0.1 and (std - 1).abs().max() < 0.1, (mean, std)
+    assert int(G_ema.bn.num_batches_tracked) == 16
+
+
+def test_standing_stats_leave_training_alone(tmp_path):
+    """The same run with and without standing statistics: G, D and G_ema's weights are equal at
+    the end (samples and checkpoints were written on the way); only G_ema's BatchNorm statistics
+    differ."""
+    states = []
+    for n in (0, 16):
+        raw = tiny_config(tmp_path / f"run{n}")
+        raw["train"]["ema"]["standing_stats"] = n
+        cfg = parse_config(raw)
+        run = RunDir(cfg.output.dir)
+        run.create()
+        train(cfg, config_to_dict(cfg), run, progress=False)
+        run.release_lock()
+        states.append(load_checkpoint(run.latest_checkpoint()).state)
+    without, with_ = states
+    for net in ("G", "D"):
+        assert all(torch.equal(without[net][k], with_[net][k]) for k in without[net]), net
+    stats = [k for k in without["G_ema"] if k.endswith(("running_mean", "running_var"))]
+    assert stats
+    for key, value in without["G_ema"].items():
+        if key in stats:
+            assert not torch.equal(value, with_["G_ema"][key]), key
+        elif not key.endswith("num_batches_tracked"):
+            assert torch.equal(value, with_["G_ema"][key]), key
+
+
+def test_standing_stats_run_on_one_process_under_syncbatchnorm():
+    """Under DDP with SyncBatchNorm, rank 0 alone draws the sample grid: the standing
+    statistics must not make a collective call. With a process group up, SyncBatchNorm refuses
+    CPU tensors in train mode; the standing statistics come out as plain BatchNorm's."""
+    torch.manual_seed(0)
+    G = LinearBN()
+    G_sync = nn.SyncBatchNorm.convert_sync_batchnorm(copy.deepcopy(G))
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        with pytest.raises(ValueError, match="SyncBatchNorm"):
+            copy.deepcopy(G_sync).train()(torch.randn(8, 4))
+        assert standing_stats(G_sync, 4, 32, seed=1)
+    finally:
+        dist.destroy_process_group()
+    standing_stats(G, 4, 32, seed=1)
+    assert type(G_sync.bn) is nn.SyncBatchNorm and "forward" not in vars(G_sync.bn)
+    for key, value in G.state_dict().items():
+        assert torch.equal(value, G_sync.state_dict()[key]), key
+
+
+def test_standing_stats_skip_generators_without_batchnorm():
+    G = nn.Sequential(nn.Linear(4, 3))
+    before = copy.deepcopy(G.state_dict())
+    assert standing_stats(G, 16, 8, seed=0) is False
+    assert all(torch.equal(before[k], v) for k, v in G.state_dict().items())

@@ -66,6 +66,11 @@ class EMAConfig:
     # StyleGAN2-ADA's ramp-up: the averaging half-life is at most rampup x the images seen so far, so
     # the random initial weights are forgotten quickly; null averages with `decay` from the start.
     rampup: Annotated[float, Range(gt=0.0)] | None = 0.05
+    # BigGAN's standing statistics: before G_ema is read (samples, evaluation, checkpoints), its
+    # BatchNorm statistics are recomputed from this many batches (train.batch_size) of its own
+    # outputs, instead of the copies of G's, which belong to G's weights. 0 keeps the copies
+    # (StyleGAN2-ADA's way); generators without BatchNorm are not affected.
+    standing_stats: Annotated[int, Range(ge=0)] = 16
 
 
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]

@@ -69,7 +69,7 @@ def train(
         set_scheduled_lrs(state)  # a longer train.steps stretches the schedules from this step on
         restore_rng(resume.rng)
     rt = make_runtime(cfg, state, ctx, device)
-    ema = EMA(state.G_ema, state.G, cfg.train.ema.decay, cfg.train.ema.start, cfg.train.ema.rampup)
+    ema = EMA.for_run(state, cfg)
     # Built before the first step, so missing weights or data stop the run at once.
     evaluator = evaluator_for(cfg, source, device, progress=progress) if cfg.eval.every and ctx.is_main else None
     upkeep = Maintenance(cfg, cfg_dict, run, state, batches, ema, info, ctx, device, evaluator,

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from ganforge.config import Config
 from ganforge.distributed import Dist, stream_seed, wrap
+from ganforge.generation import standing_seed, standing_stats
 from ganforge.logrecord import D_LOSS, G_LOSS, regularizer_key
 from ganforge.losses import Loss
 from ganforge.models import conditioning_classes
@@ -235,15 +236,19 @@ def generator_step(
 
 
 class EMA:
-    """G_ema <- decay * G_ema + (1 - decay) * G after each step; buffers are copied."""
+    """G_ema <- decay * G_ema + (1 - decay) * G after each step; buffers are copied. Before G_ema
+    is read, its BatchNorm statistics are recomputed from its own outputs (`standing_batches`
+    passes of `batch_size`, noise from `seed`), since the copied ones belong to G's weights."""
 
-    def __init__(self, ema: nn.Module, model: nn.Module, decay: float, start: int, rampup: float | None = None
-                 ) -> None:
+    def __init__(self, ema: nn.Module, model: nn.Module, decay: float, start: int, rampup: float | None = None,
+                 standing_batches: int = 0, batch_size: int = 64, seed: int = 0) -> None:
         self.decay, self.start, self.rampup = decay, start, rampup
+        self.ema, self.standing_batches, self.batch_size, self.seed = ema, standing_batches, batch_size, seed
         self.ema_params = list(ema.parameters())
         self.params = list(model.parameters())
         self.ema_buffers = list(ema.buffers())
         self.buffers = list(model.buffers())
+        self.standing_done = False  # G_ema's statistics are its own (since the last update)
 
     @torch.no_grad()
     def update(self, step: int) -> None:
@@ -256,6 +261,14 @@ class EMA:
         torch._foreach_lerp_(self.ema_params, self.params, weight)
         for e, b in zip(self.ema_buffers, self.buffers):
             e.copy_(b)
+        self.standing_done = False
+
+    @classmethod
+    def for_run(cls, state: TrainState, cfg: Config) -> EMA:
+        """The EMA as `train.ema` configures it."""
+        e = cfg.train.ema
+        return cls(state.G_ema, state.G, e.decay, e.start, e.rampup, e.standing_stats, cfg.train.batch_size,
+                   standing_seed(cfg.train.seed))
 
     def decay_at(self, steps: int) -> float:
         """The decay after `steps` averaging steps: with ramp-up, the half-life is at most
@@ -267,7 +280,12 @@ class EMA:
 
     @torch.no_grad()
     def sync(self) -> None:
-        """With averaging off, make G_ema equal to G (before samples and checkpoints)."""
+        """Make G_ema ready to be read (samples, evaluation, checkpoints): with averaging off, equal
+        to G; with averaging, its standing BatchNorm statistics, computed once per step. The next
+        update copies G's statistics back, so training is the same with or without them."""
         if self.decay == 0:
             for e, p in zip(self.ema_params + self.ema_buffers, self.params + self.buffers):
                 e.copy_(p)
+        elif self.standing_batches and not self.standing_done:
+            standing_stats(self.ema, self.standing_batches, self.batch_size, self.seed)
+            self.standing_done = True
