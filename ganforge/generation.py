@@ -5,13 +5,16 @@ from __future__ import annotations
 import contextlib
 import types
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
 from ganforge.errors import GanforgeError
+
+if TYPE_CHECKING:
+    from ganforge.config import Config
 
 
 @torch.no_grad()
@@ -80,10 +83,10 @@ def standing_stats(G: nn.Module, batches: int, batch_size: int, seed: int) -> bo
     return True
 
 
-def standing_seed(train_seed: int) -> int:
-    """The noise seed of G_ema's standing statistics in a run seeded `train_seed` (its sample
-    grid's noise comes from train_seed + 2**31)."""
-    return train_seed + 2**31 + 1
+def run_standing_stats(G: nn.Module, cfg: Config) -> bool:
+    """`standing_stats` as the run configured by `cfg` computes them for G_ema (`train.ema`):
+    batches of train.batch_size, noise from train.seed + 2**31 + 1 (the sample grid's is + 2**31)."""
+    return standing_stats(G, cfg.train.ema.standing_stats, cfg.train.batch_size, cfg.train.seed + 2**31 + 1)
 
 
 def sample_noise(num: int, latent_dim: int, seed: int, device: torch.device) -> torch.Tensor:

@@ -238,13 +238,12 @@ def generate_from(path: str | Path, use_ema: bool = True, num: int | None = None
     `standing`: first recompute G_ema's BatchNorm statistics as training does before it writes a
     checkpoint (`train.ema.standing_stats`), for checkpoints written before ganforge did."""
     from ganforge.config import parse_config
-    from ganforge.generation import class_labels, seeded_global_rng, standing_seed, standing_stats
+    from ganforge.generation import class_labels, run_standing_stats, seeded_global_rng
     from ganforge.sample import load_generator, sample
 
     loaded = load_generator(path, use_ema=use_ema, device="cpu")
     if standing and use_ema:
-        cfg = parse_config(loaded.config)
-        standing_stats(loaded.G, cfg.train.ema.standing_stats, cfg.train.batch_size, standing_seed(cfg.train.seed))
+        run_standing_stats(loaded.G, parse_config(loaded.config))
     num = num or default_num(loaded.info.shape[-1])
     with seeded_global_rng(seed, torch.device("cpu")):  # noise drawn inside G (stylegan2) repeats too
         images = sample(loaded, num, seed=seed)

@@ -134,7 +134,8 @@ def test_standing_stats_belong_to_the_emas_own_weights():
     with torch.no_grad():  # the average has drifted from G
         G_ema.fc.weight.mul_(3)
         G_ema.fc.bias.add_(2)
-    ema = EMA(G_ema, G, decay=0.99, start=0, rampup=None, standing_batches=16, batch_size=64, seed=5)
+    ema = EMA(G_ema, G, decay=0.99, start=0, rampup=None,
+              standing=lambda net: standing_stats(net, batches=16, batch_size=64, seed=5))
     ema.update(1)  # copies G's statistics
     mean, _ = eval_output_stats(G_ema)
     assert mean.abs().min() > 1.0, mean  # copied statistics: off

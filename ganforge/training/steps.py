@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from ganforge.config import Config
 from ganforge.distributed import Dist, stream_seed, wrap
-from ganforge.generation import standing_seed, standing_stats
+from ganforge.generation import run_standing_stats
 from ganforge.logrecord import D_LOSS, G_LOSS, regularizer_key
 from ganforge.losses import Loss
 from ganforge.models import conditioning_classes
@@ -237,13 +237,13 @@ def generator_step(
 
 class EMA:
     """G_ema <- decay * G_ema + (1 - decay) * G after each step; buffers are copied. Before G_ema
-    is read, its BatchNorm statistics are recomputed from its own outputs (`standing_batches`
-    passes of `batch_size`, noise from `seed`), since the copied ones belong to G's weights."""
+    is read, `standing(G_ema)` may recompute its BatchNorm statistics from its own outputs, since
+    the copied ones belong to G's weights."""
 
     def __init__(self, ema: nn.Module, model: nn.Module, decay: float, start: int, rampup: float | None = None,
-                 standing_batches: int = 0, batch_size: int = 64, seed: int = 0) -> None:
+                 standing: Callable[[nn.Module], object] | None = None) -> None:
         self.decay, self.start, self.rampup = decay, start, rampup
-        self.ema, self.standing_batches, self.batch_size, self.seed = ema, standing_batches, batch_size, seed
+        self.ema, self.standing = ema, standing
         self.ema_params = list(ema.parameters())
         self.params = list(model.parameters())
         self.ema_buffers = list(ema.buffers())
@@ -267,8 +267,7 @@ class EMA:
     def for_run(cls, state: TrainState, cfg: Config) -> EMA:
         """The EMA as `train.ema` configures it."""
         e = cfg.train.ema
-        return cls(state.G_ema, state.G, e.decay, e.start, e.rampup, e.standing_stats, cfg.train.batch_size,
-                   standing_seed(cfg.train.seed))
+        return cls(state.G_ema, state.G, e.decay, e.start, e.rampup, functools.partial(run_standing_stats, cfg=cfg))
 
     def decay_at(self, steps: int) -> float:
         """The decay after `steps` averaging steps: with ramp-up, the half-life is at most
@@ -286,6 +285,6 @@ class EMA:
         if self.decay == 0:
             for e, p in zip(self.ema_params + self.ema_buffers, self.params + self.buffers):
                 e.copy_(p)
-        elif self.standing_batches and not self.standing_done:
-            standing_stats(self.ema, self.standing_batches, self.batch_size, self.seed)
+        elif self.standing is not None and not self.standing_done:
+            self.standing(self.ema)
             self.standing_done = True
