@@ -241,7 +241,9 @@ def check_init(cfg: Config) -> None:
 def validate(cfg: Config) -> DataInfo:
     """Build what can be built cheaply (data source, both networks) to surface config errors
     before anything runs; returns the data description."""
-    info = build_data(cfg).info
+    source = build_data(cfg)
+    info = source.info
+    source.require_samples()  # a run without a data set (kind: shape) has nothing to train on
     build_networks(cfg, info)  # checks what fits the data first
     build_loss(cfg)
     check_metrics(cfg.eval.metrics, info.is_image, cfg.eval.best, num_samples=cfg.eval.num_samples)

@@ -41,7 +41,7 @@ for name, command in COMMANDS.items():
 
 def _print_version(value: bool) -> None:
     if value:
-        from ganforge import __version__
+        from ganforge.about import __version__
 
         typer.echo(f"ganforge {__version__}")
         raise typer.Exit()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ganforge import RUNS_FOLDER
+from ganforge.about import RUNS_FOLDER
 from ganforge.commands_common import JSON_OPTION, user_errors, write_json
 from ganforge.errors import GanforgeError
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ganforge import __version__
+from ganforge.about import __version__
 from ganforge.checkpoint import atomic_write_bytes
 from ganforge.errors import GanforgeError
 from ganforge.sample import LoadedGenerator

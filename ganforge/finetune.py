@@ -24,6 +24,8 @@ from ganforge.run import find_checkpoint
 
 SHOWN = 3  # names listed in one message before "and N more"
 ROLE = {"G": "generator", "G_ema": "generator", "D": "discriminator"}
+# Linear layers with equalized learning rate (stylegan2) keep their weight as a plain parameter.
+EQUALIZED_LINEAR = ("FullyConnectedLayer",)
 
 
 def _shape(t: Tensor) -> str:
@@ -42,7 +44,7 @@ def class_parameter_names(module: nn.Module, num_classes: int) -> set[str]:
         return set()
     names = set()
     for prefix, m in module.named_modules():
-        if not isinstance(m, nn.Embedding) and not (isinstance(m, nn.Linear) or type(m).__name__ == "EqualLinear"):
+        if not isinstance(m, (nn.Embedding, nn.Linear)) and type(m).__name__ not in EQUALIZED_LINEAR:
             continue
         tensors = m.state_dict()
         if any(num_classes in tuple(value.shape) for value in tensors.values()):
@@ -163,17 +165,15 @@ def discriminator_blocks(D: nn.Module) -> list[list[nn.Module]]:
     """D's feature blocks from the input side, each a list of modules (none for an architecture
     not known here); the output head (final layer, minibatch-std epilogue, class projection) is not among them.
     dcgan / mlp: each strided conv or linear layer with its norm and activation; stylegan2: each
-    residual block (the first with from_rgb, as StyleGAN2-ADA counts); resnet / biggan: each
-    residual block (a self-attention layer belongs to the block before it)."""
+    block b<resolution> ... b8 (the first holds from_rgb); resnet / biggan: each residual block (a
+    self-attention layer belongs to the block before it)."""
     from ganforge.models.dcgan import DCGANDiscriminator
     from ganforge.models.mlp import MLPDiscriminator
     from ganforge.models.resnet import ResNetDiscriminator, SelfAttention
     from ganforge.models.stylegan2 import StyleGAN2Discriminator
 
     if isinstance(D, StyleGAN2Discriminator):
-        blocks = [[b] for b in D.blocks]
-        blocks[0].insert(0, D.from_rgb)
-        return blocks
+        return [[b] for b in D.blocks()]
     if isinstance(D, ResNetDiscriminator):
         groups: list[list[nn.Module]] = []
         for m in D.blocks:

@@ -216,6 +216,7 @@ def noise_regularization(maps: list[Tensor]) -> Tensor:
     at every scale down to 8x8, so the maps stay white noise and cannot carry the image."""
     total = maps[0].new_zeros(()) if maps else torch.zeros(())
     for noise in maps:
+        noise = noise.reshape(1, 1, *noise.shape[-2:])  # stylegan2 keeps each map as (H, W)
         while True:
             total = total + (noise * torch.roll(noise, shifts=1, dims=3)).mean() ** 2
             total = total + (noise * torch.roll(noise, shifts=1, dims=2)).mean() ** 2

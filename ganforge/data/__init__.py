@@ -74,6 +74,10 @@ class DataSource(ABC):
         """Load the data (if not yet) and return a stream of shuffled batches: each global batch
         of `batch_size` samples, of which this rank gets its 1/world_size share."""
 
+    def require_samples(self) -> None:
+        """Raise a DataError saying what to do when the source has no samples (kind: shape)."""
+        return None
+
     def prepare(self) -> None:
         """Fetch what is missing (data sets with `download: true`). Training calls it on one
         process while the others wait, so that they never download into one folder at once."""
