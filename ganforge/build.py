@@ -17,7 +17,7 @@ from ganforge.data import DataInfo, DataSource
 from ganforge.errors import CheckpointError, ConfigError
 from ganforge.losses import Loss
 from ganforge.metrics.catalog import check_metrics, default_metrics
-from ganforge.metrics.evaluate import Evaluator, check_evaluable
+from ganforge.metrics.evaluate import Evaluator, check_evaluable, needs_real_samples
 from ganforge.metrics.features import FeatureExtractor
 from ganforge.models import conditioning_classes
 from ganforge.registry import (
@@ -206,6 +206,8 @@ def evaluator_for(cfg: Config, source: DataSource, device: torch.device, progres
     options.update({k: v for k, v in overrides.items() if v is not None})
     extractor_cfg = options.pop("extractor_cfg")
     metrics = check_evaluable(options.pop("metrics"), source.info, options["num_samples"])
+    if needs_real_samples(metrics, source.info):
+        source.require_samples()  # before the extractor's weights are looked for
     extractor = build_extractor(extractor_cfg, device) if source.info.is_image else None
     return Evaluator(cfg.data, source, metrics, extractor=extractor, device=device, progress=progress, **options)
 

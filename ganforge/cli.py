@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from ganforge import commands_data, commands_model, commands_runs, commands_train
+from ganforge import commands_data, commands_interop, commands_model, commands_runs, commands_train
 from ganforge.commands_common import err
 
 app = typer.Typer(
@@ -25,6 +25,7 @@ COMMANDS = {
     "sample": commands_model.sample,
     "interpolate": commands_model.interpolate,
     "export": commands_model.export,
+    "import": commands_interop.import_command,
     "eval": commands_runs.evaluate,
     "info": commands_runs.info,
     "runs": commands_runs.runs,

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from ganforge.about import RUNS_FOLDER
 from ganforge.commands_common import JSON_OPTION, user_errors, write_json
 from ganforge.errors import GanforgeError
+
+if TYPE_CHECKING:
+    from ganforge.config import Config
+    from ganforge.data import DataInfo
 
 # --------------------------------------------------------------------------------------------
 # eval
@@ -22,8 +27,8 @@ def evaluate(
     images: Path | None = typer.Option(None, "--images", help="Score this folder of images instead of a checkpoint "
                                                              "(against --reference DIR or --data CONFIG)."),
     reference: Path | None = typer.Option(None, "--reference", help="With --images: a folder of real images."),
-    data: Path | None = typer.Option(None, "--data", help="With --images: a config whose data section is the "
-                                                         "real data."),
+    data: Path | None = typer.Option(None, "--data", help="A config whose data section is the real data: with "
+                                                         "--images, or for a checkpoint (an imported run has none)."),
     metrics: str | None = typer.Option(None, "--metrics", "-m",
                                           help="Comma-separated: fid,kid,is,pr,dc (images) or modes (2D); "
                                                "default: the run's eval.metrics."),
@@ -62,10 +67,13 @@ def evaluate(
                            quiet=quiet, as_json=as_json)
     if checkpoint is None:
         raise GanforgeError("give a checkpoint or run folder to evaluate, or --images DIR to score a folder")
-    if reference is not None or data is not None:
-        raise GanforgeError("--reference and --data go with --images; a checkpoint is scored against its own data")
+    if reference is not None:
+        raise GanforgeError("--reference goes with --images; a checkpoint is scored against its own data, or the "
+                            "data of --data CONFIG")
     loaded = load_generator(checkpoint, use_ema=not no_ema, device=device)
     cfg = parse_config(loaded.config)
+    if data is not None:
+        cfg = with_data_of(cfg, data, loaded.info)
     extractor = cfg.eval.extractor
     if inception_weights is not None:
         extractor = Component(extractor.kind, {**extractor.params, "weights": inception_weights})
@@ -92,6 +100,23 @@ def evaluate(
         typer.echo(f"  reference: {ref['data'].get('kind')} ({ref['num_samples']} real samples), "
                    f"statistics in {ref['stats_file']}")
     typer.echo(f"  written to {out}")
+
+
+def with_data_of(cfg: Config, config: Path, info: DataInfo) -> Config:
+    """`cfg` with the data section of the config file `config`, whose samples must have the shape
+    that the run's networks make (`info`)."""
+    import dataclasses
+
+    from ganforge.accepts import describe
+    from ganforge.build import build_data
+    from ganforge.config import load_config
+
+    data_cfg = load_config(config)[0].data
+    given = build_data(dataclasses.replace(cfg, data=data_cfg)).info
+    if given.shape != info.shape:
+        raise GanforgeError(f"--data {config}: its samples are {describe(given)}, but this generator makes "
+                            f"{describe(info)}")
+    return dataclasses.replace(cfg, data=data_cfg)
 
 
 # --------------------------------------------------------------------------------------------

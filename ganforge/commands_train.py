@@ -65,9 +65,14 @@ def _resolve_resume(run_path: Path, overrides: list[str], flags: list[Any]
                     ) -> tuple[Any, dict[str, Any], Checkpoint]:
     """Load a run's newest good checkpoint and its config with the allowed overrides applied."""
     from ganforge.config import apply_overrides, check_resumable, config_to_dict, parse_config
+    from ganforge.errors import ConfigError
     from ganforge.run import RunDir, load_latest_good
 
     payload = load_latest_good(run_path)
+    if not isinstance(payload.state, dict) or "opt_g" not in payload.state:
+        raise ConfigError(f"--resume {run_path}: its checkpoint holds networks but no optimizer state (a run written "
+                          f"by `ganforge import`), so it cannot be continued; fine-tune from it: "
+                          f"ganforge train CONFIG --init {run_path}")
     stored = payload.config
     source = str(RunDir(run_path, read_only=True).config_file)
     origins: dict[tuple[str, ...], str] = {}

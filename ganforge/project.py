@@ -375,8 +375,9 @@ def project(
 
 
 def load_networks(path: str | Path, use_ema: bool = True, device: str = "auto"
-                  ) -> tuple[LoadedGenerator, nn.Module]:
-    """The (EMA) generator and the discriminator of a checkpoint file or run folder."""
+                  ) -> tuple[LoadedGenerator, nn.Module | None]:
+    """The (EMA) generator and the discriminator (None where the checkpoint has none) of a
+    checkpoint file or run folder."""
     from ganforge.build import build_networks, resolve_device
     from ganforge.checkpoint import load_checkpoint
     from ganforge.config import parse_config
@@ -390,14 +391,17 @@ def load_networks(path: str | Path, use_ema: bool = True, device: str = "auto"
         cfg = parse_config(ckpt.config, default_source=str(file))
         G, D, _ = build_networks(cfg, info)
         G.load_state_dict(ckpt.state["G_ema" if use_ema else "G"])
-        D.load_state_dict(ckpt.state["D"])
+        if isinstance(ckpt.state.get("D"), dict):
+            D.load_state_dict(ckpt.state["D"])
+        else:
+            D = None  # an imported generator without its discriminator: pixels (or LPIPS) only
     except ConfigError as e:
         raise CheckpointError(f"{file}: its stored config is not valid for this ganforge ({e})") from None
     except (KeyError, TypeError, RuntimeError) as e:
         raise CheckpointError(f"{file}: network weights missing or of the wrong shape ({type(e).__name__})") from None
     dev = resolve_device(device)
     G = G.to(dev).eval().requires_grad_(False)
-    D = D.to(dev).eval().requires_grad_(False)
+    D = D.to(dev).eval().requires_grad_(False) if D is not None else None
     return LoadedGenerator(G, info, int(ckpt.step), file, ckpt.config), D
 
 

@@ -85,16 +85,16 @@ def write_manifest(out: Path, reference: str, digest: dict[str, str], entries: d
 # --------------------------------------------------------------------------------------------
 
 # (name, resolution, image channels, G and D architecture, label classes, extra synthesis and D
-# settings). Every architecture at 32 and 64 px, conditional at one of them (grey images at 64 px,
-# to keep the files small); the last one has the settings of StyleGAN2-ADA's train.py (float16 in
-# the 4 highest resolutions, activations clamped at 256) and its augmentation pipe.
+# settings). Every architecture at 32 and 64 px, conditional and not (grey images at 64 px, to keep
+# the files small); the last one has the settings of StyleGAN2-ADA's train.py (float16 in the 4
+# highest resolutions, activations clamped at 256) and its augmentation pipe, as the FFHQ pickles.
 ADA_VARIANTS = [
     ("orig-32", 32, 3, "orig", 0, {}),
     ("skip-32-cond", 32, 3, "skip", 4, {}),
-    ("resnet-32", 32, 3, "resnet", 0, {}),
+    ("resnet-32-cond", 32, 3, "resnet", 5, {}),
     ("orig-64-cond", 64, 1, "orig", 3, {}),
     ("skip-64", 64, 1, "skip", 0, {}),
-    ("resnet-64-cond", 64, 1, "resnet", 5, {"num_fp16_res": 4, "conv_clamp": 256}),
+    ("resnet-64", 64, 1, "resnet", 0, {"num_fp16_res": 4, "conv_clamp": 256}),
 ]
 SAMPLES = 2  # samples per fixture (the images are most of a fixture's size)
 
@@ -197,10 +197,11 @@ def make_stylegan3(checkout: Path, out: Path) -> None:
         pickle.dump(data, f)
     torch.save(nvidia_outputs(data["G"], data["D"], data["G_ema"], 0, 32, 1100, "update_emas"),
                out / "stylegan2-32.pt")
-    # train.py --cfg=stylegan3-r at 16 px, small: refused by an import (ganforge has no such G).
+    # train.py --cfg=stylegan3-r at 16 px, small (4 layers, not 14): refused by an import (ganforge
+    # has no such G).
     G3 = dnnlib.util.construct_class_by_name(class_name="training.networks_stylegan3.Generator", z_dim=8, w_dim=8,
                                              mapping_kwargs=dnnlib.EasyDict(num_layers=2), channel_base=512,
-                                             channel_max=16, conv_kernel=1, use_radial_filters=True,
+                                             channel_max=8, conv_kernel=1, use_radial_filters=True, num_layers=4,
                                              magnitude_ema_beta=0.5 ** (32 / 20000), **{**common, "img_resolution": 16})
     D3 = dnnlib.util.construct_class_by_name(class_name="training.networks_stylegan2.Discriminator", channel_base=128,
                                              channel_max=8, block_kwargs=dnnlib.EasyDict(),

@@ -1,7 +1,8 @@
 """The architectures against their references: BigGAN's attention placement, plain shared
 embedding and CIFAR layout (ajbrock/BigGAN-PyTorch BigGAN.py), the WGAN-GP critic's mean pooling
-(igul222 gan_cifar_resnet.py), StyleGAN2's noise modes (stylegan2-ada-pytorch networks.py), MLPs
-on images, and what data each architecture declares it accepts."""
+(igul222 gan_cifar_resnet.py), StyleGAN2's noise modes, per-batch style mixing, block layout and
+widths (stylegan2-ada-pytorch networks.py, loss.py), MLPs on images, and what data each
+architecture declares it accepts."""
 
 from __future__ import annotations
 
@@ -201,7 +202,7 @@ def test_the_wgan_gp_critic_averages_and_sngan_sums(name, pool):
 
 def noisy_stylegan2() -> nn.Module:
     torch.manual_seed(0)
-    G = build_generator(Component("stylegan2", {"base_width": 4, "max_width": 8, "latent_dim": 8, "w_dim": 8,
+    G = build_generator(Component("stylegan2", {"channel_base": 64, "channel_max": 8, "latent_dim": 8, "w_dim": 8,
                                                 "mapping_layers": 1, "style_mixing": 0.0}),
                         DataInfo("img", (1, 16, 16)))
     set_noise_strength(G, 1.0)  # as after training: the noise shows in the image
@@ -266,6 +267,80 @@ def test_sample_uses_seeded_random_noise_and_leaves_the_global_generator_alone(t
     const = sample(loaded, 4, seed=3, noise_mode="const")
     assert not torch.allclose(a, const)
     assert torch.equal(const, sample(loaded, 4, seed=3, noise_mode="const"))
+
+
+# -- StyleGAN2: what the parity fixtures (test_parity_stylegan2.py) do not show -----------------------
+
+
+def test_stylegan2_style_mixing_draws_one_coin_and_cutoff_per_batch():
+    """StyleGAN2-ADA's run_G: with probability style_mixing the whole batch takes another z's
+    styles from one cut-off layer on; otherwise no sample is mixed."""
+    torch.manual_seed(0)
+    G = build_generator(Component("stylegan2", {"channel_base": 64, "channel_max": 8, "latent_dim": 8, "w_dim": 8,
+                                                "mapping_layers": 1, "style_mixing": 0.5}),
+                        DataInfo("img", (1, 16, 16))).train()
+    z = torch.randn(6, 8)
+    cutoffs = []
+    with torch.no_grad():
+        for _ in range(40):
+            ws = G.mapping_ws(z, None)
+            w = G.mapping_w(z, None)
+            mixed = ~torch.isclose(ws, w[:, None].expand_as(ws)).all(dim=2)  # (samples, layers)
+            per_sample = {int(m.int().argmax()) if m.any() else G.num_ws for m in mixed}
+            assert len(per_sample) == 1  # every sample of the batch alike
+            cutoffs.append(per_sample.pop())
+            assert mixed.any() == (cutoffs[-1] < G.num_ws) and mixed[:, cutoffs[-1]:].all()
+    assert 10 < sum(c < G.num_ws for c in cutoffs) < 30  # about half of the batches
+    assert set(cutoffs) - {G.num_ws} == set(range(1, G.num_ws))  # any layer after the first
+
+
+def test_stylegan2_discriminator_blocks_are_blurred_strided_convs_and_a_skip_without_bias():
+    D = build_discriminator(Component("stylegan2", {"channel_base": 64, "channel_max": 8}), DataInfo("x", (1, 16, 16)))
+    block = D.b16
+    assert block.skip.bias is None and block.skip.down == 2 and block.conv1.down == 2 and block.conv0.down == 1
+    # conv1 halves the resolution: the [1, 3, 3, 1] blur, a stride-2 convolution, then bias and
+    # leaky ReLU (gain sqrt 2), in that order.
+    from ganforge.models.resample import upfirdn2d
+
+    with torch.no_grad():
+        x = torch.randn(2, 4, 16, 16)
+        blurred = upfirdn2d(x, block.conv1.resample_filter, pad=(2, 2, 2, 2))
+        conv = torch.nn.functional.conv2d(blurred, block.conv1.weight * block.conv1.weight_gain, stride=2)
+        expected = torch.nn.functional.leaky_relu(conv + block.conv1.bias[None, :, None, None], 0.2) * 2**0.5
+        torch.testing.assert_close(block.conv1(x), expected)
+        assert expected.shape == (2, 8, 8, 8)
+    orig = build_discriminator(Component("stylegan2", {"channel_base": 64, "channel_max": 8, "architecture": "orig"}),
+                               DataInfo("x", (1, 16, 16)))
+    assert not hasattr(orig.b16, "skip") and not hasattr(orig.b8, "fromrgb")
+    skip = build_discriminator(Component("stylegan2", {"channel_base": 64, "channel_max": 8, "architecture": "skip"}),
+                               DataInfo("x", (1, 16, 16)))
+    assert hasattr(skip.b8, "fromrgb") and hasattr(skip.b4, "fromrgb")
+
+
+def test_stylegan2_channel_base_gives_the_reference_widths():
+    """min(channel_base / resolution, channel_max): StyleGAN2-ADA's cifar config is 512 everywhere."""
+    cfg, _ = load_config(CONFIGS / "stylegan2_cifar10.yaml")
+    info = DataInfo("cifar10", (3, 32, 32), 10)
+    G = build_generator(cfg.generator, info)
+    D = build_discriminator(cfg.discriminator, info)
+    assert {b.conv1.weight.shape[0] for b in G.synthesis.blocks()} == {512}
+    assert {b.conv0.weight.shape[0] for b in D.blocks()} == {512} and D.b4.conv.weight.shape[0] == 512
+    assert D.b4.mbstd.group_size == 32 and D.b32.architecture == "orig" and G.synthesis.b32.architecture == "skip"
+    small = build_generator(Component("stylegan2", {"channel_base": 512, "channel_max": 64, "latent_dim": 8,
+                                                    "w_dim": 8}), DataInfo("x", (1, 16, 16)))
+    assert [b.conv1.weight.shape[0] for b in small.synthesis.blocks()] == [64, 64, 32]
+
+
+def test_a_checkpoint_of_the_earlier_bilinear_stylegan2_is_refused_in_one_line(cli, tmp_path):
+    """tests/fixtures/stylegan2_bilinear: a checkpoint that ganforge wrote before stylegan2 was
+    StyleGAN2-ADA's network (its config.yaml says how)."""
+    old = CONFIGS.parent / "tests" / "fixtures" / "stylegan2_bilinear" / "step-00000001.pt"
+    for args in (["sample", str(old), "--out", str(tmp_path / "s")], ["info", str(old)]):
+        result = cli(*args)
+        assert result.exit_code == 2, result.output
+        errors = [ln for ln in result.output.splitlines() if ln.startswith("error:")]
+        assert len(errors) == 1 and "earlier ganforge" in errors[0] and "bilinear" in errors[0], result.output
+    assert not (tmp_path / "s").exists()
 
 
 # -- MLP on images -----------------------------------------------------------------------------------

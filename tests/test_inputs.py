@@ -131,12 +131,12 @@ SMALL_G = {"mlp": {"latent_dim": 4, "width": 8, "depth": 1},
            "dcgan": {"latent_dim": 4, "base_width": 4, "max_width": 8},
            "resnet": {"latent_dim": 4, "base_width": 4, "max_width": 8},
            "biggan": {"latent_dim": 4, "base_width": 4, "max_width": 8, "shared_dim": 4},
-           "stylegan2": {"latent_dim": 4, "w_dim": 4, "mapping_layers": 1, "base_width": 4, "max_width": 8}}
+           "stylegan2": {"latent_dim": 4, "w_dim": 4, "mapping_layers": 1, "channel_base": 64, "channel_max": 8}}
 SMALL_D = {"mlp": {"width": 8, "depth": 1},
            "dcgan": {"base_width": 4, "max_width": 8},
            "resnet": {"base_width": 4, "max_width": 8, "extra_blocks": 0},
            "biggan": {"base_width": 4, "max_width": 8},
-           "stylegan2": {"base_width": 4, "max_width": 8}}
+           "stylegan2": {"channel_base": 64, "channel_max": 8}}
 
 
 def small(registry: Registry, table: dict[str, dict], kind: str) -> dict:

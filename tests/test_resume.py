@@ -70,9 +70,9 @@ SETTINGS = {
     "stylegan2_ada": {
         # Noise drawn inside G's forward (per-pixel noise, style mixing), lazy R1 and path length,
         # and ADA stopped between two of its adjustments (its running sums must travel too).
-        "generator": {"kind": "stylegan2", "latent_dim": 8, "w_dim": 8, "mapping_layers": 1, "base_width": 4,
-                      "max_width": 8},
-        "discriminator": {"kind": "stylegan2", "base_width": 4, "max_width": 8},
+        "generator": {"kind": "stylegan2", "latent_dim": 8, "w_dim": 8, "mapping_layers": 1, "channel_base": 64,
+                      "channel_max": 8},
+        "discriminator": {"kind": "stylegan2", "channel_base": 64, "channel_max": 8},
         "regularizers": [{"kind": "r1", "weight": 0.1, "every": 2}, {"kind": "path_length", "every": 2},
                          {"kind": "ada", "interval": 2, "speed_images": 50, "initial_p": 0.3}],
         "train": {"steps": 8, "batch_size": 8, "seed": 2, "device": "cpu"},

@@ -219,14 +219,18 @@ def test_path_length_penalty_on_stylegan2():
     from ganforge.regularizers.generator import PathLength
 
     torch.manual_seed(0)
-    G = StyleGAN2Generator(1, 8, latent_dim=8, w_dim=8, mapping_layers=1, base_width=4, max_width=8)
+    G = StyleGAN2Generator(1, 8, latent_dim=8, w_dim=8, mapping_layers=1, channel_base=32, channel_max=8,
+                           style_mixing=1.0)
     reg = PathLength(batch_shrink=1)
     reg.setup(G, None)
     z = torch.randn(4, 8)
     first = reg.g_penalty(G, None, z, None, None, torch.Generator().manual_seed(0))
     assert torch.isfinite(first) and reg.mean is not None and reg.mean > 0
     first.backward()
-    assert G.mapping.net[0].weight.grad is not None
+    assert G.mapping.fc0.weight.grad is not None
+    # Its pass is G's training pass, as StyleGAN2-ADA's run_G: the styles are mixed (here always).
+    _, ws = G.synthesis_with_styles(z, None)
+    assert not torch.equal(ws[:, 0], ws[:, -1]) and torch.equal(ws[:, 0], G.mapping_w(z, None))
 
 
 # -- combinations and registry -------------------------------------------------------------------
@@ -286,8 +290,9 @@ def test_conditional_architectures_use_the_labels(kind):
     info = DataInfo("x", (1, 16, 16), num_classes=10)
     g = {p.name: p.default for p in component_params(GENERATORS.get(kind).builder, GENERATORS.injected)}
     d = {p.name: p.default for p in component_params(DISCRIMINATORS.get(kind).builder, DISCRIMINATORS.injected)}
-    g.update(base_width=4, max_width=8, conditional=True, latent_dim=12 if kind != "stylegan2" else 8)
-    d.update(base_width=4, max_width=8, conditional=True)
+    widths = {"channel_base": 64, "channel_max": 8} if kind == "stylegan2" else {"base_width": 4, "max_width": 8}
+    g.update(widths, conditional=True, latent_dim=12 if kind != "stylegan2" else 8)
+    d.update(widths, conditional=True)
     if kind == "stylegan2":
         g.update(w_dim=8, mapping_layers=1)
     torch.manual_seed(0)
@@ -370,8 +375,8 @@ def pixels(images: torch.Tensor) -> np.ndarray:
 def test_stylegan2_truncation(cli, tmp_path):
     run = tmp_path / "run"
     cfg = tiny_config(run, generator={"kind": "stylegan2", "latent_dim": 8, "w_dim": 8, "mapping_layers": 1,
-                                      "base_width": 4, "max_width": 8},
-                      discriminator={"kind": "stylegan2", "base_width": 4, "max_width": 8},
+                                      "channel_base": 64, "channel_max": 8},
+                      discriminator={"kind": "stylegan2", "channel_base": 64, "channel_max": 8},
                       regularizers=[{"kind": "r1", "weight": 0.1, "every": 2}, {"kind": "path_length", "every": 2},
                                     {"kind": "diffaugment"}])
     assert cli("train", str(write_config(tmp_path, cfg)), "-q").exit_code == 0
@@ -413,6 +418,8 @@ def shipped_overrides(name: str, tmp_path) -> list[str]:
         params = getattr(cfg, part).params
         if "base_width" in params:
             sets += [f"{part}.base_width=4", f"{part}.max_width=8"]
+        if "channel_base" in params:
+            sets += [f"{part}.channel_base=64", f"{part}.channel_max=8"]
         if "width" in params:
             sets += [f"{part}.width=8"]
     if cfg.generator.kind == "stylegan2":

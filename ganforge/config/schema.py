@@ -159,6 +159,9 @@ class InitConfig:
     freeze_d_layers: Annotated[int, Range(ge=0)] = 0
     # false: layers whose shapes differ (another resolution or class count) keep their fresh weights.
     strict_shapes: bool = True
+    # With an `ada` regularizer here and in the checkpoint's run: start at the checkpoint's p
+    # instead of `initial_p` (false starts at initial_p, as StyleGAN2-ADA's --resume does).
+    ada_p: bool = True
 
     def __post_init__(self) -> None:
         if self.checkpoint is not None and not self.load:

@@ -66,7 +66,13 @@ def read(path: str | Path) -> Imported:
         raise CheckpointError(f"{path}: no such file or folder")
     for reader in readers():
         if reader.detect(path):
-            return reader.read(path)
+            try:
+                return reader.read(path)
+            except (KeyError, AttributeError, TypeError, ValueError, IndexError) as e:
+                # A file of the detected kind whose contents are not laid out as that kind's are.
+                detail = " ".join(str(e).split())[:120]
+                raise CheckpointError(f"{path}: not laid out as a {reader.FORMAT} ({type(e).__name__}: {detail}); "
+                                      "ganforge cannot import it") from None
     raise CheckpointError(f"{path} is not a file ganforge can import; it reads {FORMATS}")
 
 

@@ -9,7 +9,8 @@ Those pickles hold `G`, `D`, `G_ema` and `augment_pipe` as objects of the refere
   constructor's keyword arguments and its plain settings (numbers, strings), and never looks at
   the source;
 - torch's tensor and storage rebuilding (storages are read by torch.load with weights_only=True);
-- plain containers (OrderedDict, set, dnnlib's EasyDict as a dict) and numpy scalars with their dtype.
+- plain containers (OrderedDict, set, dnnlib's EasyDict as a dict) and numpy numbers and arrays
+  of numbers (rebuilt from their bytes, never through numpy's own unpickling).
 Anything else is refused with one line naming it; nothing in the file is run.
 
 StyleGAN2 networks (stylegan2-ada-pytorch's networks.py, stylegan3's networks_stylegan2.py) map
@@ -164,6 +165,25 @@ def _numpy_scalar(dtype: Any, data: Any = b"") -> Any:
     return np.frombuffer(data, dtype=np.dtype(("<" if order in "|=" else order) + dtype.name))[0].item()
 
 
+class _Array:
+    """A numpy array of plain numbers, as a pickle rebuilds it (numpy's _reconstruct, then its
+    state): the shape, dtype and raw bytes become an array; object arrays are refused."""
+
+    def __init__(self, cls: Any = None, shape: Any = (0,), typecode: Any = b"b", *_: Any) -> None:
+        if cls is not np.ndarray:
+            raise Refused("numpy.core.multiarray._reconstruct of something other than an array")
+        self.value: Any = None
+
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, tuple) or len(state) != 5 or not isinstance(state[2], _Dtype) \
+                or not isinstance(state[4], bytes):
+            raise Refused("a numpy array that is not of plain numbers")
+        _, shape, dtype, fortran, raw = state
+        order = getattr(dtype, "order", "<")
+        array = np.frombuffer(raw, dtype=np.dtype(("<" if order in "|=" else order) + dtype.name))
+        self.value = array.reshape(shape, order="F" if fortran else "C")
+
+
 ALLOWED: dict[tuple[str, str], Any] = {
     ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct,
     ("torch.storage", "_load_from_bytes"): _storage_from_bytes,
@@ -181,6 +201,9 @@ ALLOWED: dict[tuple[str, str], Any] = {
     ("numpy", "dtype"): _Dtype,
     ("numpy.core.multiarray", "scalar"): _numpy_scalar,
     ("numpy._core.multiarray", "scalar"): _numpy_scalar,
+    ("numpy.core.multiarray", "_reconstruct"): _Array,
+    ("numpy._core.multiarray", "_reconstruct"): _Array,
+    ("numpy", "ndarray"): np.ndarray,
 }
 
 

@@ -54,6 +54,11 @@ class EvalResult:
                 "reference": self.reference, "seconds": round(self.seconds, 2)}
 
 
+def needs_real_samples(metrics: list[str] | tuple[str, ...], info: DataInfo) -> bool:
+    """Whether the metrics compare with real images (all but the Inception Score do)."""
+    return any(m != "is" for m in metrics) and info.is_image
+
+
 def check_evaluable(metrics: list[str] | tuple[str, ...], info: DataInfo, num_samples: int) -> list[str]:
     """The metrics to compute for data described by `info` (the defaults when none are named),
     each known, suited to the data and given enough samples; refused with a ConfigError otherwise."""
@@ -187,7 +192,7 @@ class Evaluator:
         start = time.perf_counter()
         if not conditioning_classes(G):
             check_metrics(self.metrics, self.source.info.is_image, conditional=False)
-        needs_real = any(m != "is" for m in self.metrics) and self.source.info.is_image
+        needs_real = needs_real_samples(self.metrics, self.source.info)
         real = self.real_features() if needs_real else None
         fake = self.fake_features(G, seed)
         inputs = MetricInputs(fake, real, self.source)

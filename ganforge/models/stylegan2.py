@@ -218,6 +218,13 @@ class MappingNetwork(nn.Module):
         return x
 
 
+def _styles(affine: FullyConnectedLayer, w: Tensor) -> Tensor:
+    """A layer's styles from its w, in float32 whatever the block's precision (as the reference,
+    whose w are float32)."""
+    with torch.autocast(w.device.type, enabled=False):
+        return affine(w.float())
+
+
 class SynthesisLayer(nn.Module):
     """Modulated 3x3 convolution (optionally 2x upsampling), noise input, bias, leaky ReLU, clamp."""
 
@@ -237,7 +244,7 @@ class SynthesisLayer(nn.Module):
 
     def forward(self, x: Tensor, w: Tensor, noise_mode: NoiseMode = "random", fused: bool = True,
                 gain: float = 1.0) -> Tensor:
-        styles = self.affine(w)
+        styles = _styles(self.affine, w)
         noise = None
         if self.use_noise and noise_mode == "random":
             noise = torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device) * self.noise_strength
@@ -261,7 +268,7 @@ class ToRGBLayer(nn.Module):
         self.weight_gain = 1 / math.sqrt(in_channels)
 
     def forward(self, x: Tensor, w: Tensor, fused: bool = True) -> Tensor:
-        styles = self.affine(w) * self.weight_gain
+        styles = _styles(self.affine, w) * self.weight_gain
         x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused=fused)
         return bias_act(x, self.bias, clamp=self.conv_clamp)
 
@@ -531,6 +538,9 @@ class StyleGAN2Discriminator(nn.Module):
     label mapped by D's own mapping network."""
 
     accepts = IMAGES_FROM_8
+    # What exists or changes shape only with labels (fine-tuning between conditional and not): the
+    # label's mapping network, and the output layer (one logit, or the projection's cmap_dim).
+    class_modules = ("mapping", "b4.out")
 
     def __init__(self, channels: int, resolution: int, num_classes: int = 0, channel_base: int = 32768,
                  channel_max: int = 512, architecture: Architecture = "resnet",

@@ -97,7 +97,7 @@ def create_state(cfg: Config, info: DataInfo, device: torch.device, sync_batchno
     if cfg.init.checkpoint is not None and load_init:
         networks = types.SimpleNamespace(G=G, D=D, G_ema=G_ema)
         for line in finetune.load_init(networks, cfg.init.checkpoint, info.num_classes, cfg.init.load,
-                                       cfg.init.strict_shapes):
+                                       cfg.init.strict_shapes, regularizers, cfg.init.ada_p):
             warnings.warn(line, stacklevel=2)
     finetune.freeze_d_layers(D, cfg.init.freeze_d_layers)  # before D's optimizer: it skips frozen layers
     opt_g = build_optimizer(cfg.optim.g, G, "optim.g")
