@@ -65,7 +65,8 @@ class Networks:
             raise GanforgeError(f"generate: z must be N x {self.latent_dim}, got {tuple(z.shape)}")
         classes = self.num_classes
         if classes and labels is None:
-            raise GanforgeError(f"generate: this generator is conditional: give labels (class indices 0 to {classes - 1})")
+            raise GanforgeError(f"generate: this generator is conditional: give labels (class indices 0 to "
+                                f"{classes - 1})")
         if labels is not None:
             if not classes:
                 raise GanforgeError("generate: this generator is unconditional; it takes no labels")

@@ -109,9 +109,9 @@ def with_data_of(cfg: Config, config: Path, info: DataInfo) -> Config:
 
     from ganforge.accepts import describe
     from ganforge.build import build_data
-    from ganforge.config import load_config
+    from ganforge.commands_data import load_data_section
 
-    data_cfg = load_config(config)[0].data
+    data_cfg = load_data_section(config)
     given = build_data(dataclasses.replace(cfg, data=data_cfg)).info
     if given.shape != info.shape:
         raise GanforgeError(f"--data {config}: its samples are {describe(given)}, but this generator makes "

@@ -78,8 +78,9 @@ class DiscriminatorFeatures(nn.Module):
             block[-1].register_forward_hook(self._hook(last=i == len(self.blocks) - 1))
 
     def _hook(self, last: bool):  # noqa: ANN202
-        def hook(module: nn.Module, inputs: object, output: Tensor) -> None:
-            self.captured.append(output)
+        def hook(module: nn.Module, inputs: object, output: Tensor | tuple[Tensor, ...]) -> None:
+            # stylegan2's blocks return (features, downsampled image): the features.
+            self.captured.append(output[0] if isinstance(output, tuple) else output)
             if last:
                 raise _Stop
 

@@ -141,7 +141,8 @@ def make_stylegan2_ada(checkout: Path, out: Path) -> None:
                                    mapping_kwargs=dnnlib.EasyDict(num_layers=2), synthesis_kwargs=synthesis)
         D_kwargs = dnnlib.EasyDict(class_name="training.networks.Discriminator", architecture=arch,
                                    channel_base=res * 4, channel_max=8, block_kwargs=dnnlib.EasyDict(),
-                                   mapping_kwargs=dnnlib.EasyDict(), epilogue_kwargs=dnnlib.EasyDict(mbstd_group_size=2),
+                                   mapping_kwargs=dnnlib.EasyDict(),
+                                   epilogue_kwargs=dnnlib.EasyDict(mbstd_group_size=2),
                                    **{k: v for k, v in extra.items()})
         common = dict(c_dim=c_dim, img_resolution=res, img_channels=channels)
         G = dnnlib.util.construct_class_by_name(**G_kwargs, **common).train().requires_grad_(False)

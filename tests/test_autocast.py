@@ -138,9 +138,13 @@ def test_stylegan2_runs_only_its_num_fp16_res_highest_resolutions_in_reduced_pre
     seen: dict[str, torch.dtype] = {}
     modules = {"G.b4": G.synthesis.b4, "G.b16": G.synthesis.b16, "G.b16.conv1.affine": G.synthesis.b16.conv1.affine,
                "D.b16": D.b16, "D.b8": D.b8, "D.b4": D.b4, "D.mapping": D.mapping, "G.mapping": G.mapping}
+    def record(name: str):  # noqa: ANN202
+        def hook(_module: nn.Module, _inputs: object, out: object) -> None:
+            seen[name] = (out[0] if isinstance(out, tuple) else out).dtype
+        return hook
+
     for name, m in modules.items():
-        m.register_forward_hook(lambda _m, _i, out, name=name: seen.setdefault(
-            name, (out[0] if isinstance(out, tuple) else out).dtype))
+        m.register_forward_hook(record(name))
     labels = torch.tensor([0, 1, 2, 0])
     with torch.autocast("cpu", dtype=torch.bfloat16):
         image = G(torch.randn(4, 8), labels)

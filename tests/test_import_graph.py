@@ -102,6 +102,12 @@ def test_the_checker_finds_a_cycle():
     tree = ast.parse("import ganforge.x\nif TYPE_CHECKING:\n    import ganforge.y\ndef f():\n    import ganforge.z\n")
     assert set(imported_names(tree, "ganforge", module_level=True)) == {"ganforge.x"}
     assert set(imported_names(tree, "ganforge", module_level=False)) == {"ganforge.x", "ganforge.z"}
+    # `from pkg import name` depends on pkg's __init__ only when the name is not a submodule.
+    tree = ast.parse("from ganforge import sub, __version__\nfrom ganforge import sub\n")
+    known = {"ganforge", "ganforge.sub"}
+    assert set(imported_names(ast.Module(body=tree.body[1:], type_ignores=[]), "ganforge", True, known)) == \
+        {"ganforge.sub"}
+    assert "ganforge" in set(imported_names(tree, "ganforge", True, known))
 
 
 def test_the_graph_sees_the_package():

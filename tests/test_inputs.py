@@ -179,13 +179,18 @@ def validate_or_refuse(raw: dict, *keys: str):
 
 # -- the sweep --------------------------------------------------------------------------------
 
+# Data kinds that describe samples without holding any (`shape`: the data section of a run that
+# `ganforge import` wrote): nothing trains on them; they have their own test below.
+NO_SAMPLES = ("shape",)
+TRAINABLE = [kind for kind in DATASETS.names() if kind not in NO_SAMPLES]
+
 # Pairs trained for one step on every data kind; on digits and the image folder (1 and 3
 # channels, labelled and not) every pair that validates trains. The rest are validated: a
 # refusal or a build is decided there, and the training step is the same code for every data kind.
 TRAIN_ALL_PAIRS_ON = ("digits", "image_folder", "gaussian_grid")
 
 
-@pytest.mark.parametrize("data_kind", DATASETS.names())
+@pytest.mark.parametrize("data_kind", TRAINABLE)
 def test_every_generator_discriminator_pair_trains_or_is_refused(stand_ins, data_kind, tmp_path):
     from ganforge.run import RunDir
     from ganforge.training.loop import train
@@ -215,7 +220,7 @@ def test_every_generator_discriminator_pair_trains_or_is_refused(stand_ins, data
     assert any(g == d for g, d in trained), (data_kind, refused)
 
 
-@pytest.mark.parametrize("data_kind", DATASETS.names())
+@pytest.mark.parametrize("data_kind", TRAINABLE)
 def test_every_regularizer_validates_or_is_refused(stand_ins, data_kind, tmp_path):
     data = data_section(stand_ins, data_kind)
     g = d = "dcgan" if is_image(data) else "mlp"
@@ -229,7 +234,7 @@ def test_every_regularizer_validates_or_is_refused(stand_ins, data_kind, tmp_pat
     assert ("diffaugment" in accepted) == ("consistency" in accepted) == is_image(data)  # image augmentations
 
 
-@pytest.mark.parametrize("data_kind", DATASETS.names())
+@pytest.mark.parametrize("data_kind", TRAINABLE)
 def test_every_metric_validates_or_is_refused(stand_ins, data_kind, tmp_path):
     data = data_section(stand_ins, data_kind)
     g = d = "dcgan" if is_image(data) else "mlp"
@@ -239,6 +244,21 @@ def test_every_metric_validates_or_is_refused(stand_ins, data_kind, tmp_path):
         if validate_or_refuse(raw, "eval.metrics") is not None:
             accepted.add(metric)
     assert ("fid" in accepted) == is_image(data) and ("modes" in accepted) != is_image(data)
+
+
+def test_a_data_kind_without_samples_rebuilds_networks_and_refuses_training(tmp_path):
+    from ganforge.build import build_data, build_networks
+    from ganforge.errors import DataError
+
+    data = {"kind": "shape", "channels": 1, "resolution": RES, "num_classes": 10, "source": "ffhq.pkl"}
+    cfg = parse_config(raw_config(data, tmp_path, "stylegan2", "stylegan2"))
+    info = build_data(cfg).info
+    G, D, _ = build_networks(cfg, info)  # what sample, export and project need
+    assert G(torch.randn(2, G.latent_dim)).shape == (2, 1, RES, RES)
+    with pytest.raises(DataError, match=r"no data set, only the shape of its samples \(1x16x16, ffhq.pkl\)"):
+        validate(cfg)
+    with pytest.raises(DataError, match="--data CONFIG"):
+        build_data(cfg).batches(4, 0, torch.device("cpu"))
 
 
 def is_image(data: dict) -> bool:

@@ -226,9 +226,9 @@ class FakePersistence:
 
     def from_persistent(self, p: Persistent) -> object:
         """A Persistent read from a fixture, as a picklable object again."""
+        children = {k: self.from_persistent(c) for k, c in p.children.items()}
         state = {"_parameters": dict(p.tensors), "_buffers": {}, "_init_args": p.init_args,
-                 "_init_kwargs": plain(p.init_kwargs), "_modules": {k: self.from_persistent(c) for k, c in p.children.items()},
-                 **p.settings}
+                 "_init_kwargs": plain(p.init_kwargs), "_modules": children, **p.settings}
         return self.obj(p.class_name, state, module_src=self.module_src)
 
 

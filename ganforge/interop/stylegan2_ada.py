@@ -23,7 +23,7 @@ from __future__ import annotations
 import io
 import pickle
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -311,8 +311,12 @@ def _block_names(net: Persistent) -> list[str]:
     return [k for k in net.children if k[:1] == "b" and k[1:].isdigit()]
 
 
-def _fp16_count(blocks: list[Persistent]) -> int:
-    return sum(bool(b.settings.get("use_fp16")) for b in blocks)
+def _fp16_setting(blocks: list[Persistent], given: Any) -> int:
+    """num_fp16_res: the blocks that ran in float16 (the 4x4 one never does), as the file's own
+    setting where it says the same."""
+    count = sum(bool(b.settings.get("use_fp16")) for b in blocks)
+    below = len([b for b in blocks if b.settings.get("resolution") != 4])
+    return given if isinstance(given, int) and not isinstance(given, bool) and min(given, below) == count else count
 
 
 def _channel_settings(widths: dict[int, int], where: str) -> tuple[int, int]:
@@ -373,7 +377,7 @@ def generator_config(G: Persistent, where: str) -> tuple[dict[str, Any], dict[st
         "architecture": architectures.pop(),
         "resample_filter": _resample_taps(blocks[0], where),
         "conv_clamp": clamps.pop(),
-        "num_fp16_res": _fp16_count(blocks),
+        "num_fp16_res": _fp16_setting(blocks, synthesis_kwargs.get("num_fp16_res", kwargs.get("num_fp16_res"))),
         "use_noise": bool(use_noise.pop()),
         "conditional": c_dim > 0,
         "style_mixing": 0.9,  # a training setting of StyleGAN2-ADA's loss, not stored in the pickle
@@ -410,7 +414,7 @@ def discriminator_config(D: Persistent, where: str) -> dict[str, Any]:
         "architecture": blocks[0].settings.get("architecture"),
         "resample_filter": _resample_taps(blocks[0], where),
         "conv_clamp": clamps.pop() if len(clamps) == 1 else None,
-        "num_fp16_res": _fp16_count(blocks),
+        "num_fp16_res": _fp16_setting(blocks, kwargs.get("num_fp16_res")),
         "mbstd_group": mbstd.settings.get("group_size") if mbstd is not None else 4,
         "mbstd_channels": int(mbstd.settings.get("num_channels", 1)) if mbstd is not None else 0,
         "cmap_dim": int(epilogue.settings.get("cmap_dim", 0)) or None,

@@ -94,11 +94,12 @@ def _precision(x: Tensor, reduced: bool) -> Iterator[None]:
 
 
 def _block_input(x: Tensor, reduced: bool) -> Tensor:
-    """A block's input in the dtype it computes in (as the reference casts before each block)."""
+    """A block's input in the dtype it computes in (as the reference casts before each block):
+    the autocast dtype for a reduced block while autocast is on, float32 otherwise."""
+    if not reduced:
+        return x.float()
     device_type = x.device.type
-    if torch.is_autocast_enabled(device_type):
-        return x.to(torch.get_autocast_dtype(device_type)) if reduced else x.float()
-    return x
+    return x.to(torch.get_autocast_dtype(device_type)) if torch.is_autocast_enabled(device_type) else x
 
 
 def normalize_2nd_moment(x: Tensor, eps: float = 1e-8) -> Tensor:
@@ -611,7 +612,7 @@ def stylegan2_generator(
     conditional: bool = False,
     style_mixing: Annotated[float, Range(ge=0, le=1)] = 0.9,
 ) -> StyleGAN2Generator:
-    """StyleGAN2 G as StyleGAN2-ADA: mapping network, modulated convs, noise inputs, FIR resampling, orig/skip/resnet."""
+    """StyleGAN2 G as StyleGAN2-ADA: mapping network, modulated convs, noise, FIR resampling, orig/skip/resnet."""
     return StyleGAN2Generator(channels, resolution, num_classes, latent_dim, w_dim, mapping_layers, embed_features,
                               layer_features, mapping_lr_multiplier, w_avg_beta, channel_base, channel_max,
                               architecture, resample_filter, conv_clamp, num_fp16_res, use_noise, conditional,
@@ -638,7 +639,7 @@ def stylegan2_discriminator(
     mapping_layers: Annotated[int, Range(ge=1)] = 8,  # of the label's mapping network (conditional D)
     conditional: bool = False,
 ) -> StyleGAN2Discriminator:
-    """StyleGAN2 D as StyleGAN2-ADA: FIR-blurred strided convs, orig/skip/resnet, minibatch std, projection when conditional."""
+    """StyleGAN2 D as StyleGAN2-ADA: FIR-blurred strided convs, orig/skip/resnet, minibatch std, label projection."""
     return StyleGAN2Discriminator(channels, resolution, num_classes, channel_base, channel_max, architecture,
                                   resample_filter, conv_clamp, num_fp16_res, mbstd_group, mbstd_channels, cmap_dim,
                                   mapping_layers, conditional)
