@@ -85,8 +85,7 @@ def import_config(imported: Imported, origin: str) -> dict[str, Any]:
     """The raw config of an imported run: the networks, a shape-only data section, and ADA with
     the file's p where it had one."""
     shape = imported.data_shape
-    conditional = bool(imported.generator.get("conditional", False))
-    discriminator = imported.discriminator or {"kind": imported.generator["kind"], "conditional": conditional}
+    discriminator = imported.discriminator or default_discriminator(imported.generator)
     config: dict[str, Any] = {
         "data": {"kind": "shape", "channels": shape["channels"], "resolution": shape["resolution"],
                  "num_classes": shape["num_classes"], "source": origin},
@@ -96,6 +95,20 @@ def import_config(imported: Imported, origin: str) -> dict[str, Any]:
     if imported.extras.get("ada_p") is not None:
         config["regularizers"] = [{"kind": "ada", **imported.extras.get("augment", {})}]
     return config
+
+
+def default_discriminator(generator: dict[str, Any]) -> dict[str, Any]:
+    """The D section of a file without a discriminator: the generator's kind with its defaults,
+    conditional where G is (its weights stay fresh; fine-tuning trains it)."""
+    import inspect
+
+    from ganforge.registry import DISCRIMINATORS
+
+    section: dict[str, Any] = {"kind": generator["kind"]}
+    accepted = inspect.signature(DISCRIMINATORS.get(generator["kind"], "discriminator").builder).parameters
+    if "conditional" in accepted:
+        section["conditional"] = bool(generator.get("conditional", False))
+    return section
 
 
 def _check_state(name: str, module: Any, state: dict[str, Tensor], origin: str) -> None:
