@@ -155,6 +155,10 @@ RETIRED_LAYOUTS = (
 )
 
 
+class RetiredLayoutError(CheckpointError):
+    """A checkpoint of a network layout this ganforge no longer builds (so are the run's others)."""
+
+
 def check_layout(path: Path, ckpt: Checkpoint) -> None:
     """Refuse, in one line, a checkpoint whose networks have a layout this ganforge no longer builds."""
     generator = ckpt.config.get("generator") if isinstance(ckpt.config, dict) else None
@@ -162,7 +166,7 @@ def check_layout(path: Path, ckpt: Checkpoint) -> None:
     weights = ckpt.state.get("G") if isinstance(ckpt.state, dict) else None
     for retired_kind, key, what in RETIRED_LAYOUTS:
         if kind == retired_kind and isinstance(weights, dict) and key in weights:
-            raise CheckpointError(f"{path} was written by an earlier ganforge and cannot be loaded: {what}; "
+            raise RetiredLayoutError(f"{path} was written by an earlier ganforge and cannot be loaded: {what}; "
                                   "train it again with this ganforge (or keep the earlier ganforge to use it)")
 
 

@@ -37,6 +37,7 @@ from ganforge.checkpoint import (
     Checkpoint,
     CheckpointIndex,
     IndexEntry,
+    RetiredLayoutError,
     atomic_write_bytes,
     load_checkpoint,
     serialize,
@@ -421,6 +422,8 @@ def load_latest_good(run: str | Path) -> Checkpoint:
     for path, sha in candidates:
         try:
             return load_checkpoint(path, sha)
+        except RetiredLayoutError:
+            raise  # not damage: an older checkpoint of the run is no better
         except CheckpointError as e:
             warnings.warn(f"skipping {path}: {e}", stacklevel=2)
     raise CheckpointError(f"none of the {len(candidates)} checkpoints in {folder} is readable; start a new run")

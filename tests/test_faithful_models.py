@@ -335,7 +335,11 @@ def test_a_checkpoint_of_the_earlier_bilinear_stylegan2_is_refused_in_one_line(c
     """tests/fixtures/stylegan2_bilinear: a checkpoint that ganforge wrote before stylegan2 was
     StyleGAN2-ADA's network (its config.yaml says how)."""
     old = CONFIGS.parent / "tests" / "fixtures" / "stylegan2_bilinear" / "step-00000001.pt"
-    for args in (["sample", str(old), "--out", str(tmp_path / "s")], ["info", str(old)]):
+    run = tmp_path / "run" / "checkpoints"
+    run.mkdir(parents=True)
+    (run / old.name).write_bytes(old.read_bytes())
+    for args in (["sample", str(old), "--out", str(tmp_path / "s")], ["info", str(old)],
+                 ["train", "--resume", str(run.parent)]):
         result = cli(*args)
         assert result.exit_code == 2, result.output
         errors = [ln for ln in result.output.splitlines() if ln.startswith("error:")]
