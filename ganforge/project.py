@@ -133,12 +133,15 @@ class LPIPS(nn.Module):
         self.register_buffer("shift", torch.tensor(self.SHIFT).view(1, 3, 1, 1))
         self.register_buffer("scale", torch.tensor(self.SCALE).view(1, 3, 1, 1))
 
-    def layer_features(self, x: Tensor) -> list[Tensor]:
-        """Unit-normalised features of images in [-1, 1] (grey images are repeated to RGB; sides
-        below 64 px are upsampled, above 256 px area-downsampled, as StyleGAN2-ADA does)."""
+    def layer_features(self, x: Tensor, resize: bool = True) -> list[Tensor]:
+        """Unit-normalised features of images in [-1, 1] (grey images are repeated to RGB; unless
+        `resize` is false, sides below 64 px are upsampled, above 256 px area-downsampled, as
+        StyleGAN2-ADA's projector does; its path-length metric does not resize)."""
         if x.shape[1] == 1:
             x = x.repeat(1, 3, 1, 1)
-        if x.shape[-1] < 64:
+        if not resize:
+            pass
+        elif x.shape[-1] < 64:
             x = F.interpolate(x, size=(64, 64), mode="bilinear", align_corners=False)
         elif x.shape[-1] > 256:
             x = F.interpolate(x, size=(256, 256), mode="area")

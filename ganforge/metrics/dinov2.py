@@ -165,22 +165,23 @@ def default_weights_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS_FILE
 
 
-def load_dinov2(path: str | None = None) -> DINOv2Extractor:
-    """The DINOv2 extractor from `path` or the torch hub cache; a missing or foreign file is one line."""
+def load_dinov2(path: str | None = None, metric: str = "fd_dinov2") -> DINOv2Extractor:
+    """The DINOv2 extractor from `path` or the torch hub cache; a missing or foreign file is one
+    line that starts with the metric that needs it."""
     target = Path(path).expanduser() if path else default_weights_path()
     if not target.is_file():
         where = "eval.dinov2_weights (--dinov2-weights)" if path else "the torch hub cache"
-        raise GanforgeError(f"fd_dinov2: the DINOv2 ViT-L/14 weights are missing: no file {target} ({where}); "
+        raise GanforgeError(f"{metric}: the DINOv2 ViT-L/14 weights are missing: no file {target} ({where}); "
                             f"download {WEIGHTS_URL} and place it at {default_weights_path()}, or give its path "
                             "as eval.dinov2_weights (ganforge eval: --dinov2-weights)")
     try:
         state = torch.load(target, map_location="cpu", weights_only=True)
     except Exception as e:  # a damaged or foreign file
-        raise GanforgeError(f"fd_dinov2: {target} is not a readable weights file ({type(e).__name__})") from None
+        raise GanforgeError(f"{metric}: {target} is not a readable weights file ({type(e).__name__})") from None
     needed = ("cls_token", "pos_embed", "patch_embed.proj.weight", "blocks.0.mlp.fc1.weight", "norm.weight")
     if not isinstance(state, dict) or any(k not in state for k in needed):
-        raise GanforgeError(f"fd_dinov2: {target} is not a DINOv2 ViT state dict ({WEIGHTS_FILE})")
+        raise GanforgeError(f"{metric}: {target} is not a DINOv2 ViT state dict ({WEIGHTS_FILE})")
     try:
         return DINOv2Extractor(state, target.name)
     except RuntimeError as e:  # keys or shapes that do not fit
-        raise GanforgeError(f"fd_dinov2: {target} does not fit DINOv2's ViT ({str(e).splitlines()[0]})") from None
+        raise GanforgeError(f"{metric}: {target} does not fit DINOv2's ViT ({str(e).splitlines()[0]})") from None
