@@ -16,7 +16,7 @@ from ganforge.config import Component, Config
 from ganforge.data import DataInfo, DataSource
 from ganforge.errors import CheckpointError, ConfigError
 from ganforge.losses import Loss
-from ganforge.metrics.catalog import EvalOptions, check_metrics, default_metrics
+from ganforge.metrics.catalog import EvalOptions, check_metrics, default_metrics, views_of
 from ganforge.metrics.evaluate import Evaluator, check_evaluable
 from ganforge.metrics.features import FeatureExtractor
 from ganforge.metrics.ppl import load_metric_lpips
@@ -212,7 +212,9 @@ def evaluator_for(cfg: Config, source: DataSource, device: torch.device, progres
     metrics = check_evaluable(options.pop("metrics"), source.info, options["num_samples"])
     lpips_path = options.pop("lpips")
     lpips = load_metric_lpips(lpips_path) if "ppl" in metrics else None
-    extractor = build_extractor(extractor_cfg, device) if source.info.is_image else None
+    # The Inception (eval.extractor) only when a metric reads its features: fd_dinov2 alone does not.
+    needs_main = source.info.is_image and bool({"main", "torch-fidelity"} & set(views_of(metrics, eval_options)))
+    extractor = build_extractor(extractor_cfg, device) if needs_main else None
     return Evaluator(cfg.data, source, metrics, extractor=extractor, device=device, progress=progress,
                      options=eval_options, lpips=lpips, **options)
 

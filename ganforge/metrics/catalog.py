@@ -184,6 +184,10 @@ def perceptual_path_length(inputs: MetricInputs) -> dict[str, float]:
     return ppl(inputs.G, inputs.lpips, inputs.num_samples, inputs.seed, inputs.batch_size)
 
 
+# The reference's crop keeps half the side, and LPIPS's VGG halves it 4 times: 32 px at least.
+perceptual_path_length.accepts = Accepts(vectors=False, min_resolution=32)  # type: ignore[attr-defined]
+
+
 # --------------------------------------------------------------------------------------------
 # What configs are checked against
 # --------------------------------------------------------------------------------------------
@@ -239,12 +243,23 @@ def feature_view(name: str, options: EvalOptions) -> str | None:
     return "main"
 
 
+# knn searches every training image (a copy of one left out of the reference would go unseen):
+# its real features are the main view's over the whole data set, cached under their own key.
+WHOLE_DATA = ":all"
+
+
+def real_view(name: str, options: EvalOptions) -> str | None:
+    """The real features a metric compares with: its feature view's, over the whole data set for knn."""
+    view = feature_view(name, options)
+    return view + WHOLE_DATA if name == "knn" and view is not None else view
+
+
 def views_of(metrics: list[str], options: EvalOptions, real: bool = False) -> dict[str, str]:
-    """The feature views these metrics need (only those compared with real data when `real`), each
-    with the first metric that needs it (for error messages)."""
+    """The feature views these metrics need (with `real`: the real features they compare with,
+    see `real_view`), each with the first metric that needs it (for error messages)."""
     out: dict[str, str] = {}
     for name in metrics:
-        view = feature_view(name, options)
+        view = real_view(name, options) if real else feature_view(name, options)
         if view is not None and (not real or minimums(name, options)[1] > 0):
             out.setdefault(view, name)
     return out

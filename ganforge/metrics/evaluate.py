@@ -27,12 +27,14 @@ from ganforge.config import Component, config_to_dict
 from ganforge.data import DataInfo, DataSource, TensorSource, epoch_permutation
 from ganforge.errors import ConfigError, DataError, GanforgeError
 from ganforge.metrics.catalog import (
+    WHOLE_DATA,
     EvalOptions,
     MetricInputs,
     check_counts,
     check_metrics,
     default_metrics,
     feature_view,
+    real_view,
     views_of,
 )
 from ganforge.metrics.features import (
@@ -85,8 +87,9 @@ def check_evaluable(metrics: list[str] | tuple[str, ...], info: DataInfo, num_sa
     for name in metrics:
         problem = accepts_of(METRICS.get(name).builder).problem(info)
         if problem is not None:
+            remedy = " or use labelled data" if "label" in problem else ""
             raise ConfigError(f"eval.metrics (--metrics): {name} {problem} (data.kind: {info.name}); "
-                              f"leave {name} out or use labelled data")
+                              f"leave {name} out{remedy}")
     return metrics
 
 
@@ -97,14 +100,14 @@ def run_metrics(metrics: list[str], fake: dict[str, Features], real: dict[str, F
     figures: dict[str, float] = {}
     settings: dict[str, Any] = {"resize": options.resize, "protocol": options.protocol}
     for name in metrics:
-        view = feature_view(name, options)
-        fake_view = fake.get(view) if view is not None else None
-        real_view = real.get(view) if view is not None else None
-        check_counts([name], options, len(fake_view.values) if fake_view is not None else None,
-                     "the readable generated images", len(real_view.values) if real_view is not None else None,
-                     "the readable real images")
-        inputs = MetricInputs(fake_view if fake_view is not None else Features(torch.empty(0, 0)), real_view,
-                              source, options, notes=settings, **generator)
+        view, compared = feature_view(name, options), real_view(name, options)
+        fake_features = fake.get(view) if view is not None else None
+        real_features = real.get(compared) if compared is not None else None
+        check_counts([name], options, len(fake_features.values) if fake_features is not None else None,
+                     "the readable generated images",
+                     len(real_features.values) if real_features is not None else None, "the readable real images")
+        inputs = MetricInputs(fake_features if fake_features is not None else Features(torch.empty(0, 0)),
+                              real_features, source, options, notes=settings, **generator)
         figures.update(METRICS.get(name).builder(inputs=inputs))
     return figures, settings
 
@@ -121,9 +124,10 @@ class Evaluator:
                  progress: bool = True, options: EvalOptions | None = None, dinov2_weights: str | None = None,
                  lpips: nn.Module | None = None) -> None:
         self.metrics = check_evaluable(metrics, source.info, num_samples)
-        if source.info.is_image and extractor is None:
-            raise ValueError("image metrics need a feature extractor")
         self.options = options or EvalOptions()
+        if source.info.is_image and extractor is None and {"main", "torch-fidelity"} & set(views_of(
+                self.metrics, self.options)):
+            raise ValueError("image metrics need a feature extractor")
         self.data_cfg, self.source = data_cfg, source
         self.num_samples, self.device, self.batch_size, self.progress = num_samples, device, batch_size, progress
         self.real_samples = real_samples or num_samples
@@ -135,9 +139,11 @@ class Evaluator:
         if "knn" in self.metrics:
             self._check_readable("knn")
         size = self._data_size()
-        check_counts(self.metrics, self.options, num_samples, "--num (eval.num_samples)",
+        check_counts([m for m in self.metrics if m != "knn"], self.options, num_samples, "--num (eval.num_samples)",
                      min(self.real_samples, size) if is_image else None,
                      f"--real-num (eval.real_samples; data.kind {source.info.name} holds {size})")
+        check_counts([m for m in self.metrics if m == "knn"], self.options, num_samples, "--num (eval.num_samples)",
+                     size, f"data.kind {source.info.name} (its images)")
         self.views = views_of(self.metrics, self.options)
         self.real_view_names = views_of(self.metrics, self.options, real=True) if is_image else {}
         self.extractors = build_views(self.views, extractor if is_image else None, self.options.resize,
@@ -207,11 +213,12 @@ class Evaluator:
         """Real-data features of every view the metrics compare with real data, from the on-disk
         cache where there (one file per view: the extractor's name is in the key)."""
         size = self._data_size()
-        num = min(self.real_samples, size)
         data = config_to_dict(self.data_cfg)
+        counts = {view: size if view.endswith(WHOLE_DATA) else min(self.real_samples, size)
+                  for view in self.real_view_names}
         paths, missing = {}, {}
-        for view in self.real_view_names:
-            extractor = self.extractors[view]
+        for view, num in counts.items():
+            extractor = self.extractors[view.removesuffix(WHOLE_DATA)]
             key_src = json.dumps({"data": data, "extractor": extractor.name if extractor is not None else "raw",
                                   "num": num, "version": CACHE_VERSION}, sort_keys=True)
             key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
@@ -222,13 +229,15 @@ class Evaluator:
             if cached is not None:
                 self._real[view] = cached
             else:
-                missing[view] = extractor
+                missing.setdefault(num, {})[view] = extractor
         files = {view: str(path) for view, (path, _) in paths.items()}
-        self._reference = {"data": data, "num_samples": num, "stats_file": files.get("main", next(iter(files.values()), ""))}
+        first = next(iter(counts))
+        self._reference = {"data": data, "num_samples": counts[first], "stats_file": files[first]}
         if len(files) > 1:
             self._reference["stats_files"] = files
-        if missing:
-            computed = extract_features(missing, self._real_batches(num), num, "real images", self.device,
+            self._reference["num_samples_of"] = counts
+        for num, extractors in missing.items():  # one pass over the data per count
+            computed = extract_features(extractors, self._real_batches(num), num, "real images", self.device,
                                         self.progress)
             for view, features in computed.items():
                 self._real[view] = features
@@ -238,7 +247,7 @@ class Evaluator:
     def real_features(self) -> Features:
         """The main view's real-data features (eval.extractor), from the on-disk cache when there."""
         views = self.real_view_names
-        if "main" not in views:
+        if "main" not in views:  # noqa: SIM102
             self.real_view_names = {"main": "fid", **views}
         try:
             return self.real_views()["main"]
@@ -311,13 +320,14 @@ class Evaluator:
         if not conditioning_classes(G):
             check_metrics(self.metrics, self.source.info.is_image, conditional=False)
         real = self.real_views() if self.real_view_names else {}
-        closest = ClosestSamples(real["main"].values) if "knn" in self.metrics else None
+        knn_real = real.get("main" + WHOLE_DATA)
+        closest = ClosestSamples(knn_real.values) if knn_real is not None else None
         fake = self.fake_views(G, seed, closest) if self.views else {}
         figures, settings = run_metrics(self.metrics, fake, real, self.source, self.options, G=G, lpips=self.lpips,
                                         seed=seed, batch_size=self.batch_size, num_samples=self.num_samples)
         sheets = {}
         if closest is not None and closest.images is not None:
-            indices = real["main"].indices
+            indices = knn_real.indices  # type: ignore[union-attr]
             neighbours = indices[closest.index] if indices is not None else closest.index
             pictures = self.real_images(neighbours.flatten()).view(*neighbours.shape, *self.source.info.shape)
             sheets["knn"] = knn_sheet(closest.images, pictures)

@@ -143,7 +143,8 @@ def evaluate_folders(images: Path, reference: Path | None = None, data_cfg: Comp
     extractor_cfg = extractor_cfg or Component("inception", {"weights": None, "download": True})
     metrics = default_metrics(list(metrics), True)
     fake_files = list_images(images, "--images", num)
-    check_metrics(metrics, True, num_samples=len(fake_files.files), num_where="--images (its number of images)")
+    check_metrics(metrics, True, num_samples=len(fake_files.files),
+                  num_where=f"--images {images} ({len(fake_files.files)} images)")
     for name in metrics:
         if name in GENERATOR_METRICS:
             raise ConfigError(f"--metrics {name}: {name} needs the generator and its run, not a folder of images: "
@@ -172,7 +173,8 @@ def evaluate_folders(images: Path, reference: Path | None = None, data_cfg: Comp
         real_files = list_images(reference, "--reference", real_num)
         check_counts(metrics, options, real=len(real_files.files),
                      real_where=f"--reference {reference} ({len(real_files.files)} images)")
-    main = build_extractor(extractor_cfg, device)
+    needs_main = bool({"main", "torch-fidelity"} & set(views_of(metrics, options)))
+    main = build_extractor(extractor_cfg, device) if needs_main else None
     if source is not None:
         evaluator = Evaluator(data_cfg, source, metrics, len(fake_files.files), main, device,
                               real_samples=real_num or len(fake_files.files), batch_size=batch_size,
