@@ -285,7 +285,7 @@ class TinyStyleG(nn.Module):
 
 @pytest.fixture(scope="module")
 def lpips_stand_in():
-    from ganforge.project import LPIPS
+    from ganforge.metrics.lpips import LPIPS
 
     torch.manual_seed(8)
     net = LPIPS()
@@ -476,14 +476,15 @@ def test_bad_input_names_the_metric_and_what_is_missing(cli, tmp_path, monkeypat
     hub = str(tmp_path / "torch-home" / "hub" / "checkpoints")
     one_line(cli("eval", str(image_run), "--metrics", "fd_dinov2", "-q"), 2, "fd_dinov2:",
              "dinov2_vitl14_pretrain.pth", hub)
-    one_line(cli("eval", str(image_run), "--metrics", "ppl", "-q"), 2, "ppl needs images of at least 32x32")  # the tiny run's 16 px: too small for the reference's crop
+    # The tiny run's 16 px: too small for the reference's crop and LPIPS's VGG.
+    one_line(cli("eval", str(image_run), "--metrics", "ppl", "-q"), 2, "ppl needs images of at least 32x32")
     big_run = tmp_path / "run32"
     cfg = tiny_config(big_run, data={"kind": "digits", "resolution": 32}, train={"steps": 1, "batch_size": 8})
     assert cli("train", str(write_config(tmp_path, cfg)), "-q").exit_code == 0
     one_line(cli("eval", str(big_run), "--metrics", "ppl", "-q"), 2, "ppl:", "vgg.pth", "vgg16-397923af.pth", hub,
              "--lpips")
     # --resize clean with an extractor that does not resize images.
-    from ganforge.metrics.features import build_views
+    from ganforge.metrics.views import build_views
 
     with pytest.raises(ConfigError, match=r"^fid: eval.resize \(--resize\) clean: the projection extractor"):
         build_views({"main": "fid"}, Projection(), "clean")

@@ -166,7 +166,8 @@ def fd_dinov2(inputs: MetricInputs) -> dict[str, float]:
 
 @METRICS.register("prdc_dinov2")
 def prdc_dinov2(inputs: MetricInputs) -> dict[str, float]:
-    """Precision, recall, density, coverage on DINOv2 features, k = 5 (clovaai's prdc, as dgm-eval); higher is better."""
+    """Precision, recall, density, coverage on DINOv2 features, k = 5 (clovaai's prdc, as dgm-eval);
+    higher is better."""
     fake, real = inputs.fake.values, _need_real(inputs).values
     precision, recall = scores.precision_recall(fake, real, k=5, strict=True)
     density, coverage = scores.density_coverage(fake, real, k=5)

@@ -42,12 +42,12 @@ from ganforge.metrics.features import (
     FeatureExtractor,
     Features,
     LabelledBatches,
-    build_views,
     extract_features,
     to_uint8,
 )
 from ganforge.metrics.knn import ClosestSamples
 from ganforge.metrics.knn import sheet as knn_sheet
+from ganforge.metrics.views import build_views
 from ganforge.models import conditioning_classes
 from ganforge.registry import METRICS
 
@@ -247,7 +247,7 @@ class Evaluator:
     def real_features(self) -> Features:
         """The main view's real-data features (eval.extractor), from the on-disk cache when there."""
         views = self.real_view_names
-        if "main" not in views:  # noqa: SIM102
+        if "main" not in views:
             self.real_view_names = {"main": "fid", **views}
         try:
             return self.real_views()["main"]

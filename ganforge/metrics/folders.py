@@ -34,7 +34,8 @@ from ganforge.metrics.catalog import (
     views_of,
 )
 from ganforge.metrics.evaluate import EvalResult, Evaluator, check_evaluable, run_metrics
-from ganforge.metrics.features import Features, LabelledBatches, build_views, extract_features
+from ganforge.metrics.features import Features, LabelledBatches, extract_features
+from ganforge.metrics.views import build_views
 from ganforge.registry import DATASETS
 
 

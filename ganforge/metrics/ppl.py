@@ -144,7 +144,7 @@ def load_metric_lpips(path: str | None = None) -> nn.Module:
     """LPIPS-VGG for ppl, read as `ganforge project --lpips` reads it: the linear heads `vgg.pth` at
     `path` (eval.lpips, --lpips) or in the torch hub cache, VGG-16 beside it or in that cache. A
     missing file is one line naming the metric and the files to put where."""
-    from ganforge.project import LPIPS_FILE, VGG_FILE, VGG_URL, load_lpips
+    from ganforge.metrics.lpips import LPIPS_FILE, VGG_FILE, VGG_URL, load_lpips
 
     hub = Path(torch.hub.get_dir()) / "checkpoints"
     target = Path(path).expanduser() if path else hub / LPIPS_FILE
