@@ -38,7 +38,8 @@ def nearest(queries: Tensor, base: Tensor, k: int = 1) -> tuple[Tensor, Tensor]:
         q_sq = (q * q).sum(1, keepdim=True)
         for start in range(0, len(base32), BASE_CHUNK):
             block = base32[start : start + BASE_CHUNK]
-            d2 = q_sq - 2 * q @ block.T + base_sq[None, start : start + len(block)]
+            # |b|^2 - 2 q.b in one product (no temporaries the size of the block), then + |q|^2.
+            d2 = torch.addmm(base_sq[None, start : start + len(block)], q, block.T, alpha=-2).add_(q_sq)
             top_d, top_i = d2.topk(min(k, len(block)), dim=1, largest=False)
             best_d, order = torch.cat([best_d, top_d], 1).topk(k, dim=1, largest=False)
             best_i = torch.cat([best_i, top_i + start], 1).gather(1, order)
