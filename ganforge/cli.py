@@ -3,6 +3,7 @@ commands_*.py by group; the CLI owns run folders, printing and exit codes; torch
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import typer
@@ -57,13 +58,24 @@ def _root(
     pass
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process stands, as Ctrl+C is: `finally` blocks run (temporary
+    files removed, locks released) and every command stops as it does on Ctrl+C."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main() -> None:
     """Entry point of the `ganforge` console script (and of `python -m ganforge`)."""
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         code = app(prog_name="ganforge", standalone_mode=False)
-    except typer.Abort:
-        err("aborted")
-        sys.exit(130)
+    except typer.Abort as e:
+        terminated = isinstance(e.__cause__, Terminated)
+        err("terminated (SIGTERM)" if terminated else "aborted")
+        sys.exit(128 + signal.SIGTERM if terminated else 130)
     except Exception as e:
         # Click's usage errors (an unknown option, a value of the wrong type): one line, like
         # every other mistake, instead of a usage box.

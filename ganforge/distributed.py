@@ -11,6 +11,7 @@ import datetime
 import hashlib
 import os
 import re
+import signal
 import subprocess
 import sys
 import warnings
@@ -150,6 +151,10 @@ def launch(nproc: int, argv: list[str]) -> int:
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, env=env)
     assert proc.stderr is not None
+    # The processes stop on signals themselves (with a checkpoint): Ctrl+C reaches them from the
+    # terminal, and a SIGTERM sent to this process alone is passed on; this one waits for them.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda signum, frame: proc.send_signal(signum))
     fd, pending, seen_errors, launcher_report = proc.stderr.fileno(), "", set(), False
     while True:
         chunk = os.read(fd, 4096)
