@@ -63,19 +63,20 @@ class Terminated(KeyboardInterrupt):
     files removed, locks released) and every command stops as it does on Ctrl+C."""
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise Terminated
-
-
 def main() -> None:
     """Entry point of the `ganforge` console script (and of `python -m ganforge`)."""
-    signal.signal(signal.SIGTERM, _terminate)
+    terminated = []
+
+    def terminate(signum: int, frame: object) -> None:
+        terminated.append(signum)
+        raise Terminated
+
+    signal.signal(signal.SIGTERM, terminate)
     try:
         code = app(prog_name="ganforge", standalone_mode=False)
-    except typer.Abort as e:
-        terminated = isinstance(e.__cause__, Terminated)
-        err("terminated (SIGTERM)" if terminated else "aborted")
-        sys.exit(128 + signal.SIGTERM if terminated else 130)
+    except typer.Abort:
+        err("aborted")
+        sys.exit(130)
     except Exception as e:
         # Click's usage errors (an unknown option, a value of the wrong type): one line, like
         # every other mistake, instead of a usage box.
@@ -86,6 +87,9 @@ def main() -> None:
             command = getattr(getattr(e, "ctx", None), "command_path", None) or "ganforge"
             err(f"error: {message} (see {command} --help)")
         sys.exit(2)
+    if terminated and code == 130:  # typer turns the interrupt into exit code 130
+        err("terminated (SIGTERM)")
+        sys.exit(128 + signal.SIGTERM)
     sys.exit(code if isinstance(code, int) else 0)
 
 
