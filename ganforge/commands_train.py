@@ -185,7 +185,7 @@ def train(
         err(f"interrupted; continue from the last complete checkpoint with: ganforge train --resume {run.path}"
             if run.latest_checkpoint() is not None else
             "interrupted before the first checkpoint, so there is nothing to resume; start over"
-            + (" with --overwrite" if run.path.is_dir() else ""))
+            + (" with --overwrite" if run.path.is_dir() and any(run.path.iterdir()) else ""))
         raise typer.Exit(130) from None
     finally:
         run.release_lock()
@@ -223,16 +223,13 @@ def _refuse_deleting_inputs(cfg_dict: dict[str, Any], run_path: Path) -> None:
                               "move it out, or choose another output.dir (--set output.dir=...)")
 
 
-def _path_values(d: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
+def _path_values(node: Any, key: str = "") -> Iterator[tuple[str, str]]:
     """(key path, value) of every string in a config dict that could name a file (not a `kind`)."""
-    if isinstance(d, dict):
-        for k, v in d.items():
-            yield from _path_values(v, f"{prefix}{k}." if not isinstance(v, str) else f"{prefix}{k}")
-    elif isinstance(d, list):
-        for i, v in enumerate(d):
-            yield from _path_values(v, f"{prefix}{i}." if not isinstance(v, str) else f"{prefix}{i}")
-    elif isinstance(d, str) and d and not prefix.endswith("kind"):
-        yield prefix, d
+    if isinstance(node, (dict, list)):
+        for k, v in node.items() if isinstance(node, dict) else enumerate(node):
+            yield from _path_values(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(node, str) and node and not key.endswith("kind"):
+        yield key, node
 
 
 # --------------------------------------------------------------------------------------------
