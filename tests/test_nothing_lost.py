@@ -23,6 +23,7 @@ from ganforge.build import build_networks
 from ganforge.config import parse_config
 from ganforge.data import DataInfo
 from ganforge.generation import NoiseStream, class_labels, generate, sample_noise, seeded_global_rng
+from ganforge.metrics.inception import FIDInception
 from ganforge.sample import LoadedGenerator, sample_batches
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "tiny_run_v1"  # a run at step 3 of 6
@@ -356,8 +357,20 @@ def test_every_command_leaves_its_inputs_as_they_were(cli, world):
     bad = tmp / "bad.yaml"
     bad.write_text("data: {kind: digits\n")
     target = shutil.copyfile(images[0], tmp / "target.png")
+    # A 2D run, for `eval` without the Inception; stand-in Inception weights for `eval-images`.
+    ring = tmp / "ring"
+    ring_config = write_config(tmp, tiny_config(ring, data={"kind": "gaussian_ring", "num_samples": 200},
+                                                generator={"kind": "mlp", "width": 8},
+                                                discriminator={"kind": "mlp", "width": 8}), "ring.yaml")
+    assert cli("train", str(ring_config), "-q").exit_code == 0
+    torch.manual_seed(0)
+    weights = tmp / "inception.pth"
+    torch.save(FIDInception().net.state_dict(), weights)
     # (arguments, exit code): successes first, then refusals; outputs go to out/, which is not hashed.
     cases = [
+        (["eval", str(ring), "--metrics", "modes", "--num", "100", "--out", str(out / "e.json"), "-q"], 0),
+        (["eval-images", str(images[0].parent), "--reference", str(images[0].parent), "--inception-weights",
+          str(weights), "--device", "cpu", "--num-workers", "0", "--out", str(out / "f.json"), "-q"], 0),
         (["train", str(config), "--set", f"output.dir={out / 'run'}", "-q"], 0),
         (["train", str(config), "--dry-run"], 0),
         (["train", "--resume", str(run), "--dry-run"], 0),
