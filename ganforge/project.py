@@ -34,6 +34,7 @@ from ganforge.metrics.lpips import LPIPS, unit_channels
 from ganforge.metrics.lpips import LPIPS_FILE as LPIPS_FILE
 from ganforge.metrics.lpips import VGG_FILE as VGG_FILE
 from ganforge.metrics.lpips import load_lpips as load_lpips
+from ganforge.metrics.lpips import lpips_files as lpips_files
 from ganforge.models import conditioning_classes
 from ganforge.sample import LoadedGenerator
 
