@@ -19,7 +19,7 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # CPU autocast takes b
 
 # Tiny sizes, applied where an architecture has the parameter.
 TINY = {"base_width": 4, "max_width": 8, "width": 16, "w_dim": 8, "mapping_layers": 1, "shared_dim": 4,
-        "attention_resolution": 8, "mbstd_group": 2}
+        "ch": 2, "attention": [8], "mbstd_group": 2}
 TINY_LATENT = 12  # splits into biggan's 3 hierarchical chunks at 16 px
 
 
@@ -47,8 +47,9 @@ def build(registry, kind: str, info: DataInfo, conditional: bool) -> nn.Module:
     entry = registry.get(kind)
     params = {p.name: p.default for p in component_params(entry.builder, registry.injected)}
     params = {k: TINY.get(k, v) for k, v in params.items()}
-    if "latent_dim" in params:
-        params["latent_dim"] = TINY_LATENT
+    for name in ("latent_dim", "dim_z"):  # dim_z: biggan's
+        if name in params:
+            params[name] = TINY_LATENT
     if "conditional" in params:
         params["conditional"] = conditional
     make = build_generator if registry is GENERATORS else build_discriminator
@@ -133,11 +134,14 @@ def digits_overrides(name: str, out) -> list[str]:
     sets = ["train.steps=2", "train.batch_size=8", "train.device=cpu", "samples.num=8", "checkpoint.every=2",
             "log.every=1", "eval.every=0", f"output.dir={out}"]
     for part in ("generator", "discriminator"):
-        sets += [f"{part}.base_width=4", f"{part}.max_width=8"]
+        if getattr(cfg, part).kind == "biggan":
+            sets += [f"{part}.ch=2"]
+        else:
+            sets += [f"{part}.base_width=4", f"{part}.max_width=8"]
     if cfg.generator.kind == "stylegan2":
         sets += ["generator.latent_dim=8", "generator.w_dim=8"]
     if cfg.generator.kind == "biggan":
-        sets += ["generator.latent_dim=24", "generator.shared_dim=4"]
+        sets += ["generator.dim_z=24", "generator.shared_dim=4"]
     return sets
 
 
