@@ -226,18 +226,21 @@ class RunningStats(nn.Module):
         self.momentum: float | None = momentum
         self.register_buffer("stored_mean", torch.zeros(channels))
         self.register_buffer("stored_var", torch.ones(channels))
-        self.num_batches_tracked = 0  # not in the reference's state dict: only the cumulative average needs it
+        # Only the cumulative average needs it; not in the reference's state dict.
+        self.register_buffer("num_batches_tracked", torch.tensor(0), persistent=False)
 
     def reset_running_stats(self) -> None:
         """Back to mean 0, variance 1 (as torch's BatchNorm)."""
         self.stored_mean.zero_()
         self.stored_var.fill_(1)
-        self.num_batches_tracked = 0
+        self.num_batches_tracked.zero_()
 
     def update_factor(self) -> float:
         """The weight of this batch's statistics in the running ones (counts the batch)."""
-        self.num_batches_tracked += 1
-        return 1.0 / self.num_batches_tracked if self.momentum is None else self.momentum
+        if self.momentum is not None:
+            return self.momentum
+        self.num_batches_tracked.add_(1)
+        return 1.0 / float(self.num_batches_tracked)
 
 
 class MyBatchNorm(RunningStats):
