@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from ganforge.checkpoint import load_checkpoint
 from ganforge.config import NETWORKS
+from ganforge.config.parse import retired_parameter
 from ganforge.data import DataInfo
 from ganforge.errors import CheckpointError, ConfigError
 from ganforge.run import find_checkpoint
@@ -145,11 +146,14 @@ def load_init(state: Any, checkpoint: str | Path, num_classes: int, load: Sequen
         ckpt = load_checkpoint(file, sha)
         stored = ckpt.state
         old_classes = DataInfo.from_dict(ckpt.data_info).num_classes
+        retired = retired_parameter(ckpt.config)
     except CheckpointError as e:
         raise ConfigError(f"init.checkpoint: {e}") from None
     except (KeyError, TypeError, ValueError):
         raise ConfigError(f"init.checkpoint: {checkpoint} holds no network weights (not a training "
                           "checkpoint of ganforge)") from None
+    if retired:  # the weights of a network ganforge no longer builds: say so, not which keys differ
+        raise ConfigError(f"init.checkpoint: {file}: {retired}")
     warnings: list[str] = []
     merged: dict[str, dict[str, Tensor]] = {}
     for name in load:
@@ -197,21 +201,18 @@ def discriminator_blocks(D: nn.Module) -> list[list[nn.Module]]:
     dcgan / mlp: each strided conv or linear layer with its norm and activation; stylegan2: each
     block b<resolution> ... b8 (the first holds from_rgb); resnet / biggan: each residual block (a
     self-attention layer belongs to the block before it)."""
+    from ganforge.models.biggan import BigGANDiscriminator
     from ganforge.models.dcgan import DCGANDiscriminator
     from ganforge.models.mlp import MLPDiscriminator
-    from ganforge.models.resnet import ResNetDiscriminator, SelfAttention
+    from ganforge.models.resnet import ResNetDiscriminator
     from ganforge.models.stylegan2 import StyleGAN2Discriminator
 
+    if isinstance(D, BigGANDiscriminator):
+        return [list(group) for group in D.blocks]  # blocks.i: the residual block, then its attention
     if isinstance(D, StyleGAN2Discriminator):
         return [[b] for b in D.blocks()]
     if isinstance(D, ResNetDiscriminator):
-        groups: list[list[nn.Module]] = []
-        for m in D.blocks:
-            if isinstance(m, SelfAttention) and groups:
-                groups[-1].append(m)
-            else:
-                groups.append([m])
-        return groups
+        return [[m] for m in D.blocks]
     if isinstance(D, (DCGANDiscriminator, MLPDiscriminator)):
         groups = []
         for m in D.net:

@@ -49,6 +49,15 @@ def seeded_global_rng(seed: int, device: torch.device) -> Iterator[None]:
         yield
 
 
+def running_stats_layers(module: nn.Module) -> list[nn.Module]:
+    """The layers that keep running statistics the way torch's BatchNorm does (track_running_stats,
+    reset_running_stats, momentum None for the cumulative average): torch's BatchNorm, and
+    layers with buffers of their own names (biggan's stored_mean / stored_var)."""
+    return [m for m in module.modules()
+            if getattr(m, "track_running_stats", False) and hasattr(m, "reset_running_stats")
+            and hasattr(m, "momentum")]
+
+
 @torch.no_grad()
 def standing_stats(G: nn.Module, batches: int, batch_size: int, seed: int) -> bool:
     """Recompute G's BatchNorm statistics from its own outputs (BigGAN's "standing statistics"):
@@ -56,7 +65,7 @@ def standing_stats(G: nn.Module, batches: int, batch_size: int, seed: int) -> bo
     (and uniform class labels) from `seed`, with only the BatchNorm layers in train mode. For an
     average of G's weights (G_ema), whose copied statistics belong to G's weights instead. False,
     and G untouched, when G has no BatchNorm. The global RNGs are left where they were."""
-    norms = [m for m in G.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    norms = running_stats_layers(G)
     if not norms or batches <= 0:
         return False
     device = next(G.parameters()).device

@@ -19,7 +19,7 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # CPU autocast takes b
 
 # Tiny sizes, applied where an architecture has the parameter.
 TINY = {"base_width": 4, "max_width": 8, "width": 16, "w_dim": 8, "mapping_layers": 1, "shared_dim": 4,
-        "attention_resolution": 8, "mbstd_group": 2, "channel_base": 64, "channel_max": 8,
+        "ch": 2, "attention": [8], "mbstd_group": 2, "channel_base": 64, "channel_max": 8,
         "num_fp16_res": 2, "conv_clamp": 256.0}  # stylegan2: 16 and 8 px in the reduced precision, 4 px not
 TINY_LATENT = 12  # splits into biggan's 3 hierarchical chunks at 16 px
 
@@ -48,8 +48,9 @@ def build(registry, kind: str, info: DataInfo, conditional: bool) -> nn.Module:
     entry = registry.get(kind)
     params = {p.name: p.default for p in component_params(entry.builder, registry.injected)}
     params = {k: TINY.get(k, v) for k, v in params.items()}
-    if "latent_dim" in params:
-        params["latent_dim"] = TINY_LATENT
+    for name in ("latent_dim", "dim_z"):  # dim_z: biggan's
+        if name in params:
+            params[name] = TINY_LATENT
     if "conditional" in params:
         params["conditional"] = conditional
     make = build_generator if registry is GENERATORS else build_discriminator
@@ -168,10 +169,12 @@ def digits_overrides(name: str, out) -> list[str]:
             sets += [f"{part}.base_width=4", f"{part}.max_width=8"]
         if "channel_base" in params:
             sets += [f"{part}.channel_base=64", f"{part}.channel_max=8"]
+        if "ch" in params:  # biggan
+            sets += [f"{part}.ch=2"]
     if cfg.generator.kind == "stylegan2":
         sets += ["generator.latent_dim=8", "generator.w_dim=8"]
     if cfg.generator.kind == "biggan":
-        sets += ["generator.latent_dim=24", "generator.shared_dim=4"]
+        sets += ["generator.dim_z=24", "generator.shared_dim=4"]
     return sets
 
 

@@ -18,10 +18,11 @@ from ganforge.regularizers.penalties import R1, GradientPenalty
 
 # Small settings per architecture, so that the sweep stays fast.
 SMALL = {"base_width": 4, "max_width": 8}
-TINY = {"dcgan": SMALL, "resnet": SMALL, "biggan": {**SMALL, "attention_resolution": 8},
+TINY = {"dcgan": SMALL, "resnet": SMALL, "biggan": {"ch": 4, "attention": []},
         "stylegan2": {"channel_base": 512, "channel_max": 8},
         "mlp": {"width": 16}}
-TINY_G = {"dcgan": {"latent_dim": 8}, "resnet": {"latent_dim": 8}, "biggan": {"latent_dim": 60, "shared_dim": 4},
+TINY_G = {"dcgan": {"latent_dim": 8}, "resnet": {"latent_dim": 8},
+          "biggan": {"dim_z": 60, "shared_dim": 4, "attention": [8]},  # hierarchical z: 3 to 6 chunks
           "stylegan2": {"latent_dim": 8, "w_dim": 8, "mapping_layers": 1}, "mlp": {"latent_dim": 4}}
 
 

@@ -155,19 +155,18 @@ def test_bad_paths_and_names_are_config_errors(tmp_path, tiny_run):
 
 
 @pytest.mark.parametrize("arch,g_class_keys,d_class_keys", [
-    # BigGAN: a shared nn.Embedding in G, the projection embedding in D.
-    ("biggan", {"shared.weight"}, {"embed.weight"}),
+    # BigGAN: a shared nn.Embedding in G, the projection embedding in D (and its spectral norm's u).
+    ("biggan", {"shared.weight"}, {"embed.weight", "embed.u0"}),
     # StyleGAN2: one-hot labels through the label embedding of a mapping network (weight: out x
     # classes) in both, as StyleGAN2-ADA.
     ("stylegan2", {"mapping.embed.weight"}, {"mapping.embed.weight"}),
 ])
 def test_class_count_change_reinitialises_the_class_layers(tmp_path, arch, g_class_keys, d_class_keys):
-    widths = {"biggan": {"base_width": 4, "max_width": 8}, "stylegan2": {"channel_base": 64, "channel_max": 8}}[arch]
-    g = {"biggan": {"latent_dim": 6, "shared_dim": 4, "attention_resolution": 0},
-         "stylegan2": {"latent_dim": 8, "w_dim": 8, "mapping_layers": 1, "conditional": True}}[arch]
-    d = {"biggan": {"attention_resolution": 0}, "stylegan2": {"conditional": True}}[arch]
-    raw = {"data": {"kind": "digits"}, "generator": {"kind": arch, **widths, **g},
-           "discriminator": {"kind": arch, **widths, **d}}
+    widths = {"channel_base": 64, "channel_max": 8}
+    g = {"biggan": {"dim_z": 6, "ch": 2, "shared_dim": 4, "attention": []},
+         "stylegan2": {"latent_dim": 8, "w_dim": 8, "mapping_layers": 1, "conditional": True, **widths}}[arch]
+    d = {"biggan": {"ch": 2, "attention": []}, "stylegan2": {"conditional": True, **widths}}[arch]
+    raw = {"data": {"kind": "digits"}, "generator": {"kind": arch, **g}, "discriminator": {"kind": arch, **d}}
     ten, five = DataInfo("digits", (1, 16, 16), 10), DataInfo("folder", (1, 16, 16), 5)
     old = Nets(raw, ten, seed=1)
     perturb(old)
@@ -275,7 +274,7 @@ def test_freeze_stylegan2_takes_the_first_block_with_its_from_rgb_and_the_optimi
 
 @pytest.mark.parametrize("kind", DISCRIMINATORS.names())
 def test_every_discriminator_has_blocks_and_freezing_all_leaves_only_the_head(kind):
-    extra = {"biggan": {"attention_resolution": 0, "base_width": 4}, "resnet": {"base_width": 4},
+    extra = {"biggan": {"attention": [], "ch": 1}, "resnet": {"base_width": 4},
              "dcgan": {"base_width": 4}, "stylegan2": {"channel_base": 64}, "mlp": {"width": 8}}.get(kind, {})
     D = build_discriminator(Component(kind, extra), DIGITS16)
     blocks = discriminator_blocks(D)

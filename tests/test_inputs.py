@@ -130,12 +130,12 @@ def data_section(stand_ins: dict[str, dict], kind: str) -> dict:
 SMALL_G = {"mlp": {"latent_dim": 4, "width": 8, "depth": 1},
            "dcgan": {"latent_dim": 4, "base_width": 4, "max_width": 8},
            "resnet": {"latent_dim": 4, "base_width": 4, "max_width": 8},
-           "biggan": {"latent_dim": 4, "base_width": 4, "max_width": 8, "shared_dim": 4},
+           "biggan": {"dim_z": 60, "ch": 2, "shared_dim": 4, "attention": []},
            "stylegan2": {"latent_dim": 4, "w_dim": 4, "mapping_layers": 1, "channel_base": 64, "channel_max": 8}}
 SMALL_D = {"mlp": {"width": 8, "depth": 1},
            "dcgan": {"base_width": 4, "max_width": 8},
            "resnet": {"base_width": 4, "max_width": 8, "extra_blocks": 0},
-           "biggan": {"base_width": 4, "max_width": 8},
+           "biggan": {"ch": 2, "attention": []},
            "stylegan2": {"channel_base": 64, "channel_max": 8}}
 
 

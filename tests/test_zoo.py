@@ -290,11 +290,12 @@ def test_conditional_architectures_use_the_labels(kind):
     info = DataInfo("x", (1, 16, 16), num_classes=10)
     g = {p.name: p.default for p in component_params(GENERATORS.get(kind).builder, GENERATORS.injected)}
     d = {p.name: p.default for p in component_params(DISCRIMINATORS.get(kind).builder, DISCRIMINATORS.injected)}
-    widths = {"channel_base": 64, "channel_max": 8} if kind == "stylegan2" else {"base_width": 4, "max_width": 8}
-    g.update(widths, conditional=True, latent_dim=12 if kind != "stylegan2" else 8)
+    widths = {"biggan": {"ch": 2}, "stylegan2": {"channel_base": 64, "channel_max": 8}}.get(
+        kind, {"base_width": 4, "max_width": 8})
+    g.update(widths, conditional=True)
     d.update(widths, conditional=True)
-    if kind == "stylegan2":
-        g.update(w_dim=8, mapping_layers=1)
+    g.update({"biggan": {"dim_z": 12}, "stylegan2": {"latent_dim": 8, "w_dim": 8, "mapping_layers": 1}}.get(
+        kind, {"latent_dim": 12}))
     torch.manual_seed(0)
     G, D = build_generator(Component(kind, g), info).eval(), build_discriminator(Component(kind, d), info)
     with torch.no_grad():  # as after some training: conditional gains start at zero (plain BN)
@@ -333,12 +334,10 @@ def test_class_rows_put_one_class_on_each_grid_row(num):
 
 def test_conditional_run_samples_the_asked_class_and_grids_by_class(cli, tmp_path):
     run = tmp_path / "run"
-    cfg = tiny_config(run, generator={"kind": "biggan", "latent_dim": 12, "base_width": 4, "max_width": 8,
-                                      "shared_dim": 4, "attention_resolution": 8},
-                      discriminator={"kind": "biggan", "base_width": 4, "max_width": 8, "attention_resolution": 8},
+    cfg = tiny_config(run, generator={"kind": "biggan", "dim_z": 12, "ch": 2, "shared_dim": 4, "attention": [8]},
+                      discriminator={"kind": "biggan", "ch": 2, "attention": [8]},
                       loss={"kind": "hinge"}, samples={"every": 3, "num": 20},
-                      regularizers=[{"kind": "spectral_norm", "generator": True}, {"kind": "orthogonal"},
-                                    {"kind": "ac_gan", "weight": 0.5}],
+                      regularizers=[{"kind": "orthogonal"}, {"kind": "ac_gan", "weight": 0.5}],
                       )
     cfg["discriminator"]["auxiliary_classifier"] = True
     result = cli("train", str(write_config(tmp_path, cfg)), "-q")
@@ -422,10 +421,12 @@ def shipped_overrides(name: str, tmp_path) -> list[str]:
             sets += [f"{part}.channel_base=64", f"{part}.channel_max=8"]
         if "width" in params:
             sets += [f"{part}.width=8"]
+        if "ch" in params:  # biggan
+            sets += [f"{part}.ch=2"]
     if cfg.generator.kind == "stylegan2":
         sets += ["generator.latent_dim=8", "generator.w_dim=8"]
     if cfg.generator.kind == "biggan":
-        sets += ["generator.latent_dim=24", "generator.shared_dim=4"]  # splits into 3, 4, 5 or 6 chunks
+        sets += ["generator.dim_z=24", "generator.shared_dim=4"]  # splits into 3, 4, 5 or 6 chunks
     data = tmp_path / "data"
     if cfg.data.kind == "cifar10":
         make_cifar(data)

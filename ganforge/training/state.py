@@ -16,7 +16,8 @@ from ganforge.build import build_networks, build_optimizer, build_scheduler
 from ganforge.checkpoint import Checkpoint
 from ganforge.config import Config
 from ganforge.data import DataInfo
-from ganforge.generation import class_rows
+from ganforge.errors import ConfigError
+from ganforge.generation import class_rows, running_stats_layers
 from ganforge.models import conditioning_classes
 from ganforge.regularizers import Regularizer
 from ganforge.run import RunDir
@@ -91,6 +92,7 @@ def create_state(cfg: Config, info: DataInfo, device: torch.device, sync_batchno
     if sync_batchnorm:
         # Batch statistics over all ranks' shards; the state dict keys stay those of BatchNorm.
         G, D = nn.SyncBatchNorm.convert_sync_batchnorm(G), nn.SyncBatchNorm.convert_sync_batchnorm(D)
+        check_synchronised(G, D)
     G = G.to(device, memory_format=memory_format)
     D = D.to(device, memory_format=memory_format)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
@@ -117,6 +119,19 @@ def create_state(cfg: Config, info: DataInfo, device: torch.device, sync_batchno
     fixed_labels = class_rows(cfg.samples.num, classes, device) if classes else None
     return TrainState(G, D, G_ema, opt_g, opt_d, sched_g, sched_d, scaler_g, scaler_d, fixed_z, fixed_labels,
                       regularizers=regularizers)
+
+
+def check_synchronised(G: nn.Module, D: nn.Module) -> None:
+    """Refuse train.sync_batchnorm for networks with statistics SyncBatchNorm cannot take over
+    (biggan's own stored_mean / stored_var layout), rather than leave them per process."""
+    for role, net in (("generator", G), ("discriminator", D)):
+        keeping = {id(m) for m in running_stats_layers(net)}
+        kept = [name for name, m in net.named_modules() if id(m) in keeping and not isinstance(m, nn.SyncBatchNorm)]
+        if kept:
+            raise ConfigError(f"train.sync_batchnorm: the {role}'s layer {kept[0]} keeps BatchNorm statistics in "
+                              f"a layout SyncBatchNorm cannot take over; set {role}.cross_replica: true (biggan: "
+                              "BigGAN-PyTorch's cross-replica layout, torch's BatchNorm) or "
+                              "train.sync_batchnorm: false")
 
 
 def restore_training(state: TrainState, batches: Any, ckpt: Checkpoint) -> None:
