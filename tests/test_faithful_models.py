@@ -484,8 +484,8 @@ def test_declared_data_match_what_builds(registry):
     """Image architectures refuse vectors and build from their declared smallest resolution, not
     below it; the MLPs take both."""
     build = build_generator if registry is GENERATORS else build_discriminator
-    tiny = {"base_width": 2, "max_width": 4, "latent_dim": 12, "w_dim": 4, "shared_dim": 4, "ch": 2, "attention": [], "channel_base": 64, "channel_max": 4,
-            "width": 8, "conditional": False}
+    tiny = {"base_width": 2, "max_width": 4, "latent_dim": 12, "w_dim": 4, "shared_dim": 4, "ch": 2, "attention": [],
+            "channel_base": 64, "channel_max": 4, "width": 8, "conditional": False}
     vectors = DataInfo("vec", (2,))
     for kind in registry.names():
         declared = accepts_of(registry.get(kind).builder)
