@@ -159,24 +159,39 @@ class Recorder:
         return passes, hooks
 
 
+class Steps:
+    """A tiny run's state with the regularizers `kinds`, and its D and G steps."""
+
+    def __init__(self, kinds: list[str], loss: str = "non_saturating") -> None:
+        regs = [{"kind": k, **PARAMS.get(k, {})} for k in kinds]
+        cfg = parse_config(tiny_config("unused", **networks_for(kinds), regularizers=regs, loss={"kind": loss}))
+        torch.manual_seed(0)
+        self.state = create_state(cfg, DataInfo("digits", (1, 16, 16), 10), torch.device("cpu"))
+        self.rt = make_runtime(cfg, self.state, Dist(), torch.device("cpu"))
+        self.loss = build_loss(cfg)
+        g = torch.Generator().manual_seed(1)
+        self.real = torch.rand(8, 1, 16, 16, generator=g) * 2 - 1
+        self.labels = torch.randint(10, (8,), generator=g)
+
+    def d_step(self) -> None:
+        discriminator_step(self.state, self.rt, self.loss, self.state.regularizers, self.real, self.labels,
+                           d_update=self.state.step, phase=0)
+
+    def g_step(self) -> None:
+        generator_step(self.state, self.rt, self.loss, self.state.regularizers, self.labels, self.real, phase=-1)
+        self.state.step += 1
+
+
 def one_step(kinds: list[str], monkeypatch, loss: str = "non_saturating"):
     """One D step and one G step of a tiny run with the regularizers `kinds`, recorded:
     ((D-step passes, hooks), (G-step passes, hooks))."""
-    regs = [{"kind": k, **PARAMS.get(k, {})} for k in kinds]
-    cfg = parse_config(tiny_config("unused", **networks_for(kinds), regularizers=regs, loss={"kind": loss}))
-    info = DataInfo("digits", (1, 16, 16), 10)
-    torch.manual_seed(0)
-    state = create_state(cfg, info, torch.device("cpu"))
-    rt = make_runtime(cfg, state, Dist(), torch.device("cpu"))
-    recorder = Recorder(state, state.regularizers, monkeypatch)
-    g = torch.Generator().manual_seed(1)
-    real = torch.rand(8, 1, 16, 16, generator=g) * 2 - 1
-    labels = torch.randint(10, (8,), generator=g)
-    recorder.label.real = real
-    discriminator_step(state, rt, build_loss(cfg), state.regularizers, real, labels, d_update=0, phase=0)
+    steps = Steps(kinds, loss)
+    recorder = Recorder(steps.state, steps.state.regularizers, monkeypatch)
+    recorder.label.real = steps.real
+    steps.d_step()
     d_step = recorder.take()
     recorder.label.fake = None
-    generator_step(state, rt, build_loss(cfg), state.regularizers, labels, real, phase=-1)
+    steps.g_step()
     return d_step, recorder.take()
 
 
@@ -221,3 +236,25 @@ def test_a_loss_that_needs_reals_sees_them_in_the_g_step_as_in_the_d_step(augmen
     augmenters = [augmenter] if augmenter else []
     _, (g_passes, _) = one_step(["r1", *augmenters], monkeypatch, loss="relativistic_average")
     assert Counter(g_passes) == seen_through(augmenters, [("D", "fake"), ("D", "real")])
+
+
+def attributes(reg: Regularizer) -> dict[str, str]:
+    """A regularizer's attributes, exactly (tensors as lists of Python numbers)."""
+    return {k: repr(v.tolist() if isinstance(v, torch.Tensor) else v) for k, v in vars(reg).items()}
+
+
+@pytest.mark.parametrize("kind", REGULARIZERS.names())
+def test_what_a_regularizer_remembers_is_all_in_its_state_dict(kind):
+    # After two steps, a fresh regularizer that loads the state_dict is the same as the trained one:
+    # nothing it carries from step to step is left out of checkpoints.
+    steps = Steps([kind])
+    [(_, reg)] = steps.state.regularizers
+    before = attributes(reg)
+    for _ in range(2):
+        steps.d_step()
+        steps.g_step()
+    fresh = REGULARIZERS.get(kind).builder(**PARAMS.get(kind, {}))
+    fresh.load_state_dict(reg.state_dict())
+    assert attributes(fresh) == attributes(reg)
+    if not reg.state_dict():
+        assert attributes(reg) == before  # no state: nothing changed
