@@ -116,6 +116,14 @@ def pytest_collection_finish(session) -> None:
     COLLECTED_IDS[:] = [item.nodeid for item in session.items]
 
 
+# Tests left out of this session by -k, -m or --deselect (the guards then collect the suite anew).
+DESELECTED: list[str] = []
+
+
+def pytest_deselected(items) -> None:
+    DESELECTED.extend(item.nodeid for item in items)
+
+
 # Networks a regularizer needs, where configs/tiny.yaml's dcgan does not do (a tiny version).
 REGULARIZER_NETWORKS = {
     "path_length": {  # synthesis with styles: stylegan2 only
