@@ -9,6 +9,7 @@ import types
 
 import pytest
 import torch
+from references import ABSENT, DEFAULTS, EMA_DEFAULTS, README_ROW, Deviation, Own, Ref
 
 from conftest import ROOT
 from ganforge.config import component_params
@@ -16,7 +17,6 @@ from ganforge.config.schema import EMAConfig
 from ganforge.metrics import catalog, scores
 from ganforge.metrics.features import Features
 from ganforge.registry import ALL_REGISTRIES
-from references import ABSENT, DEFAULTS, EMA_DEFAULTS, README_ROW, Deviation, Own, Ref
 
 SECTIONS = ("regularizer", "loss", "optimizer", "schedule", "extractor")
 COMPONENTS = [(s, n) for s in SECTIONS for n in ALL_REGISTRIES[s].names()]

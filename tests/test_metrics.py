@@ -141,9 +141,10 @@ def test_eval_command_writes_json_with_provenance_and_caches_real_stats(cli, tmp
     assert set(figures) == {"fid", "kid", "kid_std", "is", "is_std", "precision", "recall", "density", "coverage"}
     # FID and IS recomputed here: the run's G_ema on seed 0's noise, its 8-bit images through the
     # extractor (checked against pytorch-fid above), the cached real features, SciPy's square root.
+    from test_eval_folders import reference_fid
+
     from ganforge.metrics.features import InceptionExtractor, to_uint8
     from ganforge.sample import load_generator, sample
-    from test_eval_folders import reference_fid
 
     state, _ = random_inception_weights
     with torch.no_grad():

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ganforge.regularizers.discriminator import Consistency
+from ganforge.regularizers.generator import PathLength
 from ganforge.regularizers.penalties import DRAGAN, R1, R2, GradientPenalty
 
 
@@ -125,3 +126,30 @@ def test_consistency_mirrors_as_well_as_translates():
         flipped = term / 4 * 64
         assert flipped == pytest.approx(round(flipped), abs=1e-3)  # a whole number of flipped images
         assert 16 <= round(flipped) <= 48
+
+
+def test_consistency_weights_its_real_and_fake_terms_apart():
+    D = QuadraticD((1, 8, 8))
+    real, fake = torch.randn(6, 1, 8, 8), torch.randn(6, 1, 8, 8)
+    reg = Consistency(weight=2.0, fake_weight=5.0, every=3)
+    real_term, fake_term = reg.terms(D, real, fake, None, None, torch.Generator().manual_seed(0))
+    term = reg.d_term(0, D, real, fake, None, None, None, None, torch.Generator().manual_seed(0))
+    assert term.loss.item() == pytest.approx(3 * (2.0 * real_term.item() + 5.0 * fake_term.item()), rel=1e-6)
+    assert term.value.item() == pytest.approx(real_term.item() + fake_term.item(), rel=1e-6)
+    assert real_term.item() > 0 and fake_term.item() > 0
+    assert reg.d_term(1, D, real, fake, None, None, None, None, None) is None  # lazy
+
+
+def test_path_length_runs_on_a_shrunk_batch():
+    # StyleGAN2-ADA: pl_batch_shrink 2 runs the penalty on half of G's batch.
+    sizes = []
+
+    class Styles(nn.Module):
+        def synthesis_with_styles(self, z, labels):
+            sizes.append(len(z))
+            w = z[:, None, :].expand(-1, 2, -1).clone().requires_grad_(True)
+            return w.sum((1, 2)).view(-1, 1, 1, 1).expand(-1, 1, 4, 4), w
+
+    PathLength().g_penalty(Styles(), None, torch.randn(8, 3), None, None, torch.Generator().manual_seed(0))
+    PathLength(batch_shrink=4).g_penalty(Styles(), None, torch.randn(8, 3), None, None, None)
+    assert sizes == [4, 2]
