@@ -119,11 +119,17 @@ def test_resolved_config_round_trips_through_yaml(tmp_path):
 
 @pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
 def test_shipped_configs_validate(name):
-    from ganforge.build import build_data, build_discriminator, build_generator
+    """At full size: the config resolves and parses back, its networks and regularizers build
+    together, and G's samples have the data's shape and D rates each of them."""
+    import torch
+
+    from ganforge.build import build_data, build_networks
     from ganforge.data import DataInfo
     from ganforge.errors import DataError
+    from ganforge.models import conditioning_classes
 
-    cfg, _ = load_config(CONFIGS / name)
+    cfg, resolved = load_config(CONFIGS / name)
+    assert parse_config(resolved) == cfg
     try:
         info = build_data(cfg).info
     except DataError:
@@ -131,8 +137,14 @@ def test_shipped_configs_validate(name):
         channels = 3 if cfg.data.kind == "cifar10" else 1
         resolution = cfg.data.params["resolution"]
         info = DataInfo(cfg.data.kind, (channels, resolution, resolution), 10)
-    build_generator(cfg.generator, info)
-    build_discriminator(cfg.discriminator, info)
+    G, D, regularizers = build_networks(cfg, info)
+    assert [kind for kind, _ in regularizers] == [c.kind for c in cfg.regularizers]
+    classes = conditioning_classes(G)
+    labels = torch.arange(2) % classes if classes else None
+    with torch.no_grad():
+        samples = G.eval()(torch.randn(2, G.latent_dim), labels)
+        logits = D.eval()(samples, labels)
+    assert samples.shape == (2, *info.shape) and logits.shape == (2,) and torch.isfinite(logits).all()
 
 
 # -- the CLI's side of config errors --------------------------------------------------------------

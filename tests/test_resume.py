@@ -8,9 +8,11 @@ import math
 import pytest
 import torch
 
-from conftest import tiny_config, write_config
+from conftest import networks_for, tiny_config, write_config
 from ganforge.checkpoint import load_checkpoint
 from ganforge.config import load_config
+from ganforge.registry import REGULARIZERS
+from ganforge.regularizers import Regularizer
 from ganforge.run import RunDir, find_checkpoint
 from ganforge.training import loop
 from ganforge.training.loop import train
@@ -192,3 +194,46 @@ def test_a_longer_budget_stretches_the_schedules_to_the_new_total(cli, tmp_path,
     assert [r["step"] for r in records] == list(range(1, 13))
     for r in records[6:]:
         assert r["lr_g"] == pytest.approx(lr_g * (1 - r["step"] / 12), abs=1e-15)
+
+
+# -- every regularizer whose behaviour depends on the past -----------------------------------
+
+
+def carries_the_past(kind: str) -> bool:
+    """A regularizer with state of its own (a non-empty state_dict: ADA's p, LeCam's anchors, path
+    length's mean) or one whose hooks read the step or epoch (augmentation schedules, top-k's decay)."""
+    builder = REGULARIZERS.get(kind).builder
+    reads_time = any(getattr(builder, hook) is not getattr(Regularizer, hook) for hook in ("augment", "g_logits"))
+    return bool(builder().state_dict()) or reads_time
+
+
+STATEFUL = [k for k in REGULARIZERS.names() if carries_the_past(k)]
+# What makes each one's state move within a few steps.
+MOVING = {
+    "ada": {"regularizers": [{"kind": "ada", "speed_images": 100}]},  # p moves by 32/100 per adjustment
+    "top_k": {"data": {"kind": "gaussian_grid", "num_samples": 16},  # an epoch every 2 steps: k decays
+              "generator": {"kind": "mlp", "width": 16}, "discriminator": {"kind": "mlp", "width": 16},
+              "samples": {"every": 3, "num": 16}},
+}
+
+
+def test_the_sweep_finds_the_regularizers_with_state():
+    assert {"ada", "lecam", "path_length", "top_k", "diffaugment"} <= set(STATEFUL)
+    assert set(MOVING) <= set(STATEFUL)
+
+
+@pytest.mark.parametrize("kind", STATEFUL)
+def test_resume_is_bit_identical_for_every_regularizer_with_state(tmp_path, kind):
+    # 6 steps against 3 + a resume; default intervals (ADA every 4 D steps, path length every 4 G
+    # steps) put an adjustment after the resume that depends on what happened before it.
+    sections = {**networks_for([kind]), "regularizers": [{"kind": kind}], **MOVING.get(kind, {})}
+    run_training(tmp_path, "full", sections)
+    middle = load_checkpoint(tmp_path / "full" / "checkpoints" / "step-00000003.pt")
+    [saved] = middle.state["regularizers"]
+    fresh = REGULARIZERS.get(kind).builder(**{k: v for k, v in sections["regularizers"][0].items() if k != "kind"})
+    assert not fresh.state_dict() or repr(saved) != repr(fresh.state_dict())  # the state has moved
+    (tmp_path / "resumed").mkdir()
+    run_training(tmp_path, "resumed", sections, resume=middle)
+    full, resumed = final_state(tmp_path / "full"), final_state(tmp_path / "resumed")
+    assert_same_weights(full, resumed)
+    assert repr(full["regularizers"]) == repr(resumed["regularizers"])

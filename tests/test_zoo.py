@@ -253,13 +253,6 @@ def test_invalid_combinations_are_config_errors_naming_both(tmp_path, regularize
     assert_one_line_error(result, 2, *fragments)
 
 
-def test_every_regularizer_has_a_test_here():
-    assert set(REGULARIZERS.names()) == {
-        "ac_gan", "ada", "consistency", "diffaugment", "dragan", "gradient_penalty", "instance_noise",
-        "label_smoothing", "lecam", "orthogonal", "path_length", "r1", "r2", "spectral_norm", "top_k",
-        "weight_clipping"}
-
-
 def test_step_and_exponential_schedules():
     step = SCHEDULES.get("step").builder(total_steps=100, every=30, gamma=0.5)
     assert [step(s) for s in (0, 29, 30, 61, 90)] == [1.0, 1.0, 0.5, 0.25, 0.125]

@@ -183,7 +183,9 @@ class _Parser:
             if name not in params:
                 if spec.required:
                     raise self.fail((*path, name), f"missing (a {type_name(spec.type)}) for {kind}")
-                params[name] = spec.default
+                # Through the same coercion as a value given in the file (a tuple default of a list
+                # parameter becomes a list), so that the resolved config parses back to an equal one.
+                params[name] = self.value(spec.type, spec.default, (*path, name))
         return Component(kind, params)
 
     # -- plain values ---------------------------------------------------------------------
