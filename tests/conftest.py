@@ -127,9 +127,9 @@ def pytest_deselected(items) -> None:
 # Networks a regularizer needs, where configs/tiny.yaml's dcgan does not do (a tiny version).
 REGULARIZER_NETWORKS = {
     "path_length": {  # synthesis with styles: stylegan2 only
-        "generator": {"kind": "stylegan2", "latent_dim": 8, "w_dim": 8, "mapping_layers": 1, "base_width": 4,
-                      "max_width": 8},
-        "discriminator": {"kind": "stylegan2", "base_width": 4, "max_width": 8},
+        "generator": {"kind": "stylegan2", "latent_dim": 8, "w_dim": 8, "mapping_layers": 1, "channel_base": 64,
+                      "channel_max": 8},
+        "discriminator": {"kind": "stylegan2", "channel_base": 64, "channel_max": 8},
     },
     "ac_gan": {  # a conditional G and a D with an auxiliary classifier
         "generator": {"kind": "resnet", "latent_dim": 8, "base_width": 4, "max_width": 8, "conditional": True},

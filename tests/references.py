@@ -171,7 +171,12 @@ DEFAULTS: dict[tuple[str, str], dict[str, Ref | Deviation | Own]] = {
     ("metric", "dc"): {"k": Ref(5, "Naeem et al. 2020 k = 5")},
     ("metric", "fid"): {},
     ("metric", "ifid"): {},
-    ("metric", "is"): {"splits": Ref(10, "Salimans et al. 2016; OpenAI's code: 10 splits")},
+    ("metric", "fd_dinov2"): {},
+    ("metric", "is"): {
+        "splits": Ref(10, "Salimans et al. 2016; OpenAI's code: 10 splits"),
+        "shuffle_seed": Own(None, "pytorch-fid's protocol splits in generation order; eval.protocol "
+                                  "torch-fidelity shuffles with RandomState(2020) as torch-fidelity"),
+    },
     ("metric", "kid"): {
         "subsets": Ref(100, "Binkowski et al. 2018; torch-fidelity kid_subsets 100"),
         "subset_size": Ref(1000, "torch-fidelity kid_subset_size 1000"),
@@ -181,7 +186,20 @@ DEFAULTS: dict[tuple[str, str], dict[str, Ref | Deviation | Own]] = {
         "min_count": Own((1, None), "`modes`: one sample within 3 std covers a mode (VEEGAN, PacGAN); "
                                     "`modes_strict`: a fifth of the uniform count"),
     },
-    ("metric", "pr"): {"k": Ref(3, "Kynkaanniemi et al. 2019 k = 3")},
+    ("metric", "knn"): {},
+    ("metric", "ppl"): {
+        "seed": Own(0, "eval.seed: the latents, t, labels and noise repeat from run to run"),
+        "batch_size": Own(64, "eval's batch size"),
+        "variants": Own(None, "ppl_wend where G has a w space (stylegan2), ppl_zfull always"),
+    },
+    ("metric", "pr"): {
+        "k": Ref(3, "Kynkaanniemi et al. 2019 k = 3"),
+        "strict": Ref(False, "kynkaat/improved-precision-and-recall-metric: a point on a ball's surface is inside"),
+    },
+    ("metric", "prdc_dinov2"): {
+        "k": Ref(5, "clovaai/generative-evaluation-prdc nearest_k 5, as layer6ai-labs/dgm-eval"),
+        "strict": Ref(True, "clovaai/generative-evaluation-prdc: distance < radius"),
+    },
 }
 
 # train.ema (not a registered component, but a method with a reference: StyleGAN2-ADA's G_ema).

@@ -14,7 +14,7 @@ from references import ABSENT, DEFAULTS, EMA_DEFAULTS, README_ROW, Deviation, Ow
 from conftest import ROOT
 from ganforge.config import component_params
 from ganforge.config.schema import EMAConfig
-from ganforge.metrics import catalog, scores
+from ganforge.metrics import catalog, ppl, scores
 from ganforge.metrics.features import Features
 from ganforge.registry import ALL_REGISTRIES
 
@@ -78,8 +78,10 @@ class Recording:
         return recording(getattr(self.module, name), self.calls)
 
 
-def recording(fn, calls: list[dict]):
-    signature = inspect.signature(fn)
+def recording(fn, calls: list[dict], signature_of=None):
+    """`fn`, recording the arguments with defaults it is called with (those of `signature_of`'s
+    signature when `fn` stands in for it)."""
+    signature = inspect.signature(signature_of or fn)
 
     def run(*args, **kwargs):
         bound = signature.bind(*args, **kwargs)
@@ -96,13 +98,19 @@ def test_metrics_compute_with_the_references_settings(name, monkeypatch):
     calls: list[dict] = []
     monkeypatch.setattr(catalog, "scores", Recording(scores, calls))
     monkeypatch.setattr(catalog, "mode_coverage", recording(catalog.mode_coverage, calls))
+    # ppl's computation is recorded, not run (it needs a generator and LPIPS: tests/test_metrics_compare.py).
+    monkeypatch.setattr(ppl, "perceptual_path_length", recording(lambda *a, **k: {}, calls,
+                                                                 signature_of=ppl.perceptual_path_length))
     g = torch.Generator().manual_seed(0)
+    # KID draws subsets of its full size (1,000) only from more images than that; below, of all of them.
+    n = 1001 if name == "kid" else 40
 
     def features():
-        return Features(torch.randn(40, 2, generator=g), torch.randn(40, 8, generator=g), torch.arange(40) % 2)
+        return Features(torch.randn(n, 2, generator=g), torch.randn(n, 8, generator=g), torch.arange(n) % 2)
 
     source = types.SimpleNamespace(centres=torch.randn(5, 2, generator=g), std=0.5)
-    ALL_REGISTRIES["metric"].get(name).builder(inputs=catalog.MetricInputs(features(), features(), source))
+    inputs = catalog.MetricInputs(features(), features(), source, G=torch.nn.Identity(), lpips=torch.nn.Identity())
+    ALL_REGISTRIES["metric"].get(name).builder(inputs=inputs)
     used: dict[str, list] = {}
     for call in calls:
         for param, value in call.items():

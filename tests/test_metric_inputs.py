@@ -32,8 +32,10 @@ class FixedImages(nn.Module):
 
 
 class NoData(TensorSource):
+    """Real images the evaluator counts (to check --real-num) but this test never extracts."""
+
     def load(self):
-        raise AssertionError("generated samples only")
+        return torch.zeros(100, *self.info.shape, dtype=torch.uint8), None
 
 
 def pixels_and_images(n: int = 3) -> tuple[np.ndarray, torch.Tensor]:
