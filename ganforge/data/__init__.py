@@ -8,6 +8,7 @@ checkpoint, so a resumed run sees exactly the batches an uninterrupted run would
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -52,15 +53,34 @@ class Batches(Iterator[Batch]):
     """An endless, resumable stream of (samples, labels) batches on the training device."""
 
     skipped = 0  # unreadable samples passed over so far (image folders)
+    position: Position
+    mirrored = False  # data.xflip: the epoch holds every image twice, the second time mirrored
 
     @abstractmethod
     def __next__(self) -> Batch: ...
 
-    @abstractmethod
-    def state_dict(self) -> dict[str, int]: ...
+    def state_dict(self) -> dict[str, int]:
+        """The position (epoch, cursor) and the epoch's length, for checkpoints."""
+        return self.position.state_dict()
 
-    @abstractmethod
-    def load_state_dict(self, state: dict[str, int]) -> None: ...
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue from a checkpoint's position."""
+        self.position.load_state_dict(state)
+
+    def stop_on(self, stop: threading.Event) -> None:
+        """Give up a wait for data once `stop` is set (Ctrl+C, SIGTERM): raise StopWaiting."""
+
+    def describe(self, info: DataInfo) -> str:
+        """`digits: 1,797 images, 3,594 an epoch with their mirror images (data.xflip)`, for the start-up line."""
+        items = self.position.num_samples
+        if self.mirrored:
+            return f"{info.name}: {items // 2:,} images, {items:,} an epoch with their mirror images (data.xflip)"
+        return f"{info.name}: {items:,} {'images' if info.is_image else 'samples'} an epoch"
+
+
+class StopWaiting(KeyboardInterrupt):
+    """A stop request (Ctrl+C, SIGTERM) arrived while the stream waited for data: there is no
+    step to finish, so the run ends as on a second Ctrl+C (its last checkpoint intact)."""
 
 
 class DataSource(ABC):
@@ -119,7 +139,8 @@ class Position:
         return self.epoch, start
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "cursor": self.cursor}
+        # `items` (the epoch's length) is a record for `ganforge info`; resuming reads epoch and cursor.
+        return {"epoch": self.epoch, "cursor": self.cursor, "items": self.num_samples}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.epoch = int(state["epoch"])
@@ -141,11 +162,13 @@ def local_slice(batch_size: int, rank: int, world_size: int) -> slice:
 
 class TensorBatches(Batches):
     """Batches from a data set held whole in memory, on the training device. Every rank walks
-    the same global order (the position is global) and takes its own slice of each batch."""
+    the same global order (the position is global) and takes its own slice of each batch.
+    `mirrored`: the epoch has 2N items, item N + i being image i flipped left to right."""
 
     def __init__(self, x: Tensor, y: Tensor | None, batch_size: int, seed: int, device: torch.device,
-                 rank: int = 0, world_size: int = 1) -> None:
-        self.position = Position(len(x), batch_size)
+                 rank: int = 0, world_size: int = 1, mirrored: bool = False) -> None:
+        self.mirrored = mirrored
+        self.position = Position(len(x) * (2 if mirrored else 1), batch_size)
         self.local = local_slice(batch_size, rank, world_size)
         self.seed = seed
         # Small data sets live on the device: a batch is an index into them, no host copies.
@@ -158,24 +181,24 @@ class TensorBatches(Batches):
     def __next__(self) -> Batch:
         epoch, start = self.position.advance()
         if epoch != self._order_epoch:
-            self._order = epoch_permutation(len(self.x), self.seed, epoch).to(self.device)
+            self._order = epoch_permutation(self.position.num_samples, self.seed, epoch).to(self.device)
             self._order_epoch = epoch
         assert self._order is not None
         idx = self._order[start : start + self.position.batch_size][self.local]
-        return to_unit_range(self.x[idx]), (self.y[idx] if self.y is not None else None)
-
-    def state_dict(self) -> dict[str, int]:
-        return self.position.state_dict()
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.position.load_state_dict(state)
+        n = len(self.x)
+        x = self.x[idx % n]
+        if self.mirrored:
+            flip = (idx >= n).view(-1, *[1] * (x.dim() - 1))
+            x = torch.where(flip, x.flip(-1), x)
+        return to_unit_range(x), (self.y[idx % n] if self.y is not None else None)
 
 
 class TensorSource(DataSource):
     """A DataSource whose samples are loaded once into a tensor (uint8 images or float vectors)."""
 
-    def __init__(self, info: DataInfo) -> None:
+    def __init__(self, info: DataInfo, xflip: bool = False) -> None:
         self.info = info
+        self.xflip = xflip  # StyleGAN2-ADA's --mirror: each image also mirrored, 2N an epoch
         self._cache: tuple[Tensor, Tensor | None] | None = None
 
     @abstractmethod
@@ -195,7 +218,7 @@ class TensorSource(DataSource):
     def batches(self, batch_size: int, seed: int, device: torch.device, rank: int = 0, world_size: int = 1
                 ) -> Batches:
         x, y = self.tensors()
-        return TensorBatches(x, y, batch_size, seed, device, rank, world_size)
+        return TensorBatches(x, y, batch_size, seed, device, rank, world_size, mirrored=self.xflip)
 
     def reference_points(self, num: int) -> Tensor | None:
         if self.info.is_image:

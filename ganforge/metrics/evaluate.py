@@ -112,7 +112,7 @@ class Evaluator:
         order = epoch_permutation(len(dataset), 0, 0)[:num].tolist()
         for start in range(0, len(order), self.batch_size):
             items = [dataset[i] for i in order[start : start + self.batch_size]]
-            good = [it for it in items if not isinstance(it, str)]
+            good = [it for it in items if isinstance(it, tuple)]  # (image, label, notes); failures are skipped
             if good:
                 yield torch.stack([g[0] for g in good]), (torch.tensor([g[1] for g in good]) if labelled else None)
 
@@ -123,8 +123,11 @@ class Evaluator:
         size = self._data_size()
         num = min(self.real_samples, size)
         extractor_name = self.extractor.name if self.extractor is not None else "raw"
-        key_src = json.dumps({"data": config_to_dict(self.data_cfg), "extractor": extractor_name, "num": num,
-                              "version": CACHE_VERSION}, sort_keys=True)
+        # The reference statistics are of the images as they are (data.xflip mirrors only training
+        # batches, as StyleGAN2-ADA's metrics set xflip=False): mirrored or not, one cache entry.
+        data = {k: v for k, v in config_to_dict(self.data_cfg).items() if k != "xflip"}
+        key_src = json.dumps({"data": data, "extractor": extractor_name, "num": num, "version": CACHE_VERSION},
+                             sort_keys=True)
         key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
         path = self.cache_dir / f"{self.source.info.name}-{num}-{key}.pt"
         self._reference = {"data": config_to_dict(self.data_cfg), "num_samples": num, "stats_file": str(path)}
