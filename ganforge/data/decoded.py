@@ -153,8 +153,13 @@ class Problems:
 
 def unreadable(dataset: DecodingDataset, failures: list[Failure], shown: int = 3) -> DataError:
     """The one-line error for a data set none of whose images can be decoded."""
-    first = "; ".join(f"{f.file} ({f.reason})" for f in sorted(failures, key=lambda f: f.index)[:shown])
-    return DataError(f"data.path: none of the {len(dataset):,} images in {dataset.where} could be read: {first}"
+    where = dataset.where
+
+    def name(f: Failure) -> str:  # relative to the folder or archive the line names already
+        return f.file[len(where) + 1 :] if f.file.startswith(where) and len(f.file) > len(where) else f.file
+
+    first = "; ".join(f"{name(f)} ({f.reason})" for f in sorted(failures, key=lambda f: f.index)[:shown])
+    return DataError(f"data.path: none of the {len(dataset):,} images in {where} could be read: {first}"
                      f"{'; ...' if len(failures) > shown else ''}")
 
 
