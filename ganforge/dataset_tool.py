@@ -31,10 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ganforge.data.archive import LABELS_FILE, image_names, read_labels_file
-from ganforge.data.decode import ALPHAS, CROPS, PAD_MODES, BadImage, ImageOptions, RefusedImage, decode
-from ganforge.data.images import IMAGE_SUFFIXES
-from ganforge.data.zipwrite import StoredZipWriter
+from ganforge.data.decode import ALPHAS, CROPS, IMAGE_SUFFIXES, PAD_MODES, BadImage, ImageOptions, RefusedImage, decode
+from ganforge.data.zipfiles import LABELS_FILE, StoredZipWriter, image_names, read_labels_file
 from ganforge.errors import ConfigError, DataError
 
 LABEL_MODES = ("auto", "folders", "json", "none")
@@ -274,6 +272,7 @@ def _in_order(work: Callable[[list[str]], list[_Prepared]], chunks: Iterable[lis
 
     pool = ProcessPoolExecutor(workers, initializer=_ignore_interrupts)
     pending: deque[Any] = deque()
+    finished = False
     try:
         for chunk in chunks:
             pending.append(pool.submit(work, chunk))
@@ -281,11 +280,12 @@ def _in_order(work: Callable[[list[str]], list[_Prepared]], chunks: Iterable[lis
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+        finished = True
     except BrokenProcessPool:
         raise DataError("a worker process died (out of memory?); try fewer --workers") from None
     finally:
-        # Stop at once on an error or Ctrl+C: queued chunks are dropped, running ones finish.
-        pool.shutdown(wait=False, cancel_futures=True)
+        # On an error or Ctrl+C, stop at once: queued chunks are dropped, running ones finish.
+        pool.shutdown(wait=finished, cancel_futures=not finished)
 
 
 def _chunks(names: Iterable[str], size: int) -> Iterator[list[str]]:

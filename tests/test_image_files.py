@@ -442,7 +442,7 @@ def test_dataset_never_writes_into_its_source(tmp_path, cli):
 
 
 def test_dataset_zip_is_the_same_bytes_in_processes_and_readable_as_zip64(tmp_path, cli):
-    from ganforge.data.zipwrite import StoredZipWriter
+    from ganforge.data.zipfiles import StoredZipWriter
 
     asymmetric_folder(tmp_path / "f", n=5)
     for workers in ("0", "2"):

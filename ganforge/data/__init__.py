@@ -12,12 +12,16 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Any
 
 from ganforge.errors import DataError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+
+# torch is imported where it is used, not here: `ganforge dataset` reads image files through this
+# package (decode.py, zipfiles.py) without loading torch, which would cost it seconds and 500 MB.
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,7 @@ class DataInfo:
         return cls(str(d["name"]), tuple(int(s) for s in d["shape"]), int(d["num_classes"]))
 
 
-Batch = tuple[Tensor, "Tensor | None"]
+Batch = tuple["Tensor", "Tensor | None"]
 
 
 class Batches(Iterator[Batch]):
@@ -111,6 +115,8 @@ class DataSource(ABC):
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> Tensor:
     """The sample order of one epoch: a function of (seed, epoch) alone, so it can be replayed."""
+    import torch
+
     g = torch.Generator().manual_seed((seed * 1_000_003 + epoch) % (2**63))
     return torch.randperm(n, generator=g)
 
@@ -149,6 +155,8 @@ class Position:
 
 def to_unit_range(x: Tensor) -> Tensor:
     """uint8 pixels [0, 255] -> float [-1, 1]; float data passes through."""
+    import torch
+
     if x.dtype == torch.uint8:
         return x.float().div_(127.5).sub_(1.0)
     return x
@@ -179,6 +187,8 @@ class TensorBatches(Batches):
         self._order_epoch = -1
 
     def __next__(self) -> Batch:
+        import torch
+
         epoch, start = self.position.advance()
         if epoch != self._order_epoch:
             self._order = epoch_permutation(self.position.num_samples, self.seed, epoch).to(self.device)

@@ -9,7 +9,6 @@ each DataLoader worker opens its own handle on the archive and decodes the image
 from __future__ import annotations
 
 import io
-import json
 import os
 import zipfile
 from dataclasses import replace
@@ -20,47 +19,10 @@ from ganforge.data import DataInfo
 from ganforge.data.decode import WHITE, WIDE_ASPECT, Alpha, Aspect, Byte, Channels, Colour, Crop, ImageOptions, PadMode
 from ganforge.data.decoded import DecodedImages, DecodingDataset
 from ganforge.data.images import IMAGE_SUFFIXES, LabelSource, OnBadImage, Resolution
+from ganforge.data.zipfiles import LABELS_FILE, image_names, read_labels_file
 from ganforge.errors import DataError
 from ganforge.params import Range
 from ganforge.registry import DATASETS
-
-LABELS_FILE = "dataset.json"
-
-
-def image_names(archive: zipfile.ZipFile) -> list[str]:
-    """The image files in an archive, sorted (folders and macOS resource forks left out)."""
-    return sorted(
-        info.filename for info in archive.infolist()
-        if not info.is_dir() and Path(info.filename).suffix.lower() in IMAGE_SUFFIXES
-        and not info.filename.startswith("__MACOSX/")
-    )
-
-
-def read_labels_file(raw: bytes, where: str) -> tuple[dict[str, int] | None, list[str]]:
-    """({image name: class index} or None when unlabelled, class names) from dataset.json's bytes."""
-    try:
-        meta = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{where} is not valid JSON ({e}); fix it or remove it") from None
-    if not isinstance(meta, dict) or "labels" not in meta:
-        raise DataError(f"{where}: expected {{\"labels\": [[name, label], ...]}} (or \"labels\": null)")
-    entries = meta["labels"]
-    if entries is None:
-        return None, []
-    if not isinstance(entries, list):
-        raise DataError(f"{where}: \"labels\" must be a list of [name, label] pairs or null")
-    labels: dict[str, int] = {}
-    for entry in entries:
-        if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)):
-            raise DataError(f"{where}: each label must be a [name, label] pair, got {entry!r}")
-        name, label = entry
-        if isinstance(label, bool) or not isinstance(label, int) or label < 0:
-            raise DataError(f"{where}: the label of {name} is {label!r}; ganforge needs class indices 0, 1, 2, ... "
-                            "(vector labels are not supported)")
-        labels[name.replace("\\", "/")] = label
-    names = meta.get("class_names")
-    class_names = [str(n) for n in names] if isinstance(names, list) else []
-    return labels, class_names
 
 
 class _ZipDataset(DecodingDataset):

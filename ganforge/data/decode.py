@@ -25,6 +25,7 @@ import numpy as np
 
 from ganforge.params import Range
 
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 Channels = Literal[1, 3]
 # center: the central square; center-wide: a centred strip of `aspect` letterboxed on black (StyleGAN2-ADA's
 # center-crop-wide); pad: the whole image letterboxed; stretch: resized to the square whatever its shape.

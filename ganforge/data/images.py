@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ganforge.data import DataInfo, TensorSource
+from ganforge.data.decode import IMAGE_SUFFIXES  # noqa: F401  (the image file kinds, here for their callers)
 from ganforge.errors import DataError
 from ganforge.params import Range
 from ganforge.registry import DATASETS
@@ -288,10 +289,3 @@ def cifar10(root: str = "data", split: Split = "train", resolution: Resolution =
             xflip: bool = False) -> Cifar10:
     """CIFAR-10 32x32 colour images (50k train / 10k test, 10 classes); torchvision download."""
     return Cifar10(root, split, resolution, download, xflip)
-
-
-# --------------------------------------------------------------------------------------------
-# Image files (png, jpg, ...), as folders, zips and Hugging Face data sets hold them
-# --------------------------------------------------------------------------------------------
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}

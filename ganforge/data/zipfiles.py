@@ -1,5 +1,8 @@
-"""A zip writer whose memory does not grow with the number of files: stored (uncompressed)
-members, the central directory spooled to an unnamed temporary file until the archive is closed.
+"""StyleGAN2-ADA's data set zip: the names and labels in one (read), and a writer for one whose
+memory does not grow with the number of files. Needs no torch (`ganforge dataset` uses it).
+
+The writer stores members uncompressed and spools the central directory to an unnamed temporary
+file until the archive is closed.
 
 Python's `zipfile` keeps one `ZipInfo` (about 500 bytes) per member in memory until `close()`
 writes the central directory from them: 10 MB for 20,000 images, 500 MB for a million. Here each
@@ -11,12 +14,56 @@ the same archive, byte for byte.
 
 from __future__ import annotations
 
+import json
 import shutil
 import struct
 import tempfile
+import zipfile
 import zlib
 from pathlib import Path
 from typing import BinaryIO
+
+from ganforge.data.decode import IMAGE_SUFFIXES
+from ganforge.errors import DataError
+
+LABELS_FILE = "dataset.json"
+
+
+def image_names(archive: zipfile.ZipFile) -> list[str]:
+    """The image files in an archive, sorted (folders and macOS resource forks left out)."""
+    return sorted(
+        info.filename for info in archive.infolist()
+        if not info.is_dir() and Path(info.filename).suffix.lower() in IMAGE_SUFFIXES
+        and not info.filename.startswith("__MACOSX/")
+    )
+
+
+def read_labels_file(raw: bytes, where: str) -> tuple[dict[str, int] | None, list[str]]:
+    """({image name: class index} or None when unlabelled, class names) from dataset.json's bytes."""
+    try:
+        meta = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{where} is not valid JSON ({e}); fix it or remove it") from None
+    if not isinstance(meta, dict) or "labels" not in meta:
+        raise DataError(f"{where}: expected {{\"labels\": [[name, label], ...]}} (or \"labels\": null)")
+    entries = meta["labels"]
+    if entries is None:
+        return None, []
+    if not isinstance(entries, list):
+        raise DataError(f"{where}: \"labels\" must be a list of [name, label] pairs or null")
+    labels: dict[str, int] = {}
+    for entry in entries:
+        if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)):
+            raise DataError(f"{where}: each label must be a [name, label] pair, got {entry!r}")
+        name, label = entry
+        if isinstance(label, bool) or not isinstance(label, int) or label < 0:
+            raise DataError(f"{where}: the label of {name} is {label!r}; ganforge needs class indices 0, 1, 2, ... "
+                            "(vector labels are not supported)")
+        labels[name.replace("\\", "/")] = label
+    names = meta.get("class_names")
+    class_names = [str(n) for n in names] if isinstance(names, list) else []
+    return labels, class_names
+
 
 _LOCAL = struct.Struct("<IHHHHHIIIHH")  # local file header, without name and extra field
 _CENTRAL = struct.Struct("<IHHHHHHIIIHHHHHII")  # central directory header, without name, extra, comment
