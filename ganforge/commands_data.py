@@ -30,7 +30,7 @@ def dataset_command(
                                   "StyleGAN2-ADA's center-crop-wide), pad (the whole image letterboxed) or stretch."),
     aspect: float = typer.Option(4 / 3, "--aspect", min=1.0, max=16.0,
                                  help="center-wide: the strip's width / height (4/3: 512x384 in 512x512)."),
-    pad_mode: str = typer.Option("reflect", "--pad-mode", help="pad: fill the bars by reflect, edge or constant."),
+    pad_mode: str = typer.Option("constant", "--pad-mode", help="pad: fill the bars with constant (--pad-value), edge or reflect."),
     pad_value: int = typer.Option(0, "--pad-value", min=0, max=255, help="pad with --pad-mode constant: grey level."),
     alpha: str = typer.Option("composite", "--alpha",
                               help="Transparency: composite (on --background) or refuse (stop, naming the file)."),

@@ -342,7 +342,7 @@ def make_dataset(src: Path, out: Path, options: ImageOptions, labels: str = "aut
     plan = _plan(source, labels)
     summary = DatasetSummary(out, 0, options.resolution, options.channels, plan.labels_from, plan.class_names,
                              [0] * len(plan.class_names), crop=options.crop)
-    bar = Progress(plan.total, desc="images", enabled=progress, unit="images")
+    bar = Progress(plan.total, enabled=progress, unit="images")
     say = report or bar.write
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")

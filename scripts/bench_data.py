@@ -12,7 +12,7 @@ as training reads it: `batch_size` 64 on the CPU, each kind's default `num_worke
 Random noise compresses badly, so decoding costs about what large photos' PNGs cost per pixel.
 
 --dataset writes, for each count, that many 256x256 JPEGs (smooth random colour fields with fine
-noise, about 20 KB each, as photos compress) and runs `ganforge dataset` on them at 256 px in a
+noise, about 15 KB each, as photos compress) and runs `ganforge dataset` on them at 256 px in a
 fresh process (default --workers: the CPU count), reporting images/s and the peak resident memory
 of the main process and of its largest worker. Peak memory must not grow with the count: the tool
 streams, so the 20,000-image run should peak where the 5,000-image run does.

@@ -223,14 +223,18 @@ def test_center_wide_is_a_letterboxed_strip_as_stylegan2_ada(tmp_path):
 def test_pad_letterboxes_the_whole_image(tmp_path):
     a = stripes(8, 4)
     Image.fromarray(a).save(tmp_path / "land.png")
-    reflect = decoded(tmp_path / "land.png", crop="pad")
-    np.testing.assert_array_equal(reflect[2:6], a)  # the whole image, centred
-    np.testing.assert_array_equal(reflect[:2], a[[2, 1]])  # mirrored about the edge row
+    bars = decoded(tmp_path / "land.png", crop="pad")  # default: black bars (pad_mode constant, pad_value 0)
+    np.testing.assert_array_equal(bars[2:6], a)  # the whole image, centred
+    assert (bars[:2] == 0).all() and (bars[6:] == 0).all()
+    grey = decoded(tmp_path / "land.png", crop="pad", pad_value=50)
+    assert (grey[:2] == 50).all() and (grey[6:] == 50).all()
+    np.testing.assert_array_equal(decoded(tmp_path / "land.png", crop="pad", pad_mode="reflect")[:2], a[[2, 1]])
     np.testing.assert_array_equal(decoded(tmp_path / "land.png", crop="pad", pad_mode="edge")[:2], a[[0, 0]])
-    constant = decoded(tmp_path / "land.png", crop="pad", pad_mode="constant", pad_value=50)
-    assert (constant[:2] == 50).all() and (constant[6:] == 50).all()
+    portrait = decode(Image.fromarray(stripes(4, 8)), ImageOptions(8, crop="pad")).pixels
+    np.testing.assert_array_equal(portrait[:, 2:6], stripes(4, 8))
+    assert (portrait[:, :2] == 0).all() and (portrait[:, 6:] == 0).all()
     stretched = decoded(tmp_path / "land.png", crop="stretch")
-    assert stretched.shape == (8, 8, 3) and not (stretched == reflect).all()
+    assert stretched.shape == (8, 8, 3) and not (stretched == bars).all()
 
 
 @pytest.mark.parametrize("crop", ["center", "center-wide", "pad", "stretch"])

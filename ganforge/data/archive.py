@@ -115,7 +115,7 @@ def zip_archive(
     channels: Channels = 3,
     crop: Crop = "center",
     aspect: Aspect = WIDE_ASPECT,
-    pad_mode: PadMode = "reflect",
+    pad_mode: PadMode = "constant",
     pad_value: Byte = 0,
     alpha: Alpha = "composite",
     background: Colour = WHITE,

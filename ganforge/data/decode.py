@@ -54,7 +54,7 @@ class ImageOptions:
     channels: int = 3
     crop: str = "center"
     aspect: float = WIDE_ASPECT  # center-wide: the strip's width / height
-    pad_mode: str = "reflect"  # pad: how the letterbox is filled (reflect | edge | constant)
+    pad_mode: str = "constant"  # pad: how the letterbox is filled (constant: pad_value | edge | reflect)
     pad_value: int = 0  # pad with pad_mode constant: the grey level of the bars
     alpha: str = "composite"  # composite on `background`, or refuse files with transparent pixels
     background: tuple[int, int, int] = WHITE
@@ -131,7 +131,7 @@ def _reason(error: Exception, source: Any) -> str:
     if isinstance(error, FileNotFoundError):
         return "no such file"
     message = " ".join(str(error).split())[:160] or type(error).__name__
-    if "truncated" in message or isinstance(error, EOFError):
+    if "truncated" in message.lower() or isinstance(error, EOFError):
         return f"truncated ({message})"
     return f"cannot decode ({message})"
 

@@ -54,7 +54,7 @@ def image_folder(
     channels: Channels = 3,
     crop: Crop = "center",
     aspect: Aspect = WIDE_ASPECT,
-    pad_mode: PadMode = "reflect",
+    pad_mode: PadMode = "constant",
     pad_value: Byte = 0,
     alpha: Alpha = "composite",
     background: Colour = WHITE,

@@ -144,7 +144,7 @@ def hugging_face(
     channels: Channels = 3,
     crop: Crop = "center",
     aspect: Aspect = WIDE_ASPECT,
-    pad_mode: PadMode = "reflect",
+    pad_mode: PadMode = "constant",
     pad_value: Byte = 0,
     alpha: Alpha = "composite",
     background: Colour = WHITE,
