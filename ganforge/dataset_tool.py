@@ -145,12 +145,12 @@ def _archive(path: str) -> zipfile.ZipFile:
     return zipfile.ZipFile(path)
 
 
-def _read(source: _Source, name: str) -> Any:
+def _read(kind: str, root: str, name: str) -> Any:
     """An image as decode() takes it: a path in a folder, the bytes of a zip member."""
-    if source.kind == "folder":
-        return os.path.join(source.root, name)
+    if kind == "folder":
+        return os.path.join(root, name)
     try:
-        return io.BytesIO(_archive(source.root).read(name))
+        return io.BytesIO(_archive(root).read(name))
     except Exception as e:  # a damaged member: bad CRC, an unknown compression, encrypted, cut short
         raise BadImage(f"damaged in the archive ({' '.join(str(e).split())[:160] or type(e).__name__})") from None
 
@@ -240,11 +240,12 @@ def prepare_image(source: Any, options: ImageOptions) -> tuple[bytes, bool, tupl
     return out.getvalue(), image.upscaled, image.notes
 
 
-def _prepare_chunk(source: _Source, names: list[str], options: ImageOptions) -> list[_Prepared]:
+def _prepare_chunk(kind: str, root: str, names: list[str], options: ImageOptions) -> list[_Prepared]:
+    """Each named image of a source ("folder" or "zip", at `root`) prepared: in a worker process."""
     results = []
     for name in names:
         try:
-            png, upscaled, notes = prepare_image(_read(source, name), options)
+            png, upscaled, notes = prepare_image(_read(kind, root, name), options)
             results.append(_Prepared(png, upscaled, notes=notes))
         except RefusedImage as e:
             results.append(_Prepared(None, reason=str(e), refused=True))
@@ -393,7 +394,7 @@ def _write(raw: Any, source: _Source, plan: _Plan, options: ImageOptions, summar
     # The labels are spooled to disk as they come (no list of the whole data set), then copied into dataset.json.
     with tempfile.TemporaryFile(dir=folder) as labels:
         labels.write(b'{"labels": ' + (b"null" if plan.labels_from == "none" else b"["))
-        work = functools.partial(_prepare_chunk, source, options=options)
+        work = functools.partial(_prepare_chunk, source.kind, source.root, options=options)  # small to send
         for results in _in_order(work, _chunks(to_decode(), CHUNK), workers):
             for result in results:
                 name, label = in_flight.popleft()

@@ -30,7 +30,7 @@ Channels = Literal[1, 3]
 # center: the central square; center-wide: a centred strip of `aspect` letterboxed on black (StyleGAN2-ADA's
 # center-crop-wide); pad: the whole image letterboxed; stretch: resized to the square whatever its shape.
 Crop = Literal["center", "center-wide", "pad", "stretch"]
-PadMode = Literal["reflect", "edge", "constant"]
+PadMode = Literal["constant", "edge", "reflect"]
 Alpha = Literal["composite", "refuse"]
 CROPS, PAD_MODES, ALPHAS = get_args(Crop), get_args(PadMode), get_args(Alpha)
 Byte = Annotated[int, Range(ge=0, le=255)]
