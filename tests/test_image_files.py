@@ -372,17 +372,17 @@ def test_a_stream_of_files_that_never_decode_stops_with_one_line(tmp_path, kind)
         (tmp_path / "f").mkdir()
         for i in range(5):
             (tmp_path / "f" / f"{i}.png").write_bytes(b"")
-        params, first = {"path": str(tmp_path / "f"), "resolution": 8}, "0.png (empty file (0 bytes))"
+        params, first = {"path": str(tmp_path / "f"), "resolution": 8}, r"\d\.png \(empty file \(0 bytes\)\)"
     elif kind == "zip":
         text_zip(tmp_path / "t.zip")
-        params, first = {"path": str(tmp_path / "t.zip"), "resolution": 8}, "0.png (cannot decode"
+        params, first = {"path": str(tmp_path / "t.zip"), "resolution": 8}, r"\d\.png \(cannot decode"
     else:
         string_column(tmp_path / "hf")
-        params, first = {"path": str(tmp_path / "hf"), "resolution": 8}, "row 0 of"
+        params, first = {"path": str(tmp_path / "hf"), "resolution": 8}, r"row \d \(no such file\)"
     for xflip in (False, True):
         stream = source(kind, num_workers=0, xflip=xflip, **params).batches(2, 0, torch.device("cpu"))
         with ThreadPoolExecutor(1) as pool:  # a bound: were the stream to spin, the test fails, not hangs
-            message = rf"data.path: none of the \d images in .* could be read: {re.escape(first)}"
+            message = rf"data.path: none of the \d images in .* could be read: {first}"
             with pytest.raises(DataError, match=message):
                 pool.submit(next, stream).result(timeout=60)
 
@@ -411,7 +411,7 @@ def test_train_on_undecodable_files_fails_in_one_line(tmp_path, cli):
     result = cli("train", str(write_config(tmp_path, cfg)), "-q")
     assert result.exit_code == 2 and "Traceback" not in result.output
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "none of the 3 images in" in errors[0] and "0.png (empty file (0 bytes))" in errors[0]
+    assert len(errors) == 1 and re.search(r"none of the 3 images in .* \d\.png \(empty file \(0 bytes\)\)", errors[0])
 
 
 # -- ganforge dataset: archives member by member, its source left alone, Ctrl+C --------------

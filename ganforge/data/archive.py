@@ -48,6 +48,9 @@ class _ZipDataset(DecodingDataset):
     def describe(self, i: int) -> str:
         return f"{self.path}:{self.names[i]}"
 
+    def name(self, i: int) -> str:
+        return self.names[i]
+
     def __getstate__(self) -> dict[str, Any]:
         # Workers started by pickling (spawn) open their own handle too.
         return {**self.__dict__, "_archive": None, "_pid": -1}

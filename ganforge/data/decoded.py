@@ -39,7 +39,8 @@ class Failure:
     """Why image `index` could not be used; `refused`: by the options (`alpha: refuse`), never skipped."""
 
     index: int
-    file: str
+    file: str  # the full name, e.g. the path
+    name: str  # the name within the data set's folder, archive or table
     reason: str
     refused: bool = False
 
@@ -65,18 +66,23 @@ class DecodingDataset(torch.utils.data.Dataset):
         raise NotImplementedError
 
     def describe(self, i: int) -> str:
-        """Image i's name for error lines."""
+        """Image i's full name for error lines (a path, archive:member)."""
+        return f"{self.where}: {self.name(i)}"
+
+    def name(self, i: int) -> str:
+        """Image i's name within `where`."""
         return f"#{i}"
 
     def __getitem__(self, i: int) -> Item | Failure:
         try:
             image = decode(self.open(i), self.options)
         except RefusedImage as e:
-            return Failure(i, self.describe(i), str(e), refused=True)
+            return Failure(i, self.describe(i), self.name(i), str(e), refused=True)
         except BadImage as e:
-            return Failure(i, self.describe(i), str(e))
+            return Failure(i, self.describe(i), self.name(i), str(e))
         except Exception as e:  # archive readers raise many types for damaged members
-            return Failure(i, self.describe(i), f"cannot read ({type(e).__name__}: {' '.join(str(e).split())[:160]})")
+            reason = f"cannot read ({type(e).__name__}: {' '.join(str(e).split())[:160]})"
+            return Failure(i, self.describe(i), self.name(i), reason)
         pixels = torch.from_numpy(image.pixels).permute(2, 0, 1).contiguous()
         notes = tuple(f"{self.describe(i)}: {note}" for note in image.notes)
         return pixels, (self.labels[i] if self.labels is not None else -1), notes
@@ -126,7 +132,8 @@ class Problems:
     def __init__(self, dataset: DecodingDataset) -> None:
         self.dataset = dataset
         self.skipped = 0
-        self._failing: dict[int, Failure] = {}  # since the last image that decoded, by file
+        self._failing: set[int] = set()  # the files that failed since the last image that decoded
+        self._examples: list[Failure] = []  # the first few of them, for the error line
         self._noted: set[str] = set()
 
     def take(self, failures: list[Failure], notes: list[str], decoded: int) -> None:
@@ -145,22 +152,20 @@ class Problems:
         self.skipped += len(failures)
         if decoded:
             self._failing.clear()
+            self._examples.clear()
             return
-        self._failing.update((f.index, f) for f in failures)
+        self._failing.update(f.index for f in failures)
+        self._examples.extend(failures[: max(0, 3 - len(self._examples))])
         if len(self._failing) >= len(self.dataset):
-            raise unreadable(self.dataset, list(self._failing.values()))
+            raise unreadable(self.dataset, self._examples)
 
 
-def unreadable(dataset: DecodingDataset, failures: list[Failure], shown: int = 3) -> DataError:
-    """The one-line error for a data set none of whose images can be decoded."""
-    where = dataset.where
-
-    def name(f: Failure) -> str:  # relative to the folder or archive the line names already
-        return f.file[len(where) + 1 :] if f.file.startswith(where) and len(f.file) > len(where) else f.file
-
-    first = "; ".join(f"{name(f)} ({f.reason})" for f in sorted(failures, key=lambda f: f.index)[:shown])
-    return DataError(f"data.path: none of the {len(dataset):,} images in {where} could be read: {first}"
-                     f"{'; ...' if len(failures) > shown else ''}")
+def unreadable(dataset: DecodingDataset, failures: list[Failure]) -> DataError:
+    """The one-line error for a data set none of whose images can be decoded, with examples."""
+    examples = "; ".join(f"{f.name} ({f.reason})" for f in sorted(failures, key=lambda f: f.index))
+    more = "; ..." if len(dataset) > len(failures) else ""
+    return DataError(f"data.path: none of the {len(dataset):,} images in {dataset.where} could be read: "
+                     f"{examples}{more}")
 
 
 class _EpochBatchSampler(torch.utils.data.Sampler[list[int]]):

@@ -26,6 +26,9 @@ class _FolderDataset(DecodingDataset):
     def describe(self, i: int) -> str:
         return str(self.files[i])
 
+    def name(self, i: int) -> str:
+        return self.files[i].relative_to(self.where).as_posix()
+
 
 class ImageFolder(DecodedImages):
     def __init__(self, path: str, options: ImageOptions, labels: str, num_workers: int, in_memory: bool,

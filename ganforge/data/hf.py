@@ -87,6 +87,9 @@ class _HFDataset(DecodingDataset):
     def describe(self, i: int) -> str:
         return f"row {i} of {self.where}"
 
+    def name(self, i: int) -> str:
+        return f"row {i}"
+
 
 class HFImages(DecodedImages):
     def __init__(self, path: str, split: str, image_column: str, label_column: str | None, options: ImageOptions,
