@@ -4,6 +4,7 @@ the crop modes; data.xflip; streams of files that never decode."""
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -16,7 +17,6 @@ import threading
 import time
 import zipfile
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -381,10 +381,26 @@ def test_a_stream_of_files_that_never_decode_stops_with_one_line(tmp_path, kind)
         params, first = {"path": str(tmp_path / "hf"), "resolution": 8}, r"row \d \(no such file\)"
     for xflip in (False, True):
         stream = source(kind, num_workers=0, xflip=xflip, **params).batches(2, 0, torch.device("cpu"))
-        with ThreadPoolExecutor(1) as pool:  # a bound: were the stream to spin, the test fails, not hangs
-            message = rf"data.path: none of the \d images in .* could be read: {first}"
-            with pytest.raises(DataError, match=message):
-                pool.submit(next, stream).result(timeout=60)
+        error = raised_within(60, functools.partial(next, stream))  # a stream that spins fails the test
+        assert isinstance(error, DataError), error
+        assert re.match(rf"data.path: none of the \d images in .* could be read: {first}", str(error)), str(error)
+
+
+def raised_within(seconds: float, fn) -> BaseException | None:
+    """The exception fn() raises, run in a daemon thread given `seconds` (a failure if it runs longer)."""
+    outcome: dict = {}
+
+    def call() -> None:
+        try:
+            fn()
+        except BaseException as e:  # noqa: BLE001  (handed to the test)
+            outcome["error"] = e
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still running after {seconds} s"
+    return outcome.get("error")
 
 
 def test_a_stop_request_ends_a_wait_for_data():
