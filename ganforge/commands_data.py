@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from ganforge.commands_common import user_errors, write_json
+from ganforge.commands_common import refuse_overwriting, user_errors, write_json
 
 
 def _cpu_count() -> int:
@@ -53,10 +50,9 @@ def dataset_command(
     from ganforge.dataset_tool import make_dataset
 
     options = ImageOptions(resolution, channels, crop, aspect, pad_mode, pad_value, alpha, _colour(background))
-    try:
-        with _interrupt_on_sigterm():
-            summary = make_dataset(src, out, options, labels=labels, overwrite=overwrite, workers=workers,
-                                   progress=not quiet, report=err)
+    try:  # SIGTERM interrupts as Ctrl+C does (ganforge.cli); the partial zip is gone by then
+        summary = make_dataset(src, out, options, labels=labels, overwrite=overwrite, workers=workers,
+                               progress=not quiet, report=err)
     except KeyboardInterrupt:
         err(f"interrupted: nothing was written to {out}")
         raise typer.Exit(130) from None
@@ -75,20 +71,6 @@ def _colour(text: str) -> tuple[int, int, int]:
     if len(parts) != 3 or not all(p.isdigit() and int(p) <= 255 for p in parts):
         raise ConfigError(f"--background {text}: give R,G,B with each between 0 and 255, e.g. 255,255,255")
     return int(parts[0]), int(parts[1]), int(parts[2])
-
-
-@contextlib.contextmanager
-def _interrupt_on_sigterm() -> Iterator[None]:
-    """SIGTERM interrupts like Ctrl+C, so that what was started is cleaned up before the process ends."""
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 @user_errors
@@ -122,6 +104,10 @@ def eval_images(
     if reference is not None and data is not None:
         raise GanforgeError("give --reference DIR or --data CONFIG, not both")
     data_cfg = load_data_section(data) if data is not None else None
+    if out is not None:
+        # The folders' images, the --data config and the weights are read: --out may be none of them.
+        read = [*images_in(images), *images_in(reference), *(p for p in (data, inception_weights) if p is not None)]
+        refuse_overwriting([out], [Path(p) for p in read])
     extractor = Component("inception", {"weights": inception_weights, "download": True})
     result = evaluate_folders(images, reference, data_cfg, names, extractor, resolve_device(device), num=num,
                               real_num=real_num, batch_size=batch_size, num_workers=num_workers,
@@ -144,6 +130,15 @@ def eval_images(
                    f"statistics in {ref['stats_file']}")
     if out is not None:
         typer.echo(f"  written to {out}")
+
+
+def images_in(folder: Path | None) -> list[Path]:
+    """The image files under a folder (none for no folder)."""
+    from ganforge.data.images import IMAGE_SUFFIXES
+
+    if folder is None or not folder.is_dir():
+        return []
+    return [p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES]
 
 
 def load_data_section(path: Path) -> Any:

@@ -254,39 +254,68 @@ def _prepare_chunk(kind: str, root: str, names: list[str], options: ImageOptions
     return results
 
 
-def _ignore_interrupts() -> None:
-    """Worker processes leave Ctrl+C to the main process, which stops them."""
+def _serve(work: Callable[[list[str]], list[_Prepared]], tasks: Any, results: Any) -> None:
+    """A worker process: (index, chunk) from `tasks` -> (index, work(chunk)) into `results`, until None.
+    Ctrl+C is left to the main process, which ends the workers with SIGTERM: they die quietly."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the handler a fork of `ganforge` inherits
+    while (task := tasks.get()) is not None:
+        index, chunk = task
+        results.put((index, work(chunk)))
 
 
 def _in_order(work: Callable[[list[str]], list[_Prepared]], chunks: Iterable[list[str]], workers: int
               ) -> Iterator[list[_Prepared]]:
     """work(chunk) for each chunk, in order, in `workers` processes (0: this one), with at most
-    two chunks per worker in flight: memory stays flat however many images there are."""
+    two chunks per worker in flight: memory stays flat however many images there are. On an
+    error, Ctrl+C or SIGTERM the workers are ended at once, mid-chunk."""
     if workers <= 0:
         yield from map(work, chunks)
         return
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
+    import multiprocessing
+    import queue
 
-    pool = ProcessPoolExecutor(workers, initializer=_ignore_interrupts)
-    pending: deque[Any] = deque()
+    tasks, results = multiprocessing.Queue(), multiprocessing.Queue()
+    processes = [multiprocessing.Process(target=_serve, args=(work, tasks, results), daemon=True)
+                 for _ in range(workers)]
+    for process in processes:
+        process.start()
+    sent, done, waiting = 0, 0, {}  # chunks sent, chunks yielded, results that came early
     finished = False
     try:
-        for chunk in chunks:
-            pending.append(pool.submit(work, chunk))
-            if len(pending) >= 2 * workers:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+        source = iter(chunks)
+        while True:
+            while sent - done < 2 * workers and (chunk := next(source, None)) is not None:
+                tasks.put((sent, chunk))
+                sent += 1
+            if done == sent:
+                break
+            while done not in waiting:
+                try:
+                    index, result = results.get(timeout=1.0)
+                    waiting[index] = result
+                except queue.Empty:
+                    ended = [p.exitcode for p in processes if p.exitcode is not None]
+                    if ended:
+                        raise DataError(f"a worker process ended unexpectedly (exit code {ended[0]}; out of "
+                                        "memory?); try fewer --workers") from None
+            yield waiting.pop(done)
+            done += 1
         finished = True
-    except BrokenProcessPool:
-        raise DataError("a worker process died (out of memory?); try fewer --workers") from None
     finally:
-        # On an error or Ctrl+C, stop at once: queued chunks are dropped, running ones finish.
-        pool.shutdown(wait=finished, cancel_futures=not finished)
+        if finished:
+            for _ in processes:
+                tasks.put(None)
+            for process in processes:
+                process.join()
+        else:
+            tasks.cancel_join_thread()  # nothing will read what is still queued
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                process.join()
 
 
 def _chunks(names: Iterable[str], size: int) -> Iterator[list[str]]:

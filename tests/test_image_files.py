@@ -351,6 +351,15 @@ def test_info_and_the_start_line_show_the_mirrored_size(tmp_path, cli):
     assert "3,594 an epoch (1,797 images and their mirror images)" in info.output
 
 
+def test_dry_run_counts_the_mirrored_epoch(tmp_path, cli):
+    for xflip, code in ((False, 2), (True, 0)):  # a batch of 2,000: more than 1,797 digits, less than 3,594
+        cfg = tiny_config(tmp_path / "run", data={"kind": "digits", "resolution": 16, "xflip": xflip})
+        cfg["train"]["batch_size"] = 2000
+        result = cli("train", str(write_config(tmp_path, cfg)), "--dry-run")
+        assert result.exit_code == code, result.output
+    assert "3594 samples" in result.output
+
+
 # -- streams that never decode end with one line, and on Ctrl+C / SIGTERM ----------------------
 
 
@@ -501,4 +510,14 @@ def test_ctrl_c_during_dataset_says_so_and_leaves_nothing(tmp_path):
     assert proc.returncode == 130, (stdout, stderr)
     assert f"interrupted: nothing was written to {out}" in stderr and "Traceback" not in stderr
     assert list(out.parent.iterdir()) == []
+    # Its worker processes are gone too (none waits forever on a queue).
+    alive = [p for p in Path("/proc").glob("[0-9]*") if str(folder).encode() in _cmdline(p)]
+    assert not alive, alive
     assert json.dumps(sorted(p.name for p in folder.iterdir())) == json.dumps(sorted(f"{i}.jpg" for i in range(200)))
+
+
+def _cmdline(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:  # gone meanwhile, or not ours to read
+        return b""

@@ -262,6 +262,10 @@ class DecodedImages(DataSource):
         y = torch.tensor(labels) if self.dataset.labels is not None else None
         return torch.stack(images), y, problems.skipped
 
+    def count(self) -> int | None:
+        # The files (those that fail to decode are skipped later), twice with xflip.
+        return len(self.dataset) * (2 if self.xflip else 1)
+
     def batches(self, batch_size: int, seed: int, device: torch.device, rank: int = 0, world_size: int = 1
                 ) -> Batches:
         if self.in_memory:
