@@ -130,6 +130,10 @@ def _reason(error: Exception, source: Any) -> str:
         return "empty file (0 bytes)"
     if isinstance(error, FileNotFoundError):
         return "no such file"
+    from PIL import UnidentifiedImageError
+
+    if isinstance(error, UnidentifiedImageError):  # its message names a memory address, not the file
+        return "cannot decode (not an image file that PIL can read)"
     message = " ".join(str(error).split())[:160] or type(error).__name__
     if "truncated" in message.lower() or isinstance(error, EOFError):
         return f"truncated ({message})"
