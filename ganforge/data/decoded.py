@@ -44,6 +44,9 @@ class Failure:
     reason: str
     refused: bool = False
 
+    def __str__(self) -> str:
+        return f"{self.file} ({self.reason})"
+
 
 # A decoded item: (uint8 image (C, H, W), label or -1, notes for the user naming the file).
 Item = tuple[Tensor, int, tuple[str, ...]]
