@@ -18,6 +18,7 @@ lie inside the source.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import json
@@ -255,13 +256,28 @@ def _prepare_chunk(kind: str, root: str, names: list[str], options: ImageOptions
 
 
 def _serve(work: Callable[[list[str]], list[_Prepared]], tasks: Any, results: Any) -> None:
-    """A worker process: (index, chunk) from `tasks` -> (index, work(chunk)) into `results`, until None.
-    Ctrl+C is left to the main process, which ends the workers with SIGTERM: they die quietly."""
+    """A worker process: (index, chunk) from `tasks` -> (index, work(chunk)) into `results`, until
+    None, or until the process that started it is gone. Ctrl+C is left to that process, which ends
+    the workers with SIGTERM: they die quietly."""
+    import multiprocessing
+    import queue
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the handler a fork of `ganforge` inherits
-    while (task := tasks.get()) is not None:
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})  # blocked while forked
+    # Exiting never waits to flush `results`: when the main process is gone, nothing reads them (and a
+    # sibling's copy of the pipe would keep a blocked write waiting forever); at a normal end all are read.
+    results.cancel_join_thread()
+    parent = multiprocessing.parent_process()
+    while parent is None or parent.is_alive():  # a worker never outlives `ganforge dataset`, however it ends
+        try:
+            task = tasks.get(timeout=1.0)
+        except queue.Empty:
+            continue
+        if task is None:
+            return
         index, chunk = task
         results.put((index, work(chunk)))
 
@@ -280,11 +296,13 @@ def _in_order(work: Callable[[list[str]], list[_Prepared]], chunks: Iterable[lis
     tasks, results = multiprocessing.Queue(), multiprocessing.Queue()
     processes = [multiprocessing.Process(target=_serve, args=(work, tasks, results), daemon=True)
                  for _ in range(workers)]
-    for process in processes:
-        process.start()
     sent, done, waiting = 0, 0, {}  # chunks sent, chunks yielded, results that came early
     finished = False
     try:
+        # Ctrl+C or SIGTERM waits until every worker is started (and known, to be ended).
+        with _signals_held():
+            for process in processes:
+                process.start()
         source = iter(chunks)
         while True:
             while sent - done < 2 * workers and (chunk := next(source, None)) is not None:
@@ -312,10 +330,27 @@ def _in_order(work: Callable[[list[str]], list[_Prepared]], chunks: Iterable[lis
                 process.join()
         else:
             tasks.cancel_join_thread()  # nothing will read what is still queued
-            for process in processes:
+            started = [p for p in processes if p.pid is not None]
+            for process in started:
                 process.terminate()
-            for process in processes:
+            for process in started:
                 process.join()
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM held back in this block (delivered at its end), where the platform can."""
+    import signal
+
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
 
 
 def _chunks(names: Iterable[str], size: int) -> Iterator[list[str]]:
