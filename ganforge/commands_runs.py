@@ -176,7 +176,11 @@ def info(
         return
     typer.echo(f"checkpoint   {d['checkpoint']}")
     typer.echo(f"step         {d['step']} of {d['steps']}")
-    typer.echo(f"data         {d['data']['kind']} {tuple(d['data']['shape'])}, {d['data']['num_classes']} classes")
+    data = d["data"]
+    items = data["items"]
+    size = "" if items is None else (f", {items:,} an epoch ({items // 2:,} images and their mirror images)"
+                                     if data["xflip"] else f", {items:,} an epoch")
+    typer.echo(f"data         {data['kind']} {tuple(data['shape'])}, {data['num_classes']} classes{size}")
     g = d["generator"]
     typer.echo(f"generator    {g['kind']}: {g['parameters']:,} parameters, latent {g['latent_dim']}"
                + (f", conditioned on {g['conditional_classes']} classes" if g["conditional_classes"] else ""))

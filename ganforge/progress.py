@@ -36,7 +36,7 @@ class Progress:
         self.stream = stream if stream is not None else sys.stderr
         if interactive is None:
             interactive = _is_terminal(self.stream)
-        self.enabled, self.interactive, self.desc = enabled, interactive, desc
+        self.enabled, self.interactive, self.desc, self.unit = enabled, interactive, desc, unit
         self.total, self.n = total, initial
         self._bar: Any = None
         if enabled and interactive:
@@ -69,9 +69,17 @@ class Progress:
         width = len(str(self.total))
         percent = 100.0 * step / self.total if self.total else 100.0
         head = f"{self.desc} " if self.desc else ""
-        self.stream.write(f"{head}step {step:>{width}}/{self.total} ({percent:3.0f}%) {_figures(record)} "
+        self.stream.write(f"{head}{self.unit} {step:>{width}}/{self.total} ({percent:3.0f}%) {_figures(record)} "
                           f"elapsed={duration(elapsed)} eta={duration(eta)}\n")
         self.stream.flush()
+
+    def write(self, line: str) -> None:
+        """A line of text for the user, printed above the bar on a terminal (the bar stays whole)."""
+        if self._bar is not None:
+            self._bar.write(line, file=self.stream)
+        else:
+            self.stream.write(line + "\n")
+            self.stream.flush()
 
     def reset(self, total: int, initial: int = 0) -> None:
         """Start counting again (after a rollback): `initial` of `total` steps done."""

@@ -311,21 +311,14 @@ def load_networks(path: str | Path, use_ema: bool = True, device: str = "auto"
 
 def load_target(path: str | Path, channels: int, resolution: int) -> Tensor:
     """An image file, centre-cropped to a square and resized (Lanczos) to the generator's size,
-    as (C, H, W) in [-1, 1]."""
-    from PIL import Image, UnidentifiedImageError
+    as (C, H, W) in [-1, 1]; decoded as the data loaders decode (ganforge.data.decode)."""
+    from ganforge.data.decode import BadImage, ImageOptions, decode
 
     path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--target: no image file at {path}")
     try:
-        with Image.open(path) as im:
-            im = im.convert("L" if channels == 1 else "RGB")
-    except FileNotFoundError:
-        raise ConfigError(f"--target: no image file at {path}") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise ConfigError(f"--target: {path} could not be read as an image ({type(e).__name__})") from None
-    w, h = im.size
-    s = min(w, h)
-    im = im.crop(((w - s) // 2, (h - s) // 2, (w + s) // 2, (h + s) // 2))
-    im = im.resize((resolution, resolution), Image.Resampling.LANCZOS)
-    arr = np.asarray(im, dtype=np.float32)
-    arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
-    return torch.from_numpy(arr / 127.5 - 1.0)
+        arr = decode(path, ImageOptions(resolution, channels)).pixels.astype(np.float32)
+    except BadImage as e:
+        raise ConfigError(f"--target: {path} could not be read as an image ({e})") from None
+    return torch.from_numpy(arr.transpose(2, 0, 1) / 127.5 - 1.0)

@@ -157,7 +157,9 @@ def checkpoint_details(path: Path) -> dict[str, Any]:
         "checkpoint": str(file),
         "step": ckpt.step,
         "steps": cfg.train.steps,
-        "data": {"kind": cfg.data.kind, "shape": list(info.shape), "num_classes": info.num_classes},
+        # items: the epoch's length, 2N with data.xflip (None in checkpoints from before it was recorded)
+        "data": {"kind": cfg.data.kind, "shape": list(info.shape), "num_classes": info.num_classes,
+                 "items": ckpt.data.get("items"), "xflip": bool(cfg.data.params.get("xflip", False))},
         "generator": {"kind": cfg.generator.kind, "parameters": count_parameters(loaded.G),
                       "latent_dim": loaded.G.latent_dim, "conditional_classes": loaded.num_classes},
         "discriminator": {"kind": cfg.discriminator.kind, "parameters": count_parameters(D)},

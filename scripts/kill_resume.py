@@ -17,6 +17,7 @@ run's, each once, and no temporary file may be left.
 
     python scripts/kill_resume.py --kills 20 --seed 0    # fresh processes, a longer run (minutes)
     python scripts/kill_resume.py --quick                # forked processes, a tiny run (seconds; the tests run this)
+    python scripts/kill_resume.py --quick --xflip        # the same with data.xflip: true
 """
 
 from __future__ import annotations
@@ -419,6 +420,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="a tiny run in forked children: each write phase once and two random kills")
     parser.add_argument("--workdir", type=Path, default=None, help="folder for the runs (default: a new temp folder)")
+    parser.add_argument("--xflip", action="store_true", help="data.xflip: true (each digit also mirrored, 2N an epoch)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child-phase", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child-marker", type=Path, default=None, help=argparse.SUPPRESS)
@@ -440,6 +442,8 @@ def main(argv: list[str] | None = None) -> None:
         delays = (0.5, 3.0 + args.max_delay)
     if args.steps is not None:
         cfg = {**cfg, "train": {**cfg["train"], "steps": args.steps}}
+    if args.xflip:
+        cfg = {**cfg, "data": {**cfg["data"], "xflip": True}}
     outcome = kill_and_resume(cfg, plan, tmp, fork=args.quick, seed=args.seed, delays=delays)
     missing = [p for p in WRITE_PHASES if not any(k.what == p and k.evidence for k in outcome.kills)]
     print(f"SIGKILLs: {len(outcome.kills)}; final step {outcome.final_step} (reference {outcome.reference_step}); "

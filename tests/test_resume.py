@@ -111,6 +111,31 @@ def test_resume_is_bit_identical(tmp_path, setting):
     assert_same_weights(final_state(tmp_path / "full"), final_state(resumed_dir))
 
 
+@pytest.mark.parametrize("in_memory", [False, True])
+def test_resume_with_xflip_is_bit_identical_across_epochs(tmp_path, in_memory):
+    """data.xflip: the epoch (and so the checkpointed position) runs over 2N items, the second half
+    mirrored; a run resumed mid-way, after several epochs, is the uninterrupted run."""
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(5):
+        Image.fromarray(torch.randint(0, 256, (16, 20, 3), generator=torch.Generator().manual_seed(i),
+                                      dtype=torch.uint8).numpy()).save(folder / f"{i}.png")
+    sections = {"data": {"kind": "image_folder", "path": str(folder), "resolution": 16, "xflip": True,
+                         "num_workers": 0, "in_memory": in_memory},
+                "train": {"steps": 8, "batch_size": 4, "seed": 5, "device": "cpu"},  # 10 items: 2 batches an epoch
+                "checkpoint": {"every": 3, "keep": 10}}
+    run_training(tmp_path, "full", sections)
+    payload = load_checkpoint(tmp_path / "full" / "checkpoints" / "step-00000003.pt")
+    assert payload.data == {"epoch": 1, "cursor": 4, "items": 10}
+    executed = []
+    (tmp_path / "resumed").mkdir()
+    run_training(tmp_path, "resumed", sections, resume=payload, executed=executed)
+    assert executed == list(range(3, 8))
+    assert_same_weights(final_state(tmp_path / "full"), final_state(tmp_path / "resumed"))
+
+
 def test_checkpoint_holds_the_complete_state(tmp_path):
     run_training(tmp_path, "full", SETTINGS["everything"])
     payload = load_checkpoint(*find_checkpoint(tmp_path / "full"))
@@ -119,7 +144,7 @@ def test_checkpoint_holds_the_complete_state(tmp_path):
     assert set(payload.state) >= {"G", "D", "G_ema", "opt_g", "opt_d", "sched_g", "sched_d", "scaler_g",
                                      "scaler_d", "fixed_z", "step"}
     assert set(payload.rng) >= {"python", "numpy", "torch", "cuda"}
-    assert payload.data == {"epoch": 0, "cursor": 8 * 2 * 8}
+    assert payload.data == {"epoch": 0, "cursor": 8 * 2 * 8, "items": 1797}
     assert payload.data_info == {"name": "digits", "shape": [1, 16, 16], "num_classes": 10}
     # Raw weights, no wrapper prefixes.
     assert not any(k.startswith(("module.", "_orig_mod.")) for k in payload.state["G"])

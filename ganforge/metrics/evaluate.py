@@ -169,7 +169,7 @@ class Evaluator:
             item = dataset[0] if dataset is not None and len(dataset) else "the data set is empty"
         except GanforgeError as e:
             item = str(e)
-        if isinstance(item, str):
+        if not isinstance(item, tuple):  # an (image, label, notes) item, or why there is none
             raise DataError(f"{metric}: cannot read the run's training images ({item}); it shows the nearest of "
                             "them beside each sample: make the run's data readable again or leave knn out")
 
@@ -194,7 +194,7 @@ class Evaluator:
         for start in range(0, len(order), self.batch_size):
             part = order[start : start + self.batch_size]
             items = [(i, dataset[i]) for i in part]
-            good = [(i, it) for i, it in items if not isinstance(it, str)]
+            good = [(i, it) for i, it in items if isinstance(it, tuple)]  # failures are skipped
             if good:
                 yield (torch.stack([it[0] for _, it in good]),
                        torch.tensor([it[1] for _, it in good]) if labelled else None,
@@ -207,7 +207,7 @@ class Evaluator:
         dataset = self.source.dataset  # type: ignore[attr-defined]
         items = [dataset[int(i)] for i in indices]
         blank = torch.zeros(self.source.info.shape, dtype=torch.uint8)
-        return torch.stack([blank if isinstance(it, str) else it[0] for it in items])
+        return torch.stack([it[0] if isinstance(it, tuple) else blank for it in items])
 
     def real_views(self) -> dict[str, Features]:
         """Real-data features of every view the metrics compare with real data, from the on-disk
@@ -219,7 +219,10 @@ class Evaluator:
         paths, missing = {}, {}
         for view, num in counts.items():
             extractor = self.extractors[view.removesuffix(WHOLE_DATA)]
-            key_src = json.dumps({"data": data, "extractor": extractor.name if extractor is not None else "raw",
+            # The statistics are of the images as they are (data.xflip mirrors only training batches, as
+            # StyleGAN2-ADA's metrics set xflip=False): mirrored or not, one cache entry.
+            unmirrored = {k: v for k, v in data.items() if k != "xflip"}
+            key_src = json.dumps({"data": unmirrored, "extractor": extractor.name if extractor is not None else "raw",
                                   "num": num, "version": CACHE_VERSION}, sort_keys=True)
             key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
             paths[view] = (self.cache_dir / f"{self.source.info.name}-{num}-{key}.pt", key_src)

@@ -127,6 +127,9 @@ def train(
     d_steps, batch_size, total = cfg.train.d_steps_per_g_step, cfg.train.batch_size, cfg.train.steps
     channels_last = cfg.train.channels_last and info.is_image
     stop = stop or threading.Event()
+    batches.stop_on(stop)  # a wait for data ends on Ctrl+C or SIGTERM too
+    if ctx.is_main:
+        print(f"data: {batches.describe(info)}", flush=True)
     stopping = False
     # train.max_minutes: a wall-time budget for this process (a cluster job's limit); when spent,
     # the run stops as on SIGTERM, with a checkpoint, and `--resume` continues it.
