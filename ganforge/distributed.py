@@ -92,11 +92,11 @@ def _join(rank: int, world: int, bound: datetime.timedelta) -> dist.Store:
         while (joined := store.add("joined", 0)) < world:
             if time.monotonic() > deadline:
                 raise PeerError(f"process {rank} of {world}: only {joined} of {world} processes joined within "
-                                f"{bound.total_seconds():.0f} s (rendezvous at {where}, restart {attempt}); "
+                                f"{bound.total_seconds():g} s (rendezvous at {where}, restart {attempt}); "
                                 "one of them did not start or died")
             time.sleep(0.05)
     except (RuntimeError, dist.DistError, ValueError) as e:
-        raise PeerError(f"process {rank} of {world}: no rendezvous at {where} within {bound.total_seconds():.0f} s "
+        raise PeerError(f"process {rank} of {world}: no rendezvous at {where} within {bound.total_seconds():g} s "
                         f"({_first_line(e)})") from None
     return store
 
