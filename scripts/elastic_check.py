@@ -221,11 +221,12 @@ def elastic_check(cfg: dict[str, Any], kills: int, tmp: Path, seed: int = 0, say
     term_at = rng.randrange(2 * steps // 3, 5 * steps // 6)
     command = ["train", str(config), "--auto-resume", "-q"]
     say(f"elastic: torchrun --nproc_per_node 2 --max-restarts {kills} -m ganforge {' '.join(command)}")
-    say(f"{'event':<18} {'logged step':>11} {'resumed from':>12} {'restart s':>9}  what the other process said")
+    # seconds: from a kill to the restarted group's `resuming` line; from the SIGTERM to the group's end.
+    say(f"{'event':<18} {'logged step':>11} {'resumed from':>12} {'seconds':>9}  what the processes said")
     group = Group(torchrun(2, kills, command), tmp / "elastic-1.txt")
     for target in targets:
         seen = len(resumed_steps(group.text()))
-        wait_until(lambda: last_logged_step(run) >= target and len(group.workers()) == 2, 600,
+        wait_until(lambda target=target: last_logged_step(run) >= target and len(group.workers()) == 2, 600,
                    f"step {target}", group)
         rank = rng.randrange(2)
         pid = group.workers()[rank]
@@ -234,7 +235,7 @@ def elastic_check(cfg: dict[str, Any], kills: int, tmp: Path, seed: int = 0, say
         sent = time.monotonic()
         event = Event(f"SIGKILL rank {rank}", step)
         before = len(group.text())
-        wait_until(lambda: len(resumed_steps(group.text())) > seen, 600, "the restarted group", group)
+        wait_until(lambda seen=seen: len(resumed_steps(group.text())) > seen, 600, "the restarted group", group)
         event.seconds_to_resume = time.monotonic() - sent
         event.resumed_from = resumed_steps(group.text())[-1]
         event.error_lines = [ln for ln in group.text()[before:].splitlines() if ln.startswith("error:")]
@@ -260,15 +261,17 @@ def elastic_check(cfg: dict[str, Any], kills: int, tmp: Path, seed: int = 0, say
     event.error_lines = [ln for ln in text[before:].splitlines() if ln.startswith(("error:", "SIGTERM", "stopped"))]
     outcome.elastic_seconds += time.monotonic() - group.started
 
-    say("the same command again (a requeued job) ...")
+    say(f"{event.what:<18} {event.at_step:>11} {'':>12} {outcome.term_seconds:>9.1f}  "
+        f"torchrun exit {outcome.term_exit}; " + " | ".join(event.error_lines))
+
     group = Group(torchrun(2, kills, command), tmp / "elastic-2.txt")
     outcome.final_exit = group.wait(900)
     outcome.elastic_seconds += time.monotonic() - group.started
     event.resumed_from = (resumed_steps(group.text()) or [None])[0]
     event.seconds_to_resume = outcome.term_seconds
     outcome.events.append(event)
-    say(f"{event.what:<18} {event.at_step:>11} {event.resumed_from!s:>12} {outcome.term_seconds:>9.1f}  "
-        f"torchrun exit {outcome.term_exit}; " + " | ".join(event.error_lines))
+    say(f"the same command again (a requeued job): continued from step {event.resumed_from}, exit "
+        f"{outcome.final_exit}, {time.monotonic() - group.started:.1f} s")
     outcome.tracebacks += foreign_tracebacks(group.text())
     if outcome.final_exit != 0:
         raise RuntimeError(f"the continued run failed ({outcome.final_exit}):\n{group.text()[-3000:]}")
