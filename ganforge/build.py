@@ -15,6 +15,7 @@ from ganforge.accepts import check_accepts
 from ganforge.config import Component, Config
 from ganforge.data import DataInfo, DataSource
 from ganforge.errors import CheckpointError, ConfigError
+from ganforge.footprint import Footprint, check_fits
 from ganforge.losses import Loss
 from ganforge.metrics.catalog import check_metrics, default_metrics
 from ganforge.metrics.evaluate import Evaluator, check_evaluable
@@ -238,11 +239,13 @@ def check_init(cfg: Config) -> None:
                           "folder that `ganforge train` wrote)")
 
 
-def validate(cfg: Config) -> DataInfo:
+def validate(cfg: Config, processes: int = 1) -> tuple[DataInfo, Footprint]:
     """Build what can be built cheaply (data source, both networks) to surface config errors
-    before anything runs; returns the data description."""
+    before anything runs, after checking that training with `processes` processes fits the
+    device's memory; returns the data description and the memory estimate."""
     info = build_data(cfg).info
-    build_networks(cfg, info)  # checks what fits the data first
+    check_compatible(cfg, info)
+    footprint = check_fits(cfg, info, processes, lambda: build_networks(cfg, info)[:2])
     build_loss(cfg)
     check_metrics(cfg.eval.metrics, info.is_image, cfg.eval.best, num_samples=cfg.eval.num_samples)
-    return info
+    return info, footprint

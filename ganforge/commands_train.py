@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import os
 import signal
 import sys
 import threading
@@ -182,7 +183,8 @@ def train(
             payload, same_run = _auto_resume(run_path, cfg_dict, config)
         if payload is None:
             check_init(cfg)  # a resumed run has its weights already
-    info = validate(cfg)
+    processes = nproc if nproc > 1 else int(os.environ.get("WORLD_SIZE", "1"))
+    info, footprint = validate(cfg, processes)
     if dry_run:
         from ganforge.accepts import describe
 
@@ -191,6 +193,7 @@ def train(
         typer.echo(f"{config or resume}: valid; {cfg.generator.kind} G and {cfg.discriminator.kind} D on "
                    f"{info.name} ({describe(info)}), {cfg.train.steps} steps on {device} into {run_path}; "
                    "nothing was written")
+        typer.echo(f"size: {footprint.describe()}")
         return
     if nproc > 1 and not distributed.launched_by_torchrun():
         # Check what can be checked here, then start torchrun with the same arguments.
@@ -281,9 +284,10 @@ def show_config(
     from ganforge.config import dump_yaml, load_config
 
     cfg, cfg_dict = load_config(config, set_)
-    validate(cfg)
+    _, footprint = validate(cfg)
     check_init(cfg)
     typer.echo(dump_yaml(cfg_dict), nl=False)
+    typer.echo(f"# size: {footprint.describe()}")
 
 
 @user_errors

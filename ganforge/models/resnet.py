@@ -13,6 +13,7 @@ resolution, in G and D, as in BigGAN.
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Annotated, Literal
 
@@ -264,7 +265,7 @@ class ResNetDiscriminator(nn.Module):
             raise ValueError(f"pool {pool!r}: use sum or mean")
         classes = num_classes if (conditional or auxiliary_classifier) else 0
         _check_classes(conditional or auxiliary_classifier, num_classes)
-        outputs = [resolution // 2 ** sum(downsample[: i + 1]) for i in range(len(widths))]
+        outputs = [resolution // 2**halvings for halvings in itertools.accumulate(map(int, downsample))]
         attend = _attention_after(outputs, attention_resolution)
         blocks: list[nn.Module] = []
         c_in = channels
