@@ -66,7 +66,7 @@ def files(tmp_path_factory):
 def commands(tmp):
     """(name, arguments, takes --quiet) for every command of `ganforge --help`."""
     run = str(tmp / "runs" / "tiny")
-    long = write_config(tmp, tiny_config(tmp / "runs" / "long", train={"steps": 30, "batch_size": 8, "device": "cpu"},
+    long = write_config(tmp, tiny_config(tmp / "runs" / "long", train={"steps": 12, "batch_size": 8, "device": "cpu"},
                                          log={"every": 1}), "long.yaml")
     return {
         "train": ([str(long)], True),

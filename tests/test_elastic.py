@@ -139,5 +139,5 @@ def test_torchrun_restarts_after_a_worker_kill_and_a_preemption_and_ends_bit_ide
     # launch continued from it.
     assert sum(line.startswith("SIGTERM: finishing this step") for line in term.error_lines) == 2
     assert term.resumed_from == outcome.term_checkpoint >= term.at_step
-    assert outcome.final_exit == 0 and outcome.final_step == outcome.reference_step == 40
+    assert outcome.final_exit == 0 and outcome.final_step == outcome.reference_step == 24
     assert outcome.differ == [] and outcome.log_differ == [] and outcome.tracebacks == 0
