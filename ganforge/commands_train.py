@@ -156,6 +156,7 @@ def train(
     from ganforge.config import dump_yaml, load_config
     from ganforge.errors import ConfigError, GanforgeError, PeerError
     from ganforge.run import RunDir
+    from ganforge.training.loop import check, prepare
     from ganforge.training.loop import train as run_training
 
     if (config is None) == (resume is None):
@@ -163,6 +164,8 @@ def train(
     if init is not None and resume is not None:
         raise ConfigError("--init starts a new run from a checkpoint's weights and --resume continues a run: "
                           "give one of them")
+    if overwrite and resume is not None:
+        raise ConfigError("--overwrite starts a run over and --resume continues it: give one of them")
     # Flags that set config keys: applied after --set, and named as typed in errors.
     flags = [(MAX_MINUTES_KEY, max_minutes, f"--max-minutes {max_minutes}")] if max_minutes is not None else []
     if init is not None:
@@ -183,15 +186,19 @@ def train(
             payload, same_run = _auto_resume(run_path, cfg_dict, config)
         if payload is None:
             check_init(cfg)  # a resumed run has its weights already
+            RunDir(run_path, read_only=True).check_create(overwrite or same_run)
+            if overwrite or same_run:
+                _refuse_deleting_inputs(cfg_dict, run_path)
     processes = nproc if nproc > 1 else int(os.environ.get("WORLD_SIZE", "1"))
     info, footprint = validate(cfg, processes)
     if dry_run:
         from ganforge.accepts import describe
 
-        distributed.check_batch_split(cfg.train.batch_size, distributed.Dist(0, nproc), cfg.train.accumulate)
+        size = check(cfg, nproc, payload)
         device = resolve_device(cfg.train.device)
+        count = f"{size} samples" if size is not None else "its size checked once downloaded"
         typer.echo(f"{config or resume}: valid; {cfg.generator.kind} G and {cfg.discriminator.kind} D on "
-                   f"{info.name} ({describe(info)}), {cfg.train.steps} steps on {device} into {run_path}; "
+                   f"{info.name} ({describe(info)}; {count}), {cfg.train.steps} steps on {device} into {run_path}; "
                    "nothing was written")
         typer.echo(f"size: {footprint.describe()}")
         return
@@ -210,12 +217,18 @@ def train(
         # on a file system that nodes see differently they could still disagree.
         distributed.check_same(payload.step if payload is not None else -1, ctx, device,
                                f"the newest checkpoint in {run_path}")
+        if payload is not None and payload.step >= cfg.train.steps:
+            if ctx.is_main:
+                typer.echo(f"{run_path} is complete (step {payload.step} of {cfg.train.steps}); "
+                           f"train longer with --set train.steps=N (N > {payload.step})")
+            return
+        if cfg.log.tensorboard:
+            RunDir.check_tensorboard()
+        # Everything the run reads (data, init weights, the resumed state) is read and checked
+        # before the run folder is made or replaced: --overwrite deletes only now, the last step
+        # before the first write.
+        prepared = prepare(cfg, payload, ctx, device, progress=not quiet)
         if payload is not None:
-            if payload.step >= cfg.train.steps:
-                if ctx.is_main:
-                    typer.echo(f"{run_path} is complete (step {payload.step} of {cfg.train.steps}); "
-                               f"train longer with --set train.steps=N (N > {payload.step})")
-                return
             run.open_existing()
             if ctx.is_main:
                 typer.echo(f"resuming {run_path} at step {payload.step} of {cfg.train.steps}")
@@ -224,17 +237,24 @@ def train(
             run.create(overwrite=overwrite or same_run)
             if ctx.is_main:
                 typer.echo(f"run folder: {run.path}" + (f" ({ctx.world_size} processes)" if ctx.enabled else ""))
-        run.write_config(dump_yaml(cfg_dict))
-        if cfg.log.tensorboard:
-            run.start_tensorboard(dump_yaml(cfg_dict))
-        distributed.barrier(ctx)  # the run folder exists before any rank writes or reads it
         try:
+            run.write_config(dump_yaml(cfg_dict))
+            if cfg.log.tensorboard:
+                run.start_tensorboard(dump_yaml(cfg_dict))
+            distributed.barrier(ctx)  # the run folder exists before any rank writes or reads it
             with stop_on_signals() as stop:
-                result = run_training(cfg, cfg_dict, run, resume=payload, stop=stop, progress=not quiet, ctx=ctx,
-                                      device=device)
-        except KeyboardInterrupt:
-            err(f"interrupted; continue from the last complete checkpoint with: {_continue_with(cfg, run.path)}")
-            raise typer.Exit(130) from None
+                result = run_training(cfg, cfg_dict, run, stop=stop, progress=not quiet, prepared=prepared)
+        except BaseException:
+            if payload is None:
+                run.discard_if_untouched()  # a run refused at its first step leaves nothing behind
+            raise
+    except KeyboardInterrupt:
+        err(f"interrupted; continue from the last complete checkpoint with: {_continue_with(cfg, run.path)}"
+            if run.latest_checkpoint() is not None else
+            "interrupted before the first checkpoint, so there is nothing to resume; start over"
+            + (" with --overwrite" if run.path.is_dir() and any(run.path.iterdir()) and not cfg.train.auto_resume
+               else ""))
+        raise typer.Exit(130) from None
     except GanforgeError:
         raise
     except Exception as e:
@@ -267,6 +287,33 @@ def _continue_with(cfg: Any, run_path: Path) -> str:
     if cfg.train.auto_resume:
         return "the same command (it resumes: train.auto_resume)"
     return f"ganforge train --resume {run_path}"
+
+
+def _refuse_deleting_inputs(cfg_dict: dict[str, Any], run_path: Path) -> None:
+    """Refuse an --overwrite that would delete a file or folder that the config names (data,
+    weights) and the run reads while it trains. The init checkpoint and the config are read
+    whole before anything is deleted."""
+    from ganforge.errors import ConfigError
+
+    if not run_path.is_dir():
+        return
+    folder = run_path.resolve()
+    for key, value in _path_values(cfg_dict):
+        if key in (INIT_KEY, "output.dir"):
+            continue
+        path = Path(value).expanduser()
+        if path.exists() and (path.resolve() == folder or folder in path.resolve().parents):
+            raise ConfigError(f"{key}: {value} lies in output.dir {run_path}, which --overwrite would empty; "
+                              "move it out, or choose another output.dir (--set output.dir=...)")
+
+
+def _path_values(node: Any, key: str = "") -> Iterator[tuple[str, str]]:
+    """(key path, value) of every string in a config dict that could name a file (not a `kind`)."""
+    if isinstance(node, (dict, list)):
+        for k, v in node.items() if isinstance(node, dict) else enumerate(node):
+            yield from _path_values(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(node, str) and node and not key.endswith("kind"):
+        yield key, node
 
 
 # --------------------------------------------------------------------------------------------
