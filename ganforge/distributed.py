@@ -97,8 +97,8 @@ def _join(rank: int, world: int, bound: datetime.timedelta) -> dist.Store:
                                 "one of them did not start or died")
             time.sleep(0.05)
     except (RuntimeError, dist.DistError, ValueError) as e:
-        raise PeerError(f"process {rank} of {world}: no rendezvous at {where} within {bound.total_seconds():g} s "
-                        f"({_first_line(e)})") from None
+        raise PeerError(f"process {rank} of {world}: could not join the rendezvous at {where} ({_first_line(e)})"
+                        ) from None
     return store
 
 
