@@ -24,8 +24,7 @@ import math
 import os
 import resource
 import typing
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,12 +75,12 @@ class Footprint:
                 f"{size(self.activation_bytes)} at {self.micro_batch:,} samples per process and micro-batch)")
 
 
-def check_fits(cfg: Config, info: DataInfo, processes: int, build: Callable[[], tuple[nn.Module, nn.Module]],
-               device: str | None = None) -> Footprint:
+def check_fits(cfg: Config, info: DataInfo, processes: int, build: Callable[[], tuple[nn.Module, nn.Module]]
+               ) -> Footprint:
     """The footprint of training `cfg` with `processes` processes, or a ConfigError naming the
     key that makes it exceed the memory available. The training state is counted on the meta
     device first; only then does `build()` make the real networks, whose activations are measured."""
-    memory = available_memory(device or cfg.train.device, processes)
+    memory = available_memory(cfg.train.device, processes)
     counted = count_state(cfg, info, memory)
     G, D = build()
     if counted is None:  # a constructor that cannot run on the meta device: count the real networks
@@ -138,7 +137,7 @@ def count_state(cfg: Config, info: DataInfo, memory: Memory | None) -> tuple[int
     hooks = [nn.modules.module.register_module_parameter_registration_hook(on_tensor(True)),
              nn.modules.module.register_module_buffer_registration_hook(on_tensor(False))]
     try:
-        with _shapes_only():
+        with _ShapesOnly():
             G = build_generator(cfg.generator, info)  # kept: the ids in `seen` stay theirs
             current[0] = "D"
             D = build_discriminator(cfg.discriminator, info)
@@ -206,8 +205,11 @@ def _largest_size_key(component: Component, section: str) -> str:
 # shape of its tensor operand. On the meta device many of these run kernels written in Python,
 # whose first use imports sympy and torch._dynamo (seconds); skipping them keeps a build to
 # milliseconds.
+_META = torch.device("meta")
+# The functions that make a tensor on the default device (those `torch.device(...)` redirects).
+_FACTORIES = _device_constructors()
 _RANDOM_FACTORIES = {"randn", "rand", "randint", "randperm"}
-_RANDOM_LIKE = {"randn_like", "rand_like", "randint_like", "empty_like", "zeros_like", "ones_like"}
+_LIKE = {"randn_like", "rand_like", "randint_like", "empty_like", "zeros_like", "ones_like"}
 _IN_PLACE = {"normal_", "uniform_", "random_", "bernoulli_", "exponential_", "log_normal_", "cauchy_", "geometric_",
              "fill_", "zero_", "copy_", "clamp_", "mul_", "div_", "add_", "sub_", "orthogonal_", "requires_grad_"}
 _SAME_SHAPE = {"div", "mul", "add", "sub", "neg", "abs", "sqrt", "clamp", "clone", "detach", "contiguous", "normalize",
@@ -234,7 +236,7 @@ class _ShapesOnly(TorchFunctionMode):
             if name == "randperm":
                 shape = (args[0],)
             return torch.empty(*_as_shape(shape), dtype=dtype, device=_META)
-        if name in _RANDOM_LIKE and args and isinstance(args[0], Tensor):
+        if name in _LIKE and args and isinstance(args[0], Tensor):
             return torch.empty(args[0].shape, dtype=kwargs.get("dtype", args[0].dtype), device=_META)
         if name in _IN_PLACE or name in _SAME_SHAPE:
             tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, Tensor)]
@@ -249,17 +251,6 @@ def _as_shape(shape: Any) -> tuple[int, ...]:
     if len(shape) == 1 and isinstance(shape[0], (tuple, list, torch.Size)):
         shape = shape[0]
     return tuple(int(s) for s in shape)
-
-
-_META = torch.device("meta")
-# The functions that make a tensor on the default device (those `torch.device(...)` redirects).
-_FACTORIES = _device_constructors()
-
-
-@contextmanager
-def _shapes_only() -> Iterator[None]:
-    with _ShapesOnly():
-        yield
 
 
 # --------------------------------------------------------------------------------------------
