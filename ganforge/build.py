@@ -20,7 +20,7 @@ from ganforge.losses import Loss
 from ganforge.metrics.catalog import check_metrics, default_metrics
 from ganforge.metrics.evaluate import Evaluator, check_evaluable
 from ganforge.metrics.features import FeatureExtractor
-from ganforge.models import conditioning_classes
+from ganforge.models import conditioning_classes, reads_labels
 from ganforge.registry import (
     DATASETS,
     DISCRIMINATORS,
@@ -123,12 +123,6 @@ def build_discriminator(cfg_discriminator: Component, info: DataInfo) -> nn.Modu
                   cfg_discriminator.kind)
     return build(DISCRIMINATORS, cfg_discriminator, "discriminator", provider=f"data ({info.name})",
                  **info.model_args())
-
-
-def reads_labels(D: nn.Module) -> bool:
-    """Whether a discriminator needs the class of every sample it judges (a projection D)."""
-    # `num_classes` says so; a class embedding (`embed`) says so for discriminators that do not set it.
-    return bool(conditioning_classes(D)) or isinstance(getattr(D, "embed", None), nn.Module)
 
 
 def build_loss(cfg: Config) -> Loss:
@@ -245,7 +239,8 @@ def validate(cfg: Config, processes: int = 1) -> tuple[DataInfo, Footprint]:
     device's memory; returns the data description and the memory estimate."""
     info = build_data(cfg).info
     check_compatible(cfg, info)
-    footprint = check_fits(cfg, info, processes, lambda: build_networks(cfg, info)[:2])
+    footprint = check_fits(cfg, processes, lambda: build_generator(cfg.generator, info),
+                           lambda: build_discriminator(cfg.discriminator, info), lambda: build_networks(cfg, info)[:2])
     build_loss(cfg)
     check_metrics(cfg.eval.metrics, info.is_image, cfg.eval.best, num_samples=cfg.eval.num_samples)
     return info, footprint

@@ -35,8 +35,8 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._device import _device_constructors
 
 from ganforge.config import Component, Config
-from ganforge.data import DataInfo
 from ganforge.errors import ConfigError
+from ganforge.models import conditioning_classes, reads_labels
 
 # Bytes a float32 parameter costs in training: weight, gradient, Adam's two moments; G's also its
 # G_ema copy.
@@ -75,20 +75,24 @@ class Footprint:
                 f"{size(self.activation_bytes)} at {self.micro_batch:,} samples per process and micro-batch)")
 
 
-def check_fits(cfg: Config, info: DataInfo, processes: int, build: Callable[[], tuple[nn.Module, nn.Module]]
-               ) -> Footprint:
+Build = Callable[[], nn.Module]
+
+
+def check_fits(cfg: Config, processes: int, build_g: Build, build_d: Build,
+               build_both: Callable[[], tuple[nn.Module, nn.Module]]) -> Footprint:
     """The footprint of training `cfg` with `processes` processes, or a ConfigError naming the
-    key that makes it exceed the memory available. The training state is counted on the meta
-    device first; only then does `build()` make the real networks, whose activations are measured."""
+    key that makes it exceed the memory available. The training state is counted while
+    `build_g` and `build_d` run on the meta device; only then does `build_both` make the real
+    networks (with the regularizers' changes), whose activations are measured."""
     memory = available_memory(cfg.train.device, processes)
-    counted = count_state(cfg, info, memory)
-    G, D = build()
+    counted = count_state(cfg, memory, build_g, build_d)
+    G, D = build_both()
     if counted is None:  # a constructor that cannot run on the meta device: count the real networks
         counted = _real_state(G, D)
         if memory is not None and counted[2] > memory.bytes:
             _too_large_networks(cfg, *counted, memory, counted_all=True)
     g_params, d_params, state = counted
-    per_sample = activation_bytes_per_sample(G, D, info, cfg.train.precision)
+    per_sample = activation_bytes_per_sample(G, D, cfg.train.precision)
     micro = max(1, cfg.train.batch_size // max(1, processes * cfg.train.accumulate))
     footprint = Footprint(g_params, d_params, state, per_sample * micro, micro, memory)
     if memory is not None and footprint.total_bytes > memory.bytes:
@@ -108,12 +112,11 @@ def check_fits(cfg: Config, info: DataInfo, processes: int, build: Callable[[], 
 # --------------------------------------------------------------------------------------------
 
 
-def count_state(cfg: Config, info: DataInfo, memory: Memory | None) -> tuple[int, int, int] | None:
-    """(G parameters, D parameters, training-state bytes) from a meta-device build; past the
-    memory available the build stops with a ConfigError naming the network's key. None when a
-    constructor cannot run on the meta device (it reads a tensor's values)."""
-    from ganforge.build import build_discriminator, build_generator
-
+def count_state(cfg: Config, memory: Memory | None, build_g: Build, build_d: Build) -> tuple[int, int, int] | None:
+    """(G parameters, D parameters, training-state bytes) of the networks `build_g` and `build_d`
+    make, built on the meta device; past the memory available the build stops with a ConfigError
+    naming the network's key in `cfg`. None when a constructor cannot run on the meta device (it
+    reads a tensor's values)."""
     counts = {"G": [0, 0], "D": [0, 0]}  # parameters, buffer bytes
     current = ["G"]
     seen: set[int] = set()
@@ -138,9 +141,9 @@ def count_state(cfg: Config, info: DataInfo, memory: Memory | None) -> tuple[int
              nn.modules.module.register_module_buffer_registration_hook(on_tensor(False))]
     try:
         with _ShapesOnly():
-            G = build_generator(cfg.generator, info)  # kept: the ids in `seen` stay theirs
+            G = build_g()  # kept: the ids in `seen` stay theirs
             current[0] = "D"
-            D = build_discriminator(cfg.discriminator, info)
+            D = build_d()
         del G, D
     except _OverBudget:
         _too_large_networks(cfg, counts["G"][0], counts["D"][0], _state_bytes(counts), memory, counted_all=False)
@@ -258,12 +261,9 @@ def _as_shape(shape: Any) -> tuple[int, ...]:
 # --------------------------------------------------------------------------------------------
 
 
-def activation_bytes_per_sample(G: nn.Module, D: nn.Module, info: DataInfo, precision: str) -> int:
+def activation_bytes_per_sample(G: nn.Module, D: nn.Module, precision: str) -> int:
     """Bytes that one sample keeps for the backward pass in one step: G's forward plus two of D's
     (tensors saved by autograd, each storage once, parameters left out), in the configured precision."""
-    from ganforge.build import reads_labels
-    from ganforge.models import conditioning_classes
-
     n = 2  # BatchNorm in training mode needs two samples where a layer has no spatial extent
     parameters = {p.untyped_storage().data_ptr() for p in [*G.parameters(), *D.parameters()]}
     saved: dict[str, dict[int, int]] = {"G": {}, "D": {}}
