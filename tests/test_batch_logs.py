@@ -18,6 +18,7 @@ from PIL import Image
 
 from conftest import tiny_config, write_config
 from ganforge import progress
+from ganforge.metrics.features import FeatureExtractor
 
 TICK = 3.0  # simulated seconds per reading of the progress clock
 # A progress line: `... 12/64 ( 19%) ...`.
@@ -35,7 +36,7 @@ class FastClock:
         return self.now
 
 
-class MeanColour(torch.nn.Module):
+class MeanColour(FeatureExtractor):
     """A stand-in feature extractor (no Inception weights here): per-channel means and spreads."""
 
     name = "mean-colour"
