@@ -98,8 +98,17 @@ class Group:
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            self.stop()
             raise RuntimeError(f"torchrun did not finish within {timeout:.0f} s:\n{self.text()[-3000:]}") from None
+
+    def stop(self) -> None:
+        """SIGKILL the workers and torchrun, if they still run (workers have sessions of their own)."""
+        for pid in [*self.workers().values(), self.proc.pid]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait()
 
 
 def _children(pid: int) -> list[int]:
@@ -201,86 +210,98 @@ def compare_logs(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[str]:
 
 def elastic_check(cfg: dict[str, Any], kills: int, tmp: Path, seed: int = 0, say: Any = print) -> Outcome:
     """Steps 1-4 of the module docstring; returns what was seen."""
-    rng = random.Random(seed)
-    kill_resume = _load_kill_resume()
-    steps = cfg["train"]["steps"]
-    outcome = Outcome()
-    reference_cfg, config = tmp / "reference.yaml", tmp / "elastic.yaml"
-    reference_cfg.write_text(yaml.safe_dump({**cfg, "output": {"dir": str(tmp / "reference")}}))
-    config.write_text(yaml.safe_dump({**cfg, "output": {"dir": str(tmp / "elastic")}}))
-    run = tmp / "elastic"
+    started: list[Group] = []
 
-    say(f"reference: 2 processes, {steps} steps, uninterrupted ...")
-    group = Group(torchrun(2, 0, ["train", str(reference_cfg), "-q"]), tmp / "reference.txt")
-    if group.wait(900) != 0:
-        raise RuntimeError(f"the reference run failed:\n{group.text()[-3000:]}")
-    outcome.reference_seconds = time.monotonic() - group.started
+    def launch(cmd: list[str], output: Path) -> Group:
+        started.append(Group(cmd, output))
+        return started[-1]
 
-    # Kill moments: random steps in the first two thirds, then the SIGTERM in the last third.
-    targets = sorted(rng.sample(range(steps // 10, 2 * steps // 3), kills))
-    term_at = rng.randrange(2 * steps // 3, 5 * steps // 6)
-    command = ["train", str(config), "--auto-resume", "-q"]
-    say(f"elastic: torchrun --nproc_per_node 2 --max-restarts {kills} -m ganforge {' '.join(command)}")
-    # seconds: from a kill to the restarted group's `resuming` line; from the SIGTERM to the group's end.
-    say(f"{'event':<18} {'logged step':>11} {'resumed from':>12} {'seconds':>9}  what the processes said")
-    group = Group(torchrun(2, kills, command), tmp / "elastic-1.txt")
-    for target in targets:
-        seen = len(resumed_steps(group.text()))
-        wait_until(lambda target=target: last_logged_step(run) >= target and len(group.workers()) == 2, 600,
-                   f"step {target}", group)
-        rank = rng.randrange(2)
-        pid = group.workers()[rank]
-        step = last_logged_step(run)
-        os.kill(pid, signal.SIGKILL)
-        sent = time.monotonic()
-        event = Event(f"SIGKILL rank {rank}", step)
+    try:
+        rng = random.Random(seed)
+        kill_resume = _load_kill_resume()
+        steps = cfg["train"]["steps"]
+        outcome = Outcome()
+        reference_cfg, config = tmp / "reference.yaml", tmp / "elastic.yaml"
+        reference_cfg.write_text(yaml.safe_dump({**cfg, "output": {"dir": str(tmp / "reference")}}))
+        config.write_text(yaml.safe_dump({**cfg, "output": {"dir": str(tmp / "elastic")}}))
+        run = tmp / "elastic"
+
+        say(f"reference: 2 processes, {steps} steps, uninterrupted ...")
+        group = launch(torchrun(2, 0, ["train", str(reference_cfg), "-q"]), tmp / "reference.txt")
+        if group.wait(900) != 0:
+            raise RuntimeError(f"the reference run failed:\n{group.text()[-3000:]}")
+        outcome.reference_seconds = time.monotonic() - group.started
+
+        # Kill moments: random steps in the first two thirds, then the SIGTERM in the last third.
+        targets = sorted(rng.sample(range(steps // 10, 2 * steps // 3), kills))
+        term_at = rng.randrange(2 * steps // 3, 5 * steps // 6)
+        command = ["train", str(config), "--auto-resume", "-q"]
+        say(f"elastic: torchrun --nproc_per_node 2 --max-restarts {kills} -m ganforge {' '.join(command)}")
+        # seconds: from a kill to the restarted group's `resuming` line; from the SIGTERM to the group's end.
+        say(f"{'event':<18} {'logged step':>11} {'resumed from':>12} {'seconds':>9}  what the processes said")
+        group = launch(torchrun(2, kills, command), tmp / "elastic-1.txt")
+        for target in targets:
+            seen = len(resumed_steps(group.text()))
+            wait_until(lambda target=target: last_logged_step(run) >= target and len(group.workers()) == 2, 600,
+                       f"step {target}", group)
+            rank = rng.randrange(2)
+            pid = group.workers()[rank]
+            step = last_logged_step(run)
+            os.kill(pid, signal.SIGKILL)
+            sent = time.monotonic()
+            event = Event(f"SIGKILL rank {rank}", step)
+            before = len(group.text())
+            wait_until(lambda seen=seen: len(resumed_steps(group.text())) > seen, 600, "the restarted group", group)
+            event.seconds_to_resume = time.monotonic() - sent
+            event.resumed_from = resumed_steps(group.text())[-1]
+            event.error_lines = [ln for ln in group.text()[before:].splitlines() if ln.startswith("error:")]
+            outcome.events.append(event)
+            say(f"{event.what:<18} {event.at_step:>11} {event.resumed_from:>12} {event.seconds_to_resume:>9.1f}  "
+                + (" | ".join(event.error_lines) or "-"))
+
+        # The preemption: SIGTERM to the launcher and to every worker, as SLURM signals a job step.
+        wait_until(lambda: last_logged_step(run) >= term_at and len(group.workers()) == 2, 600, f"step {term_at}",
+                   group)
+        event = Event("SIGTERM group", last_logged_step(run))
+        pids = [group.proc.pid, *group.workers().values()]
         before = len(group.text())
-        wait_until(lambda seen=seen: len(resumed_steps(group.text())) > seen, 600, "the restarted group", group)
-        event.seconds_to_resume = time.monotonic() - sent
-        event.resumed_from = resumed_steps(group.text())[-1]
-        event.error_lines = [ln for ln in group.text()[before:].splitlines() if ln.startswith("error:")]
+        sent = time.monotonic()
+        for pid in pids:
+            os.kill(pid, signal.SIGTERM)
+        outcome.term_exit = group.wait(120)
+        outcome.term_seconds = time.monotonic() - sent
+        index = json.loads((run / "checkpoints" / "index.json").read_text())
+        latest = next(e["step"] for e in index["checkpoints"] if e["file"] == index["latest"])
+        outcome.term_checkpoint = latest if latest >= event.at_step else None
+        text = group.text()
+        outcome.tracebacks += foreign_tracebacks(text)
+        event.error_lines = [ln for ln in text[before:].splitlines() if ln.startswith(("error:", "SIGTERM", "stopped"))]
+        outcome.elastic_seconds += time.monotonic() - group.started
+
+        say(f"{event.what:<18} {event.at_step:>11} {'':>12} {outcome.term_seconds:>9.1f}  "
+            f"torchrun exit {outcome.term_exit}; " + " | ".join(event.error_lines))
+
+        group = launch(torchrun(2, kills, command), tmp / "elastic-2.txt")
+        outcome.final_exit = group.wait(900)
+        outcome.elastic_seconds += time.monotonic() - group.started
+        event.resumed_from = (resumed_steps(group.text()) or [None])[0]
+        event.seconds_to_resume = outcome.term_seconds
         outcome.events.append(event)
-        say(f"{event.what:<18} {event.at_step:>11} {event.resumed_from:>12} {event.seconds_to_resume:>9.1f}  "
-            + (" | ".join(event.error_lines) or "-"))
+        say(f"the same command again (a requeued job): continued from step {event.resumed_from}, exit "
+            f"{outcome.final_exit}, {time.monotonic() - group.started:.1f} s")
+        outcome.tracebacks += foreign_tracebacks(group.text())
+        if outcome.final_exit != 0:
+            raise RuntimeError(f"the continued run failed ({outcome.final_exit}):\n{group.text()[-3000:]}")
 
-    # The preemption: SIGTERM to the launcher and to every worker, as SLURM signals a job step.
-    wait_until(lambda: last_logged_step(run) >= term_at and len(group.workers()) == 2, 600, f"step {term_at}", group)
-    event = Event("SIGTERM group", last_logged_step(run))
-    pids = [group.proc.pid, *group.workers().values()]
-    before = len(group.text())
-    sent = time.monotonic()
-    for pid in pids:
-        os.kill(pid, signal.SIGTERM)
-    outcome.term_exit = group.wait(120)
-    outcome.term_seconds = time.monotonic() - sent
-    index = json.loads((run / "checkpoints" / "index.json").read_text())
-    latest = next(e["step"] for e in index["checkpoints"] if e["file"] == index["latest"])
-    outcome.term_checkpoint = latest if latest >= event.at_step else None
-    text = group.text()
-    outcome.tracebacks += foreign_tracebacks(text)
-    event.error_lines = [ln for ln in text[before:].splitlines() if ln.startswith(("error:", "SIGTERM", "stopped"))]
-    outcome.elastic_seconds += time.monotonic() - group.started
-
-    say(f"{event.what:<18} {event.at_step:>11} {'':>12} {outcome.term_seconds:>9.1f}  "
-        f"torchrun exit {outcome.term_exit}; " + " | ".join(event.error_lines))
-
-    group = Group(torchrun(2, kills, command), tmp / "elastic-2.txt")
-    outcome.final_exit = group.wait(900)
-    outcome.elastic_seconds += time.monotonic() - group.started
-    event.resumed_from = (resumed_steps(group.text()) or [None])[0]
-    event.seconds_to_resume = outcome.term_seconds
-    outcome.events.append(event)
-    say(f"the same command again (a requeued job): continued from step {event.resumed_from}, exit "
-        f"{outcome.final_exit}, {time.monotonic() - group.started:.1f} s")
-    outcome.tracebacks += foreign_tracebacks(group.text())
-    if outcome.final_exit != 0:
-        raise RuntimeError(f"the continued run failed ({outcome.final_exit}):\n{group.text()[-3000:]}")
-
-    a, b = kill_resume.final_state(run), kill_resume.final_state(tmp / "reference")
-    outcome.final_step, outcome.reference_step = a.step, b.step
-    outcome.differ = kill_resume.compare(a.state, b.state)
-    outcome.log_differ = compare_logs(log_records(run), log_records(tmp / "reference"))
-    return outcome
+        a, b = kill_resume.final_state(run), kill_resume.final_state(tmp / "reference")
+        outcome.final_step, outcome.reference_step = a.step, b.step
+        outcome.differ = kill_resume.compare(a.state, b.state)
+        outcome.log_differ = compare_logs(log_records(run), log_records(tmp / "reference"))
+        return outcome
+    finally:  # a failed check leaves no process behind
+        for group in started:
+            if group.proc.poll() is None:
+                group.stop()
 
 
 def main(argv: list[str] | None = None) -> None:
