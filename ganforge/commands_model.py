@@ -45,8 +45,7 @@ def sample(
     """Generate images (or 2D points) from a checkpoint; no config file needed."""
     import json
 
-    from tqdm import tqdm
-
+    from ganforge.progress import Progress
     from ganforge.sample import SampleWriter, load_generator, sample_batches
 
     loaded = load_generator(checkpoint, use_ema=not no_ema, device=device)
@@ -54,7 +53,7 @@ def sample(
     writer = SampleWriter(loaded, out, num, grid, class_grid=class_index is None)
     refuse_overwriting(writer.targets(loaded.files), loaded.files)
     writer.start()
-    with tqdm(total=num, unit="img", desc="generating", disable=quiet, leave=False) as bar:
+    with Progress(num, desc="generating", unit="images", enabled=not quiet, leave=False) as bar:
         for batch in sample_batches(loaded, num, seed=seed, batch_size=batch_size, class_index=class_index,
                                     truncation=truncation, noise_mode=noise_mode):
             writer.add(batch)

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from ganforge.errors import GanforgeError
+from ganforge.progress import Progress
 
 if TYPE_CHECKING:
     from ganforge.config import Config
@@ -30,7 +30,7 @@ def generate(G: nn.Module, z: Tensor, labels: Tensor | None, batch_size: int = 2
             raise GanforgeError(f"--noise-mode {noise_mode}: use one of {', '.join(modes)}")
         kwargs["noise_mode"] = noise_mode
     parts = []
-    with tqdm(total=len(z), unit="img", desc="generating", disable=not progress, leave=False) as bar:
+    with Progress(len(z), desc="generating", unit="images", enabled=progress, leave=False) as bar:
         for start in range(0, len(z), batch_size):
             lab = labels[start : start + batch_size] if labels is not None else None
             parts.append(G(z[start : start + batch_size], lab, **kwargs).float())

@@ -11,6 +11,7 @@ from torch import Tensor
 from ganforge.errors import GanforgeError
 from ganforge.generation import generate
 from ganforge.imaging import enlarge, grid
+from ganforge.progress import Progress
 from ganforge.sample import LoadedGenerator, check_truncation, class_labels, sample_noise
 
 
@@ -58,13 +59,11 @@ def interpolate(loaded: LoadedGenerator, num_frames: int, rows: int, cols: int, 
     else:
         labels = None
     frames = []
-    for f in range(num_frames):
-        images = generate(loaded.G, paths[f].to(device), labels, progress=False, noise_mode="const", **extra)
-        frames.append(enlarge(grid(images, nrow=cols), 96, images.shape[-1]))
-        if progress:
-            print(f"\rframe {f + 1}/{num_frames}", end="", flush=True)
-    if progress:
-        print()
+    with Progress(num_frames, desc="interpolating", unit="frames", enabled=progress, leave=False) as bar:
+        for f in range(num_frames):
+            images = generate(loaded.G, paths[f].to(device), labels, progress=False, noise_mode="const", **extra)
+            frames.append(enlarge(grid(images, nrow=cols), 96, images.shape[-1]))
+            bar.update()
     return frames
 
 

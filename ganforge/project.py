@@ -24,7 +24,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from ganforge.errors import CheckpointError, ConfigError, GanforgeError
 from ganforge.finetune import discriminator_blocks
@@ -36,6 +35,7 @@ from ganforge.metrics.lpips import VGG_FILE as VGG_FILE
 from ganforge.metrics.lpips import load_lpips as load_lpips
 from ganforge.metrics.lpips import lpips_files as lpips_files
 from ganforge.models import conditioning_classes
+from ganforge.progress import Progress
 from ganforge.sample import LoadedGenerator
 
 W_AVG_SEED = 123  # StyleGAN2-ADA draws its 10,000 z for w_avg from RandomState(123)
@@ -239,7 +239,8 @@ def project(
     if 0 in frame_at:
         result.frames.append(start_image[0].cpu())
         result.frame_steps.append(0)
-    for step in tqdm(range(steps), desc="projecting", unit="step", disable=not progress, leave=False):
+    bar = Progress(steps, desc="projecting", enabled=progress, leave=False)
+    for step in range(steps):
         t = step / steps
         for group in optimizer.param_groups:
             group["lr"] = lr * learning_rate_ramp(t)
@@ -262,6 +263,8 @@ def project(
             if step + 1 in frame_at:
                 result.frames.append(draw(latent).float()[0].cpu())
                 result.frame_steps.append(step + 1)
+        bar.update()
+    bar.close()
 
     with torch.no_grad():
         final = draw(latent).float()

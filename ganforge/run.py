@@ -54,6 +54,24 @@ def step_file_name(step: int, suffix: str) -> str:
     return f"{STEP_PREFIX}{step:08d}{suffix}"
 
 
+def step_of(name: str, suffix: str = ".pt") -> int | None:
+    """The step in a name that `step_file_name` wrote (None for any other name)."""
+    digits = name[len(STEP_PREFIX):-len(suffix)] if name.startswith(STEP_PREFIX) and name.endswith(suffix) else ""
+    return int(digits) if digits.isdigit() else None
+
+
+def _init_file(config: dict[str, Any]) -> Path | None:
+    """The checkpoint file a run's config starts from (init.checkpoint), if it names a file."""
+    named = (config.get("init") or {}).get("checkpoint")
+    if not named:
+        return None
+    path = Path(named).expanduser()
+    try:
+        return path.resolve() if path.is_file() else None
+    except OSError:
+        return None
+
+
 class RunDir:
     """A run folder: its layout, written by one process, or read only."""
 
@@ -324,8 +342,7 @@ class RunDir:
             index.add(name, ckpt.step, sha, len(data))
             # Forget the oldest in the index first, then delete them: the index never names a
             # file that is gone.
-            pruned = [e.file for e in index.newest_first()[keep:] if e.file != name]
-            for old in pruned:
+            for old in [e.file for e in index.newest_first()[keep:] if e.file != name]:
                 index.remove(old)
             index.save()
         except OSError as e:
@@ -334,12 +351,27 @@ class RunDir:
             why = "disk full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else (e.strerror or type(e).__name__)
             raise TrainingAborted(f"could not write checkpoint {path} ({why}{room}); the previous checkpoint "
                                   f"is intact: free space in {self.checkpoints.parent}, then --resume") from None
-        for old in pruned:
-            try:
-                (self.checkpoints / old).unlink(missing_ok=True)
-            except OSError as e:
-                warnings.warn(f"could not delete old checkpoint {self.checkpoints / old} ({e.strerror})", stacklevel=2)
+        self._prune(index, keep_file=_init_file(ckpt.config))
         return path
+
+    def _prune(self, index: CheckpointIndex, keep_file: Path | None = None) -> None:
+        """Delete the step-N.pt files that the index does not name and that are older than its
+        newest entry: those it just dropped, and any that a kill between an index update and
+        the deletion left behind. The folder, not the index alone, says what is there. Never
+        deleted: best.pt, `*.skipped`, files named otherwise, newer unindexed files (a write
+        the index has not caught up with), and `keep_file` (the run's init checkpoint)."""
+        newest = max((e.step for e in index.entries), default=None)
+        if newest is None:
+            return
+        named = {e.file for e in index.entries}
+        for path in self.checkpoint_files():
+            step = step_of(path.name)
+            if path.name in named or step is None or step >= newest or path.resolve() == keep_file:
+                continue
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as e:
+                warnings.warn(f"could not delete old checkpoint {path} ({e.strerror})", stacklevel=2)
 
     def save_best(self, ckpt: Checkpoint, figure: str, value: float) -> Path | None:
         """Write best_checkpoint (the best evaluation so far), recorded in the index."""

@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from ganforge.build import build_networks, resolve_device
 from ganforge.checkpoint import INDEX_NAME, load_checkpoint
@@ -33,6 +32,7 @@ from ganforge.generation import (  # noqa: F401  (re-exported for users)
 )
 from ganforge.imaging import grid, scatter, to_pil, to_uint8
 from ganforge.models import conditioning_classes
+from ganforge.progress import Progress
 from ganforge.run import find_checkpoint
 
 
@@ -99,7 +99,7 @@ def sample(loaded: LoadedGenerator, num: int, seed: int = 0, batch_size: int = 2
     (stylegan2): random (default, as StyleGAN2-ADA's metrics), const or none; the seed fixes
     the random noise as well as z."""
     parts = []
-    with tqdm(total=num, unit="img", desc="generating", disable=not progress, leave=False) as bar:
+    with Progress(num, desc="generating", unit="images", enabled=progress, leave=False) as bar:
         for batch in sample_batches(loaded, num, seed, batch_size, class_index, truncation, noise_mode):
             parts.append(batch)
             bar.update(len(batch))

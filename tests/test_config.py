@@ -188,7 +188,8 @@ def test_resume_may_change_exactly_the_fields_marked_resumable(tmp_path):
     # The changes a resume allowed when cli.py kept them as a list of strings: the same set.
     assert set(resumable_keys()) == {
         "train.steps", "train.device", "train.accumulate", "train.compile", "train.channels_last",
-        "train.deterministic", "train.sync_batchnorm", "train.max_minutes", "log.every", "samples.every",
+        "train.deterministic", "train.sync_batchnorm", "train.max_minutes", "train.auto_resume",
+        "train.peer_timeout_minutes", "log.every", "samples.every",
         "checkpoint.every", "checkpoint.keep", "eval."}
     for key, value in [("train.steps", 99), ("train.device", "cuda"), ("checkpoint.keep", 9),
                        ("eval.num_samples", 64), ("eval.extractor.kind", "other")]:

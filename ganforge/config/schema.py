@@ -94,6 +94,13 @@ class TrainConfig:
     # Wall-clock budget of one `ganforge train` invocation: when spent, training stops as on SIGTERM
     # (finishes the step, saves a checkpoint); --resume continues. null: no budget.
     max_minutes: Annotated[float, Range(gt=0.0)] | None = field(default=None, metadata=RESUMABLE)
+    # `ganforge train CONFIG` continues the run in output.dir from its newest good checkpoint
+    # when there is one of this config (a requeued or restarted job), and starts it otherwise.
+    auto_resume: bool = field(default=False, metadata=RESUMABLE)
+    # Several processes: the longest one waits for the others at a barrier or an all-reduce
+    # before it stops with one line. Rank 0 evaluates alone (eval.every) while the others wait,
+    # so keep it above an evaluation's time.
+    peer_timeout_minutes: Annotated[float, Range(gt=0.0)] = field(default=30.0, metadata=RESUMABLE)
     # Multi-GPU: BatchNorm statistics over all processes (CUDA only).
     sync_batchnorm: bool = field(default=False, metadata=RESUMABLE)
     # On CUDA: deterministic cuDNN kernels; false lets cuDNN autotune.
@@ -229,11 +236,17 @@ def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [prefix.rstrip(".")]
 
 
+def unresumable_changes(before: Mapping[str, Any], after: Mapping[str, Any], schema: type = Config) -> list[str]:
+    """Dotted keys that differ between two plain configs and are not marked RESUMABLE, in config order."""
+    allowed = resumable_keys(schema)
+    return [key for key in changed_keys(dict(before), dict(after))
+            if not any(key == k or (k.endswith(".") and key.startswith(k)) for k in allowed)]
+
+
 def check_resumable(before: Mapping[str, Any], after: Mapping[str, Any], schema: type = Config) -> None:
     """Refuse a resumed run's config that changes a key not marked RESUMABLE (ConfigError naming it)."""
-    allowed = resumable_keys(schema)
-    for key in changed_keys(dict(before), dict(after)):
-        if not any(key == k or (k.endswith(".") and key.startswith(k)) for k in allowed):
-            listed = ", ".join(k + "*" if k.endswith(".") else k for k in allowed)
-            raise ConfigError(f"--set {key}: cannot change when resuming (it would alter the networks, data or "
-                              f"optimizer state); resumable changes: {listed}")
+    changes = unresumable_changes(before, after, schema)
+    if changes:
+        listed = ", ".join(k + "*" if k.endswith(".") else k for k in resumable_keys(schema))
+        raise ConfigError(f"--set {changes[0]}: cannot change when resuming (it would alter the networks, data or "
+                          f"optimizer state); resumable changes: {listed}")
