@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import tiny_config, write_config
+from conftest import ROOT, tiny_config, write_config
 from ganforge import progress
 from ganforge.metrics.features import FeatureExtractor
 
@@ -88,11 +88,13 @@ def commands(tmp):
         "report": ([run], False),
         "config": ([str(long)], False),
         "list": ([], False),
+        "import": ([str(ROOT / "tests" / "fixtures" / "reference" / "stylegan2_ada" / "orig-32.pkl"), "--out",
+                    str(tmp / "imported")], False),
     }
 
 
 NAMES = ("train", "sample", "interpolate", "project", "dataset", "eval", "eval-images", "export", "info", "runs",
-         "report", "config", "list")
+         "report", "config", "list", "import")
 # Commands that do long work: off a terminal they must say how far they are, and take --quiet.
 REPORTING = ("train", "sample", "interpolate", "project", "dataset", "eval", "eval-images")
 

@@ -27,7 +27,7 @@ def fir_filter(taps: Sequence[float]) -> Tensor:
     f = torch.as_tensor(list(taps), dtype=torch.float32)
     if f.ndim != 1 or f.numel() == 0:
         raise ValueError(f"resample_filter must be a list of filter taps, got {list(taps)}")
-    if float(f.sum()) == 0:
+    if sum(float(t) for t in taps) == 0:  # from the numbers given: the tensor may be a meta tensor (size checks)
         raise ValueError(f"resample_filter {list(taps)} sums to 0; its taps must have a non-zero sum")
     if f.numel() < 8:
         f = torch.outer(f, f)
