@@ -106,6 +106,7 @@ def train(
     from ganforge.config import dump_yaml, load_config
     from ganforge.errors import ConfigError
     from ganforge.run import RunDir
+    from ganforge.runinfo import environment
     from ganforge.training.loop import check, prepare
     from ganforge.training.loop import train as run_training
 
@@ -172,8 +173,10 @@ def train(
                 typer.echo(f"run folder: {run.path}" + (f" ({ctx.world_size} processes)" if ctx.enabled else ""))
         try:
             run.write_config(dump_yaml(cfg_dict))
+            run.record_environment(environment(config, payload.step if payload is not None else 0))
             if cfg.log.tensorboard:
                 run.start_tensorboard(dump_yaml(cfg_dict))
+            run.start_trackers(cfg.log, cfg_dict, dump_yaml(cfg_dict))
             distributed.barrier(ctx)  # the run folder exists before any rank writes or reads it
             with stop_on_signals() as stop:
                 result = run_training(cfg, cfg_dict, run, stop=stop, progress=not quiet, prepared=prepared)
