@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from ganforge import RUNS_FOLDER
-from ganforge.commands_common import JSON_OPTION, refuse_overwriting, user_errors, write_json
+from ganforge.commands_common import JSON_OPTION, TRUNCATION_OPTION, refuse_overwriting, user_errors, write_json
 from ganforge.errors import GanforgeError
 
 # --------------------------------------------------------------------------------------------
@@ -38,6 +38,7 @@ def evaluate(
     cache_dir: str | None = typer.Option(None, "--cache-dir", help="Where real-data statistics are cached."),
     out: Path | None = typer.Option(None, "--out", "-o", help="JSON file (default: RUN/eval/step-N.json)."),
     no_ema: bool = typer.Option(False, "--no-ema", help="Evaluate the raw generator instead of its moving average."),
+    truncation: float | None = TRUNCATION_OPTION,
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON instead of a table."),
@@ -48,12 +49,15 @@ def evaluate(
 
     from ganforge.build import build_data, evaluator_for, resolve_device
     from ganforge.config import Component, parse_config
+    from ganforge.generation import truncation_for
     from ganforge.run import RunDir
     from ganforge.sample import load_generator
 
     if images is not None:
         if checkpoint is not None:
             raise GanforgeError("give a checkpoint or --images DIR, not both")
+        if truncation is not None:
+            raise GanforgeError("--truncation goes with a checkpoint: --images scores the images as they are")
         from ganforge.commands_data import eval_images
 
         return eval_images(images=images, reference=reference, data=data, metrics=metrics or "fid", num=num,
@@ -65,6 +69,7 @@ def evaluate(
     if reference is not None or data is not None:
         raise GanforgeError("--reference and --data go with --images; a checkpoint is scored against its own data")
     loaded = load_generator(checkpoint, use_ema=not no_ema, device=device)
+    trunc = truncation_for(loaded.G, truncation)
     if out is not None:
         refuse_overwriting([out], loaded.files)
     cfg = parse_config(loaded.config)
@@ -74,18 +79,19 @@ def evaluate(
     names = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else list(cfg.eval.metrics)
     evaluator = evaluator_for(cfg, build_data(cfg), resolve_device(device), progress=not quiet, metrics=names,
                               num_samples=num, real_samples=real_num, batch_size=batch_size, cache_dir=cache_dir,
-                              extractor_cfg=extractor)
+                              extractor_cfg=extractor, truncation=truncation)
     result = evaluator(loaded.G, seed=seed)
     report = {"checkpoint": str(loaded.checkpoint), "step": loaded.step, "seed": seed, "ema": not no_ema,
-              **result.to_dict()}
+              "truncation": truncation, "truncation_rule": trunc.describe(), **result.to_dict()}
     if out is None:
         out = RunDir.of_checkpoint(loaded.checkpoint).eval_file(loaded.step)
     write_json(out, report)
     if as_json:
         typer.echo(json.dumps(report, indent=1))
         return
-    typer.echo(f"{loaded.checkpoint} (step {loaded.step}), {result.num_samples} generated samples, "
-               f"{result.seconds:.0f} s")
+    typer.echo(f"{loaded.checkpoint} (step {loaded.step}), {result.num_samples} generated samples"
+               + (f" (truncation {truncation:g}: {trunc.describe()})" if truncation is not None else "")
+               + f", {result.seconds:.0f} s")
     for name, value in result.figures.items():
         typer.echo(f"  {name:<18} {value:.6g}")
     typer.echo(f"  extractor: {result.extractor}")
