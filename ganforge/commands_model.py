@@ -155,20 +155,49 @@ def interpolate(
 @user_errors
 def export(
     checkpoint: Path = typer.Argument(..., help="A checkpoint file or a run folder."),
-    fmt: str = typer.Option(..., "--format", help="torchscript or onnx."),
-    out: Path = typer.Option(..., "--out", "-o", help="The file to write (.pt for TorchScript, .onnx)."),
+    fmt: str = typer.Option(..., "--format", help="safetensors (a folder to share: weights, config.json, model "
+                                                  "card), torchscript or onnx."),
+    out: Path = typer.Option(..., "--out", "-o", help="The folder (safetensors) or file (.pt for TorchScript, "
+                                                      ".onnx) to write."),
     no_ema: bool = typer.Option(False, "--no-ema", help="Export the raw generator instead of its moving average."),
     truncation: float | None = TRUNCATION_OPTION,
+    overwrite: bool = typer.Option(False, "--overwrite", help="safetensors: write into a folder that is not empty, "
+                                                              "replacing the export's files there."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Write the generator as a TorchScript or ONNX file that runs without ganforge."""
+    """Write the generator to share (safetensors and a model card) or to run without ganforge (TorchScript, ONNX)."""
     import json
 
-    from ganforge.export import export as write
     from ganforge.sample import load_generator
 
-    if fmt not in ("torchscript", "onnx"):
-        raise GanforgeError(f"--format {fmt}: use torchscript or onnx")
+    if fmt not in ("safetensors", "torchscript", "onnx"):
+        raise GanforgeError(f"--format {fmt}: use safetensors, torchscript or onnx")
+    if fmt == "safetensors":
+        from ganforge.model_folder import FILES, check_target, export_model_folder, is_model_folder
+
+        if truncation is not None:
+            raise GanforgeError("--truncation: a safetensors export holds the weights alone; truncate when sampling "
+                                "(ganforge sample DIR --truncation ...)")
+        if is_model_folder(checkpoint):
+            raise GanforgeError(f"{checkpoint} is already a safetensors export; export from the run or checkpoint")
+        check_target(out, overwrite)  # before the checkpoint is read
+        loaded = load_generator(checkpoint, use_ema=not no_ema, device="cpu")
+        refuse_overwriting([out / name for name in FILES], loaded.files)
+        try:
+            meta = export_model_folder(loaded, out, "G" if no_ema else "G_ema", overwrite)
+        except OSError as e:
+            raise GanforgeError(f"cannot write into {out} ({e.strerror or e})") from None
+        if as_json:
+            typer.echo(json.dumps({"folder": str(out), "files": [str(out / n) for n in FILES],
+                                   **{k: meta[k] for k in ("network", "step", "latent_dim", "num_classes",
+                                                           "output_shape", "output_range")}}))
+            return
+        size = (out / FILES[0]).stat().st_size / 2**20
+        typer.echo(f"wrote {out}: {FILES[0]} ({meta['network']}, step {meta['step']}, {size:.1f} MiB), "
+                   f"{', '.join(FILES[1:])}; read it with `ganforge sample {out}` or ganforge.load")
+        return
+    from ganforge.export import export as write
+
     loaded = load_generator(checkpoint, use_ema=not no_ema, device="cpu")
     refuse_overwriting([out], loaded.files)
     try:

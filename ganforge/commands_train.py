@@ -242,13 +242,27 @@ def _path_values(node: Any, key: str = "") -> Iterator[tuple[str, str]]:
 
 @user_errors
 def show_config(
-    config: Path = typer.Argument(..., help="YAML config file."),
+    config: Path | None = typer.Argument(None, help="YAML config file (omit with --schema)."),
     set_: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE", help="Override a config key."),
+    schema: bool = typer.Option(False, "--schema", help="Print the JSON Schema of config files instead (for editors: "
+                                                        "completion and inline errors)."),
 ) -> None:
-    """Print the fully resolved config (bases merged, overrides and defaults applied)."""
+    """Print the fully resolved config (bases merged, overrides and defaults applied), or the JSON Schema of configs."""
     from ganforge.build import check_init, validate
     from ganforge.config import dump_yaml, load_config
+    from ganforge.errors import ConfigError
 
+    if schema:
+        import json
+
+        from ganforge.config.jsonschema import config_schema
+
+        if config is not None or set_:
+            raise ConfigError("--schema describes every config: give it without a config file or --set")
+        typer.echo(json.dumps(config_schema(), indent=1))
+        return
+    if config is None:
+        raise ConfigError("give a config file to resolve, or --schema for the JSON Schema of configs")
     cfg, cfg_dict = load_config(config, set_)
     validate(cfg)
     check_init(cfg)

@@ -7,7 +7,7 @@ import io
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ class LoadedGenerator:
     step: int
     checkpoint: Path  # the checkpoint file, or the model folder's model.safetensors
     config: dict[str, Any]
+    trained_with: dict[str, str] = field(default_factory=dict)  # ganforge's and torch's versions
 
     @property
     def num_classes(self) -> int:
@@ -73,7 +74,8 @@ def load_generator(path: str | Path, use_ema: bool = True, device: str = "auto")
         shared = read_model_folder(path, device=str(resolve_device(device)))
         if not use_ema and shared.meta.get("network") == "G_ema":
             raise GanforgeError(f"--no-ema: {path} holds G_ema only (exported without --no-ema)")
-        return LoadedGenerator(shared.G, shared.info, shared.step, Path(path) / MODEL_FILE, shared.config)
+        return LoadedGenerator(shared.G, shared.info, shared.step, Path(path) / MODEL_FILE, shared.config,
+                               dict(shared.meta.get("trained_with") or {}))
     file, sha = find_checkpoint(path)
     ckpt = load_checkpoint(file, sha)
     try:
@@ -86,7 +88,8 @@ def load_generator(path: str | Path, use_ema: bool = True, device: str = "auto")
     except (KeyError, TypeError, RuntimeError) as e:
         raise CheckpointError(f"{file}: generator weights missing or of the wrong shape ({type(e).__name__})") from None
     G = G.to(resolve_device(device)).eval().requires_grad_(False)
-    return LoadedGenerator(G, info, int(ckpt.step), file, ckpt.config)
+    return LoadedGenerator(G, info, int(ckpt.step), file, ckpt.config,
+                           {"ganforge": str(ckpt.ganforge_version), "torch": str(ckpt.torch_version)})
 
 
 def sample_batches(loaded: LoadedGenerator, num: int, seed: int = 0, batch_size: int = 256,
