@@ -41,7 +41,6 @@ def config_schema() -> dict[str, Any]:
         "type": "string", "minLength": 1, "description": "A config file this one extends (relative to this file)."}
     return {
         "$schema": DRAFT,
-        "$id": "https://ganforge/config.schema.json",
         "title": "ganforge config",
         "description": (inspect.getdoc(Config) or "") + " Made by `ganforge config --schema`.",
         "type": "object",
