@@ -134,6 +134,15 @@ def info(
     if d["latest_metrics"]:
         typer.echo("metrics      " + ", ".join(f"{k}={v:.5g}" for k, v in d["latest_metrics"].items()))
     typer.echo(f"versions     ganforge {d['ganforge_version']}, torch {d['torch_version']}")
+    for s in d["environment"]:  # each session that trained up to this checkpoint (RUN/environment.json)
+        hardware = ", ".join(s.get("gpus") or []) or f"CPU {s.get('cpu') or '?'}"
+        git = s.get("git") or {}
+        commit = f", config at git {git['commit'][:12]}" + (" (uncommitted changes)" if git.get("dirty") else "") \
+            if git.get("commit") else ""
+        typer.echo(f"ran from step {s.get('step', 0)}: host {s.get('host')}, {hardware}; torch {s.get('torch')} "
+                   f"(CUDA {s.get('cuda') or 'none'}, cuDNN {s.get('cudnn') or 'none'}), ganforge {s.get('ganforge')}"
+                   f"{commit}; started {s.get('started')}")
+        typer.echo(f"  command    {s.get('command')}")
     for f in d["files"]:
         extra = f" (best: {f['best']})" if "best" in f else ""
         typer.echo(f"  {f['file']:<22} step {f['step']:>8}  {f['bytes'] / 2**20:7.1f} MiB{extra}")

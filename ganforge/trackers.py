@@ -28,13 +28,13 @@ IDS_FILE = "trackers.json"
 SAMPLES = "samples"
 
 
-def flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(record: dict[str, Any], prefix: str = "", sep: str = "/") -> dict[str, Any]:
     """Nested mappings as `outer/inner` keys (eval figures become `eval/fid`); lists as JSON text."""
     out: dict[str, Any] = {}
     for key, value in record.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
-            out.update(flatten(value, f"{name}/"))
+            out.update(flatten(value, f"{name}{sep}", sep))
         elif isinstance(value, (list, tuple)):
             out[name] = json.dumps(value)
         else:
@@ -179,7 +179,7 @@ class Mlflow(Tracker):
         # Parameters cannot change once logged: a resume adds the keys the run does not have yet
         # (its changed values are in config.yaml, which is replaced).
         logged = self.client.get_run(run_id).data.params
-        params = [Param(k, str(v)[:6000]) for k, v in flatten(config).items() if k not in logged]
+        params = [Param(k, str(v)[:6000]) for k, v in flatten(config, sep=".").items() if k not in logged]
         for start in range(0, len(params), 100):  # MLflow takes at most 100 parameters a call
             self.client.log_batch(run_id, params=params[start : start + 100])
         self.client.log_text(run_id, config_text, "config.yaml")
