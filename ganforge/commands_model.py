@@ -101,8 +101,8 @@ def sample(
 @user_errors
 def interpolate(
     checkpoint: Path = typer.Argument(..., help="A checkpoint file or a run folder."),
-    out: Path = typer.Option(..., "--out", "-o", help="FILE.gif or FILE.mp4 (animation; MP4 needs "
-                                                     "'ganforge[video]') or FILE.png (a strip per row)."),
+    out: Path = typer.Option(..., "--out", "-o", help="FILE.gif or FILE.mp4 (animation; MP4 needs PyAV, "
+                                                     "the video extra) or FILE.png (a strip per row)."),
     num_frames: int = typer.Option(60, "--num-frames", "-f", min=2,
                                    help="Frames (GIF, MP4) or steps per row (PNG)."),
     rows: int = typer.Option(4, "--rows", "-r", min=1, help="Rows of walks (conditional: one row per class)."),

@@ -7,35 +7,35 @@ from __future__ import annotations
 EXAMPLES: dict[str, list[tuple[str, str]]] = {
     "train": [
         ("ganforge train configs/quickstart.yaml", "train the 2-minute digits GAN on the CPU"),
-        ("ganforge train configs/cifar10.yaml --set train.batch_size=128 --set log.wandb.mode=offline",
-         "override keys; mirror the log to an offline W&B run"),
+        ("ganforge train configs/cifar10.yaml --set log.wandb.mode=offline",
+         "override a key: mirror the log into an offline W&B run"),
         ("ganforge train --resume runs/cifar10 --set train.steps=200000", "continue a run, for longer"),
     ],
     "sample": [
         ("ganforge sample runs/quickstart --num 64 --grid --out grid.png", "one grid of 64 samples"),
         ("ganforge sample runs/quickstart --seeds 0-35,100 --out seeds", "seed0000.png ... seed0100.png, one per seed"),
-        ("ganforge sample shared/quickstart --seeds 0-7 --truncation 0.7", "from an exported folder, truncated"),
+        ("ganforge sample shared/qs --seeds 0-7 --truncation 0.7", "from an exported folder, truncated"),
     ],
     "interpolate": [
         ("ganforge interpolate runs/quickstart --out walk.gif", "a looping animation of 4x4 walks"),
-        ("ganforge interpolate runs/quickstart --out walk.mp4 --num-frames 120 --fps 30",
-         "an MP4 (pip install 'ganforge[video]')"),
+        ("ganforge interpolate runs/quickstart --out walk.mp4 --num-frames 120",
+         "an MP4 (needs PyAV, the video extra)"),
         ("ganforge interpolate runs/quickstart --out strip.png --rows 8", "8 walks as rows of a PNG"),
     ],
     "export": [
-        ("ganforge export runs/quickstart --format safetensors --out shared/quickstart",
+        ("ganforge export runs/quickstart --format safetensors --out shared/qs",
          "weights, config.json and a model card to share"),
         ("ganforge export runs/quickstart --format onnx --out G.onnx", "run it anywhere ONNX runs"),
         ("ganforge export runs/quickstart --format torchscript --out G.pt --no-ema", "the raw G, as TorchScript"),
     ],
     "eval": [
         ("ganforge eval runs/cifar10 --metrics fid,kid --num 10000", "FID and KID of the latest checkpoint"),
-        ("ganforge eval runs/stylegan2_cifar10 --truncation 0.7 --json", "truncated samples, the result as JSON"),
+        ("ganforge eval runs/stylegan2_cifar10 --truncation 0.7 --json", "truncated samples; JSON out"),
         ("ganforge eval --images generated/ --reference real/", "score a folder of images"),
     ],
     "info": [
         ("ganforge info runs/quickstart", "step, networks, metrics, versions, where it ran"),
-        ("ganforge info runs/quickstart/checkpoints/step-00002000.pt --json", "one checkpoint, as JSON"),
+        ("ganforge info runs/quickstart/checkpoints/best.pt --json", "one checkpoint, as JSON"),
     ],
     "runs": [
         ("ganforge runs", "the runs under runs/"),
@@ -48,7 +48,7 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
     "config": [
         ("ganforge config configs/cifar10.yaml --set train.batch_size=128", "the config as it will run"),
         ("ganforge config --schema > ganforge.schema.json",
-         "for editors: put `# yaml-language-server: $schema=ganforge.schema.json` atop a config"),
+         "for editors: name it in a config's yaml-language-server line"),
     ],
     "list": [
         ("ganforge list", "every component, with its parameters"),
@@ -56,16 +56,16 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
     ],
     "dataset": [
         ("ganforge dataset photos/ --out photos-64.zip --resolution 64", "a folder of images to a training zip"),
-        ("ganforge dataset photos/ --out photos-gray-32.zip --resolution 32 --channels 1", "greyscale, 32 px"),
+        ("ganforge dataset photos/ --out gray-32.zip --resolution 32 --channels 1", "greyscale, 32 px"),
     ],
     "eval-images": [
         ("ganforge eval-images generated/ --reference real/ --metrics fid,kid", "two folders of images"),
         ("ganforge eval-images generated/ --data configs/cifar10.yaml --json", "against a config's data"),
     ],
     "project": [
-        ("ganforge project runs/quickstart --target digit.png --out projection", "the latent that redraws digit.png"),
-        ("ganforge project runs/stylegan2_cifar10 --target cat.png --out cat --lpips vgg.pth --steps 500",
-         "with the LPIPS distance"),
+        ("ganforge project runs/quickstart --target digit.png --out projection",
+         "the latent that redraws digit.png"),
+        ("ganforge project runs/sg2 --target cat.png --out cat --lpips vgg.pth", "with the LPIPS distance"),
     ],
 }
 

@@ -9,9 +9,8 @@ from PIL import Image
 from torch import Tensor
 
 from ganforge.errors import GanforgeError
-from ganforge.generation import generate
+from ganforge.generation import generate, truncation_for
 from ganforge.imaging import enlarge, grid
-from ganforge.generation import truncation_for
 from ganforge.sample import LoadedGenerator, class_labels, sample_noise
 
 
@@ -112,7 +111,6 @@ def save_mp4(frames: list[Image.Image], out: Path, fps: float) -> None:
     from fractions import Fraction
 
     import av
-
     import numpy as np
 
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -125,6 +125,7 @@ def render(facts: CardFacts) -> str:
                                                      else [])
     header = {"library_name": "ganforge", "license": "other", "pipeline_tag": pipeline, "tags": tags}
     train = cfg.get("train", {})
+    ema = train.get("ema", {})
     if is_image:
         resolution = f"{shape[1]}x{shape[2]} px, {shape[0]} channel{'s' if shape[0] != 1 else ''}"
         output = f"N x {shape[0]} x {shape[1]} x {shape[2]} images in [-1, 1]"
@@ -183,7 +184,7 @@ def render(facts: CardFacts) -> str:
             ("regularizers", ", ".join(f"`{r['kind']}`" for r in cfg.get("regularizers", [])) or "none"),
             ("optimizers", f"G `{cfg.get('optim', {}).get('g', {}).get('kind')}`, D "
                            f"`{cfg.get('optim', {}).get('d', {}).get('kind')}`"),
-            ("EMA", f"decay {train.get('ema', {}).get('decay')}, ramp-up {train.get('ema', {}).get('rampup') or 'none'}"),
+            ("EMA", f"decay {ema.get('decay')}, ramp-up {ema.get('rampup') or 'none'}"),
             ("seed", train.get("seed")),
             ("precision", train.get("precision")),
         ]),

@@ -24,7 +24,6 @@ from ganforge.errors import CheckpointError
 from ganforge.logrecord import EVAL, LOSSES, STEP, is_eval_record, is_training_record
 from ganforge.run import RunDir, find_checkpoint
 
-
 # --------------------------------------------------------------------------------------------
 # The environment of a session
 # --------------------------------------------------------------------------------------------

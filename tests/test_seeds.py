@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import assert_one_line_error, one_line_error, run_cli, tiny_config, write_config
 from PIL import Image
 
+from conftest import assert_one_line_error, one_line_error, run_cli, tiny_config, write_config
 from ganforge.build import build_networks
 from ganforge.config import parse_config
 from ganforge.data import DataInfo

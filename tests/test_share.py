@@ -14,9 +14,9 @@ from unittest import mock
 import numpy as np
 import pytest
 import torch
-from conftest import one_line_error, tiny_config, write_config
 from PIL import Image
 
+from conftest import one_line_error, tiny_config, write_config
 from ganforge.checkpoint import load_checkpoint
 from ganforge.liveness import STILL_ACTIVE, process_alive
 from ganforge.model_folder import FILES, read_model_folder
@@ -58,8 +58,8 @@ def test_the_weights_load_with_safetensors_alone(world):
         tensors = load_file({str(out / "model.safetensors")!r})
         with safe_open({str(out / "model.safetensors")!r}, "pt") as f:
             meta = f.metadata()
-        torch.save({{"tensors": tensors, "meta": meta, "ganforge": [m for m in sys.modules if m.startswith("ganforge")]}},
-                   {str(tmp / "read.pt")!r})
+        ours = [m for m in sys.modules if m.startswith("ganforge")]
+        torch.save({{"tensors": tensors, "meta": meta, "ganforge": ours}}, {str(tmp / "read.pt")!r})
     """)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     subprocess.run([sys.executable, "-c", script], check=True, env=env, cwd=tmp, timeout=120)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+
 from conftest import one_line_error, tiny_config, write_config
 
 
