@@ -34,6 +34,7 @@ class Evaluation:
     network: str = "G_ema"
     seed: int | None = None
     truncation: float | None = None
+    settings: dict[str, Any] = field(default_factory=dict)  # resize, protocol... (eval's options)
 
 
 @dataclass
@@ -58,9 +59,10 @@ class CardFacts:
     grid_caption: str = ""
 
 
-def latest_evaluation(run: Path, step: int) -> Evaluation | None:
+def latest_evaluation(run: Path, step: int, config: dict[str, Any]) -> Evaluation | None:
     """The evaluation of the checkpoint at `step`: an eval JSON of `ganforge eval` for that step
-    (RUN/eval/step-N.json), else the last evaluation during training at or before it."""
+    (RUN/eval/step-N.json), else the last evaluation during training at or before it (whose
+    settings are the config's eval section)."""
     from ganforge.run import RunDir
     from ganforge.runinfo import read_log
 
@@ -71,15 +73,18 @@ def latest_evaluation(run: Path, step: int) -> Evaluation | None:
             return Evaluation(step, report["metrics"], report.get("num_samples"), report.get("extractor"),
                               report.get("reference") or {}, str(folder.eval_file(step).relative_to(run)),
                               "G_ema" if report.get("ema", True) else "G", report.get("seed"),
-                              report.get("truncation"))
+                              report.get("truncation"), report.get("settings") or {})
     except (OSError, ValueError):
         pass
     records = [r for r in read_log(run) if is_eval_record(r) and r.get(STEP, 0) <= step]
     if not records:
         return None
     r = records[-1]
+    train, evaluation = config.get("train", {}), config.get("eval", {})
+    settings = {k: evaluation[k] for k in ("resize", "protocol", "kid_subset_size") if k in evaluation}
     return Evaluation(int(r[STEP]), r[EVAL], r.get(EVAL_NUM_SAMPLES), r.get(EVAL_EXTRACTOR),
-                      r.get(EVAL_REFERENCE) or {}, "log.jsonl (during training)")
+                      r.get(EVAL_REFERENCE) or {}, "log.jsonl (during training)", seed=train.get("seed"),
+                      settings=settings)
 
 
 def images_seen(run: Path, step: int, config: dict[str, Any]) -> int:
@@ -107,6 +112,13 @@ def _cell(value: Any) -> str:
 
 def _number(n: float | int | None) -> str:
     return "unknown" if n is None else f"{n:,}"
+
+
+def _has_python_api() -> bool:
+    """Whether this ganforge has `ganforge.load` (the card shows it only then)."""
+    import ganforge
+
+    return callable(getattr(ganforge, "load", None))
 
 
 def render(facts: CardFacts) -> str:
@@ -151,8 +163,9 @@ def render(facts: CardFacts) -> str:
         "## Use",
         "```bash\npip install ganforge\nganforge sample . --seeds 0-35 --out samples   # seed0000.png ... seed0035.png"
         + ("  (add --class N)" if conditional else "") + "\n```",
-        "```python\nimport ganforge\nmodel = ganforge.load(\".\")\nimages = model.generate(seeds=range(8)"
-        + (", labels=0" if conditional else "") + ")  # N x C x H x W in [-1, 1]\n```",
+        *([] if not _has_python_api() else [
+            "```python\nimport ganforge\nmodel = ganforge.load(\".\")\nimages = model.generate(seeds=range(8)"
+            + (", labels=0" if conditional else "") + ")  # N x C x H x W in [-1, 1]\n```"]),
         "The weights alone, without ganforge (the generator's state dict under its own names):",
         "```python\nfrom safetensors.torch import load_file\nstate = load_file(\"model.safetensors\")\n```",
         "## Model",
@@ -216,6 +229,8 @@ def render(facts: CardFacts) -> str:
             ("real samples (reference)", _number(real) if real is not None else "-"),
             ("reference data", "`" + json.dumps(ref.get("data", {})) + "`"),
             ("feature extractor", ev.extractor or "-"),
+            ("settings", "`" + json.dumps(ev.settings) + "`" if ev.settings else "-"),
+            ("noise seed", ev.seed if ev.seed is not None else "-"),
             ("truncation", ev.truncation if ev.truncation is not None else "none"),
             ("read from", ev.source),
         ]

@@ -157,7 +157,7 @@ def export_model_folder(loaded: Any, out: Path, network: str, overwrite: bool = 
         parameters=count_parameters(loaded.G), latent_dim=int(loaded.G.latent_dim), num_classes=loaded.num_classes,
         truncation_space=meta["truncation"], data_count=count,
         images_seen=images_seen(run, loaded.step, loaded.config),
-        evaluation=latest_evaluation(run, loaded.step),
+        evaluation=latest_evaluation(run, loaded.step, loaded.config),
         sessions=[s for s in read_environment(run) if s.get("step", 0) <= loaded.step],
         trained_with=loaded.trained_with,
         exported_with={"ganforge": __version__, "torch": str(torch.__version__)},
