@@ -194,7 +194,7 @@ def export(
             return
         size = (out / FILES[0]).stat().st_size / 2**20
         typer.echo(f"wrote {out}: {FILES[0]} ({meta['network']}, step {meta['step']}, {size:.1f} MiB), "
-                   f"{', '.join(FILES[1:])}; read it with `ganforge sample {out}` or ganforge.load")
+                   f"{', '.join(FILES[1:])}; sample from it with `ganforge sample {out}`")
         return
     from ganforge.export import export as write
 

@@ -99,8 +99,8 @@ def images_seen(run: Path, step: int, config: dict[str, Any]) -> int:
     return int(step * train.get("batch_size", 0) * train.get("d_steps_per_g_step", 1))
 
 
-def _table(rows: list[tuple[str, Any]]) -> str:
-    lines = ["| | |", "| --- | --- |"]
+def _table(rows: list[tuple[str, Any]], header: tuple[str, str] = ("", "")) -> str:
+    lines = [f"| {header[0]} | {header[1]} |", "| --- | --- |"]
     lines += [f"| {k} | {_cell(v)} |" for k, v in rows]
     return "\n".join(lines)
 
@@ -177,7 +177,7 @@ def render(facts: CardFacts) -> str:
             ("per-seed z", "`numpy.random.RandomState(seed).randn(latent_dim)`, as StyleGAN2-ADA's generate.py"),
             ("output", output),
             ("truncation", truncation),
-        ]),
+        ], ("model", "")),
         "## Training data",
         _table([
             ("kind", f"`{data.get('kind', info['name'])}`"),
@@ -187,7 +187,7 @@ def render(facts: CardFacts) -> str:
                                                      else " (not used by the generator)"))
              if info["num_classes"] else "none (unlabelled)"),
             ("data config", "`" + json.dumps(data) + "`"),
-        ]),
+        ], ("data", "")),
         "## Training",
         _table([
             ("length", f"{facts.step:,} generator steps, {_number(facts.images_seen)} real images through D"),
@@ -200,7 +200,7 @@ def render(facts: CardFacts) -> str:
             ("EMA", f"decay {ema.get('decay')}, ramp-up {ema.get('rampup') or 'none'}"),
             ("seed", train.get("seed")),
             ("precision", train.get("precision")),
-        ]),
+        ], ("training", "")),
     ]
     if facts.sessions:
         rows = []
@@ -212,7 +212,7 @@ def render(facts: CardFacts) -> str:
             rows.append((f"from step {s.get('step', 0):,}",
                          f"{hardware}; torch {s.get('torch')}, CUDA {s.get('cuda') or 'none'}, cuDNN "
                          f"{s.get('cudnn') or 'none'}; ganforge {s.get('ganforge')}; `{s.get('command')}`{commit}"))
-        parts += ["Where it ran (RUN/environment.json):", _table(rows)]
+        parts += ["Where it ran (RUN/environment.json):", _table(rows, ("session", "hardware, software, command"))]
     parts.append("## Evaluation")
     ev = facts.evaluation
     if ev is None:
@@ -236,14 +236,15 @@ def render(facts: CardFacts) -> str:
         ]
         figures = ["| metric | value |", "| --- | --- |"] + [f"| {k} | {v:.6g} |" if isinstance(v, (int, float))
                                                           else f"| {k} | {_cell(v)} |" for k, v in ev.figures.items()]
-        parts += ["\n".join(figures), "Protocol:", _table(protocol)]
+        parts += ["\n".join(figures), _table(protocol, ("protocol", ""))]
     parts += [
         "## Config",
         "The resolved config of the run (bases merged, defaults filled); `ganforge train` runs it as it is.",
         "```yaml\n" + yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None, width=100).strip() + "\n```",
         "## Versions",
         _table([("trained with", ", ".join(f"{k} {v}" for k, v in facts.trained_with.items()) or "unknown"),
-                ("exported with", ", ".join(f"{k} {v}" for k, v in facts.exported_with.items()))]),
+                ("exported with", ", ".join(f"{k} {v}" for k, v in facts.exported_with.items()))],
+               ("versions", "")),
         "## Licence",
         "- **Weights**: TODO: the licence under which you share these weights (and set `license:` above).\n"
         "- **Training data**: TODO: the data set's licence and terms, and whether they allow sharing a model "

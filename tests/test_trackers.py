@@ -57,6 +57,9 @@ def test_wandb_and_mlflow_mirror_the_log_and_a_resume_continues_them(cli, offlin
     assert result.exit_code == 0 and "warning" not in result.stderr, result.stderr
     run = tmp / "run"
     ids = json.loads((run / "trackers.json").read_text())
+    first = [r["history"]["item"] for r in wandb_records(run)[0] if r["type"] == "history"]
+    assert len([row for row in first if "samples._type" not in row]) == len(log_records(run)) == 10
+    assert len(MlflowClient(store).get_metric_history(ids["mlflow"], "d_loss")) == 10
     result = cli("train", "--resume", str(run), "--set", "train.steps=100", "-q")
     assert result.exit_code == 0 and "warning" not in result.stderr, result.stderr
     assert json.loads((run / "trackers.json").read_text()) == ids  # the same tracker runs
