@@ -115,3 +115,27 @@ def test_an_unknown_tracker_key_is_a_config_error(cli, tmp_path):
                           ({"wandb": {"mode": "dryrun"}}, "log.wandb.mode: must be one of online, offline")):
         one_line_error(cli("train", str(write_config(tmp_path, tiny_config(tmp_path / "r", log=log))), "--dry-run"),
                        2, fragment)
+
+
+def test_a_tracker_not_installed_is_one_warning(cli, offline, monkeypatch):
+    tmp = offline
+    monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` fails as where it is not installed
+    cfg = tiny_config(tmp / "run", log={"every": 2, "wandb": {"mode": "offline"}})
+    result = cli("train", str(write_config(tmp, cfg)), "-q")
+    assert result.exit_code == 0
+    assert [line for line in result.stderr.splitlines() if line.startswith("warning:")] == [
+        "warning: log.wandb: the wandb package is not installed (pip install 'ganforge[wandb]'); training goes on "
+        "without it"]
+
+
+def test_only_the_writing_process_starts_trackers(offline):
+    from ganforge.config import parse_config
+    from ganforge.run import RunDir
+
+    tmp = offline
+    cfg = parse_config(tiny_config(tmp / "run", log={"wandb": {"mode": "offline"},
+                                                     "mlflow": {"tracking_uri": f"file:{tmp / 'mlruns'}"}}))
+    (tmp / "run").mkdir()
+    other_rank = RunDir(tmp / "run", is_writer=False)
+    other_rank.start_trackers(cfg.log, {}, "")
+    assert other_rank.trackers == [] and list((tmp / "run").iterdir()) == [] and not (tmp / "mlruns").exists()
