@@ -8,7 +8,7 @@ import sys
 
 import typer
 
-from ganforge import commands_data, commands_interop, commands_model, commands_runs, commands_train
+from ganforge import commands_data, commands_interop, commands_model, commands_runs, commands_train, help_examples
 from ganforge.commands_common import err
 
 app = typer.Typer(
@@ -38,7 +38,7 @@ COMMANDS = {
     "project": commands_model.project_command,
 }
 for name, command in COMMANDS.items():
-    app.command(name)(command)
+    app.command(name, epilog=help_examples.epilog(name))(command)
 
 
 def _print_version(value: bool) -> None:

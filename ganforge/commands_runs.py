@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from ganforge.about import RUNS_FOLDER
-from ganforge.commands_common import JSON_OPTION, refuse_overwriting, user_errors, write_json
+from ganforge.commands_common import JSON_OPTION, TRUNCATION_OPTION, refuse_overwriting, user_errors, write_json
 from ganforge.commands_data import (
     DINOV2_OPTION,
     KID_SUBSET_OPTION,
@@ -58,6 +58,7 @@ def evaluate(
                                      help="ppl: LPIPS's vgg.pth (default: eval.lpips, or the torch hub cache)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="JSON file (default: RUN/eval/step-N.json)."),
     no_ema: bool = typer.Option(False, "--no-ema", help="Evaluate the raw generator instead of its moving average."),
+    truncation: float | None = TRUNCATION_OPTION,
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON instead of a table."),
@@ -68,6 +69,7 @@ def evaluate(
 
     from ganforge.build import build_data, evaluator_for, resolve_device
     from ganforge.config import Component, parse_config
+    from ganforge.generation import truncation_for
     from ganforge.metrics.catalog import default_metrics
     from ganforge.run import RunDir
     from ganforge.sample import load_generator
@@ -75,6 +77,8 @@ def evaluate(
     if images is not None:
         if checkpoint is not None:
             raise GanforgeError("give a checkpoint or --images DIR, not both")
+        if truncation is not None:
+            raise GanforgeError("--truncation goes with a checkpoint: --images scores the images as they are")
         from ganforge.commands_data import eval_images
 
         if lpips is not None:
@@ -90,6 +94,7 @@ def evaluate(
         raise GanforgeError("--reference goes with --images; a checkpoint is scored against its own data, or the "
                             "data of --data CONFIG")
     loaded = load_generator(checkpoint, use_ema=not no_ema, device=device)
+    trunc = truncation_for(loaded.G, truncation)
     if out is not None:
         weights = [Path(p) for p in (inception_weights, dinov2_weights, lpips) if p is not None]
         refuse_overwriting([out], [*loaded.files, *weights])
@@ -109,10 +114,11 @@ def evaluate(
     evaluator = evaluator_for(cfg, source, resolve_device(device), progress=not quiet, metrics=names,
                               num_samples=num, real_samples=real_num, batch_size=batch_size, cache_dir=cache_dir,
                               extractor_cfg=extractor, resize=resize, protocol=protocol,
-                              kid_subset_size=kid_subset_size, dinov2_weights=dinov2_weights, lpips=lpips)
+                              kid_subset_size=kid_subset_size, dinov2_weights=dinov2_weights, lpips=lpips,
+                              truncation=truncation)
     result = evaluator(loaded.G, seed=seed)
     report = {"checkpoint": str(loaded.checkpoint), "step": loaded.step, "seed": seed, "ema": not no_ema,
-              **result.to_dict()}
+              "truncation": truncation, "truncation_rule": trunc.describe(), **result.to_dict()}
     run_dir = RunDir.of_checkpoint(loaded.checkpoint)
     if out is None:
         out = run_dir.eval_file(loaded.step)
@@ -125,8 +131,9 @@ def evaluate(
     if as_json:
         typer.echo(json.dumps(report, indent=1))
         return
-    typer.echo(f"{loaded.checkpoint} (step {loaded.step}), {result.num_samples} generated samples, "
-               f"{result.seconds:.0f} s")
+    typer.echo(f"{loaded.checkpoint} (step {loaded.step}), {result.num_samples} generated samples"
+               + (f" (truncation {truncation:g}: {trunc.describe()})" if truncation is not None else "")
+               + f", {result.seconds:.0f} s")
     for name, value in result.figures.items():
         typer.echo(f"  {name:<18} {value:.6g}")
     describe_settings(result)
@@ -191,6 +198,15 @@ def info(
     if d["latest_metrics"]:
         typer.echo("metrics      " + ", ".join(f"{k}={v:.5g}" for k, v in d["latest_metrics"].items()))
     typer.echo(f"versions     ganforge {d['ganforge_version']}, torch {d['torch_version']}")
+    for s in d["environment"]:  # each session that trained up to this checkpoint (RUN/environment.json)
+        hardware = ", ".join(s.get("gpus") or []) or f"CPU {s.get('cpu') or '?'}"
+        git = s.get("git") or {}
+        commit = f", config at git {git['commit'][:12]}" + (" (uncommitted changes)" if git.get("dirty") else "") \
+            if git.get("commit") else ""
+        typer.echo(f"ran from step {s.get('step', 0)}: host {s.get('host')}, {hardware}; torch {s.get('torch')} "
+                   f"(CUDA {s.get('cuda') or 'none'}, cuDNN {s.get('cudnn') or 'none'}), ganforge {s.get('ganforge')}"
+                   f"{commit}; started {s.get('started')}")
+        typer.echo(f"  command    {s.get('command')}")
     for f in d["files"]:
         extra = f" (best: {f['best']})" if "best" in f else ""
         typer.echo(f"  {f['file']:<22} step {f['step']:>8}  {f['bytes'] / 2**20:7.1f} MiB{extra}")

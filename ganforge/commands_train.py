@@ -161,6 +161,7 @@ def train(
     from ganforge.config import dump_yaml, load_config
     from ganforge.errors import ConfigError, GanforgeError, PeerError
     from ganforge.run import RunDir
+    from ganforge.runinfo import environment
     from ganforge.training.loop import check, prepare
     from ganforge.training.loop import train as run_training
 
@@ -244,8 +245,10 @@ def train(
                 typer.echo(f"run folder: {run.path}" + (f" ({ctx.world_size} processes)" if ctx.enabled else ""))
         try:
             run.write_config(dump_yaml(cfg_dict))
+            run.record_environment(environment(config, payload.step if payload is not None else 0))
             if cfg.log.tensorboard:
                 run.start_tensorboard(dump_yaml(cfg_dict))
+            run.start_trackers(cfg.log, cfg_dict, dump_yaml(cfg_dict))
             distributed.barrier(ctx)  # the run folder exists before any rank writes or reads it
             with stop_on_signals() as stop:
                 result = run_training(cfg, cfg_dict, run, stop=stop, progress=not quiet, prepared=prepared)
@@ -328,13 +331,27 @@ def _path_values(node: Any, key: str = "") -> Iterator[tuple[str, str]]:
 
 @user_errors
 def show_config(
-    config: Path = typer.Argument(..., help="YAML config file."),
+    config: Path | None = typer.Argument(None, help="YAML config file (omit with --schema)."),
     set_: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE", help="Override a config key."),
+    schema: bool = typer.Option(False, "--schema", help="Print the JSON Schema of config files instead (for editors: "
+                                                        "completion and inline errors)."),
 ) -> None:
-    """Print the fully resolved config (bases merged, overrides and defaults applied)."""
+    """Print the fully resolved config (bases merged, overrides and defaults applied), or the JSON Schema of configs."""
     from ganforge.build import check_init, validate
     from ganforge.config import dump_yaml, load_config
+    from ganforge.errors import ConfigError
 
+    if schema:
+        import json
+
+        from ganforge.config.jsonschema import config_schema
+
+        if config is not None or set_:
+            raise ConfigError("--schema describes every config: give it without a config file or --set")
+        typer.echo(json.dumps(config_schema(), indent=1))
+        return
+    if config is None:
+        raise ConfigError("give a config file to resolve, or --schema for the JSON Schema of configs")
     cfg, cfg_dict = load_config(config, set_)
     _, footprint = validate(cfg)
     check_init(cfg)

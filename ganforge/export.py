@@ -75,9 +75,13 @@ def _example(loaded: LoadedGenerator, batch: int = 2) -> tuple[Tensor, ...]:
 
 def export(loaded: LoadedGenerator, fmt: str, out: Path, truncation: float | None = None) -> dict[str, Any]:
     """Write the generator to `out` as `fmt` (torchscript or onnx); returns its metadata."""
-    from ganforge.sample import check_truncation
+    from ganforge.generation import truncation_for
 
-    extra = check_truncation(loaded.G, truncation)
+    trunc = truncation_for(loaded.G, truncation)
+    if truncation is not None and not trunc.in_w:
+        raise GanforgeError(f"--truncation: the {type(loaded.G).__name__} is truncated in z, which the file takes as "
+                            "input: export without --truncation and draw z from the truncated normal")
+    extra = dict(trunc.g_kwargs)
     if "const" in getattr(loaded.G, "noise_modes", ()):
         # An exported stylegan2 uses its constant noise: the same z gives the same image, and the
         # graph holds no random-number operator (ONNX's differ between runtimes).

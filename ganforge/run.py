@@ -9,6 +9,8 @@ Layout (the attributes of RunDir):
                                names the latest; best_checkpoint: best.pt
     RUN/eval/step-N.json       eval_file(N): results of `ganforge eval`
     RUN/tensorboard/           tensorboard_dir: event files (log.tensorboard)
+    RUN/trackers.json          the W&B and MLflow run ids (log.wandb, log.mlflow); RUN/wandb/: W&B's files
+    RUN/environment.json       environment_file: where and how each session of the run ran (runinfo.py)
     RUN/report.html            report_file: `ganforge report`
     RUN/.lock                  lock_file: the process writing the run
 
@@ -31,6 +33,7 @@ from typing import Any
 
 from PIL import Image
 
+from ganforge import trackers
 from ganforge.checkpoint import (
     INDEX_NAME,
     TMP_GLOB,
@@ -43,7 +46,9 @@ from ganforge.checkpoint import (
     serialize,
 )
 from ganforge.errors import CheckpointError, RunFolderError, TrainingAborted
-from ganforge.logrecord import EVAL, STEP
+from ganforge.liveness import process_alive
+from ganforge.logrecord import STEP
+from ganforge.trackers import Tracker
 
 # Files named by step (step-00000042.pt) sort by step.
 STEP_PREFIX = "step-"
@@ -90,8 +95,9 @@ class RunDir:
         self.tensorboard_dir = self.path / "tensorboard"
         self.report_file = self.path / "report.html"
         self.lock_file = self.path / ".lock"
+        self.environment_file = self.path / "environment.json"
         self._locked = False
-        self._tensorboard: Any = None
+        self.trackers: list[Tracker] = []  # mirrors of the log, samples and config (trackers.py)
         self._made: list[Path] = []  # the folders `create` made, innermost first
 
     @classmethod
@@ -181,7 +187,8 @@ class RunDir:
     def _holds_anything(self) -> bool:
         """Whether the folder holds more than a run that never took a step leaves: its config,
         empty sample and checkpoint folders, TensorBoard's first event file, a lock."""
-        leftovers = {self.config_file, self.samples, self.checkpoints, self.tensorboard_dir, self.lock_file}
+        leftovers = {self.config_file, self.samples, self.checkpoints, self.tensorboard_dir, self.lock_file,
+                     self.environment_file, self.path / trackers.IDS_FILE, self.path / "wandb"}
         for child in self.path.iterdir():
             if child not in leftovers or (child in (self.samples, self.checkpoints) and any(child.iterdir())):
                 return True
@@ -244,7 +251,7 @@ class RunDir:
                     pid, holder_host = int(holder["pid"]), str(holder["host"])
                 except (OSError, ValueError, KeyError, TypeError):
                     pid, holder_host = -1, host
-                if holder_host == host and pid != os.getpid() and _alive(pid):
+                if holder_host == host and pid != os.getpid() and process_alive(pid):
                     raise RunFolderError(f"{self.path} is being written by process {pid} on {host}; "
                                          "stop it first or use another output.dir") from None
                 if holder_host != host:
@@ -260,10 +267,9 @@ class RunDir:
             return
 
     def release_lock(self) -> None:
-        """Give up `.lock` (at the end of training), closing the TensorBoard writer."""
-        if self._tensorboard is not None:
-            self._tensorboard.close()
-            self._tensorboard = None
+        """Give up `.lock` (at the end of training), closing the trackers."""
+        trackers.call(self.trackers, "close")
+        self.trackers = []
         if self._locked:
             self.lock_file.unlink(missing_ok=True)
             self._locked = False
@@ -278,19 +284,32 @@ class RunDir:
     @staticmethod
     def check_tensorboard() -> Any:
         """TensorBoard's SummaryWriter class, or a one-line error saying how to install it."""
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise RunFolderError("log.tensorboard needs the tensorboard package: pip install 'ganforge[tensorboard]'"
-                                 ) from None
-        return SummaryWriter
+        return trackers.tensorboard_writer_class()
 
     def start_tensorboard(self, config_text: str) -> None:
         """Mirror scalars, sample grids and the config into TensorBoard event files."""
-        if not self._writes("start TensorBoard"):
+        if self._writes("start TensorBoard"):
+            self.trackers.append(trackers.TensorBoard(self.tensorboard_dir, config_text))
+
+    def start_trackers(self, log_cfg: Any, config: dict[str, Any], config_text: str) -> None:
+        """Mirror the log, sample grids and config into the W&B and MLflow runs `log_cfg` asks
+        for (those of a resumed run continued); one that cannot start is a warning."""
+        if self._writes("start the trackers"):
+            self.trackers += trackers.start_services(log_cfg, self.path, config, config_text)
+
+    def record_environment(self, session: dict[str, Any]) -> None:
+        """Add a session (runinfo.environment) to environment.json; a failed write warns."""
+        if not self._writes("record the environment"):
             return
-        self._tensorboard = self.check_tensorboard()(log_dir=str(self.tensorboard_dir))
-        self._tensorboard.add_text("config", f"<pre>{config_text}</pre>")
+        try:
+            sessions = json.loads(self.environment_file.read_text()) if self.environment_file.is_file() else []
+        except (OSError, ValueError):
+            sessions = []
+        sessions = [*(sessions if isinstance(sessions, list) else []), session]
+        try:
+            atomic_write_bytes(self.environment_file, (json.dumps(sessions, indent=1) + "\n").encode())
+        except OSError as e:
+            warnings.warn(f"could not write {self.environment_file} ({e.strerror}); training goes on", stacklevel=2)
 
     def append_log(self, record: dict[str, Any]) -> None:
         """One JSON line in log.jsonl."""
@@ -302,14 +321,7 @@ class RunDir:
         except OSError as e:
             warnings.warn(f"could not append to {self.log_file} ({e.strerror}); training goes on",
                           stacklevel=2)
-        if self._tensorboard is not None:
-            step = record.get(STEP, 0)
-            for key, value in record.items():
-                if key != STEP and isinstance(value, (int, float)) and not isinstance(value, bool):
-                    self._tensorboard.add_scalar(f"train/{key}", value, step)
-            for key, value in (record.get(EVAL) or {}).items():
-                self._tensorboard.add_scalar(f"eval/{key}", value, step)
-            self._tensorboard.flush()
+        trackers.call(self.trackers, "log", record)
 
     def save_sample(self, image: Image.Image, step: int) -> Path | None:
         """samples/step-N.png and samples/latest.png; a failed write warns and training goes on."""
@@ -322,10 +334,7 @@ class RunDir:
         except OSError as e:
             warnings.warn(f"could not write sample grid {path} ({e.strerror}); training goes on", stacklevel=2)
             return None
-        if self._tensorboard is not None:
-            import numpy as np
-
-            self._tensorboard.add_image("samples", np.asarray(image.convert("RGB")), step, dataformats="HWC")
+        trackers.call(self.trackers, "image", path, step)
         return path
 
     def save_checkpoint(self, ckpt: Checkpoint, keep: int) -> Path | None:
@@ -448,18 +457,6 @@ class RunDir:
             if isinstance(record, dict) and record.get(STEP, 0) <= step:
                 kept.append(line)
         atomic_write_bytes(log, "".join(f"{line}\n" for line in kept).encode())
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _free_bytes(folder: Path) -> int | None:

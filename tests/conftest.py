@@ -56,6 +56,16 @@ def assert_one_line_error(result, code: int, *fragments: str) -> None:
         assert fragment in errors[0], (fragment, errors[0])
 
 
+def one_line_error(result, code: int, *fragments: str) -> str:
+    """The in-process CLI's one `error:` line, with exit code `code` and every fragment."""
+    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], (fragment, errors[0])
+    return errors[0]
+
+
 @pytest.fixture
 def cli():
     """In-process CLI runner (fast: torch is already imported)."""

@@ -18,7 +18,7 @@ import torch
 import yaml
 from PIL import Image
 
-from conftest import ROOT, tiny_config, write_config
+from conftest import ROOT, one_line_error, tiny_config, write_config
 from ganforge.build import build_networks
 from ganforge.config import parse_config
 from ganforge.data import DataInfo
@@ -37,16 +37,6 @@ def hashes(*roots: Path, skip: Path | None = None) -> dict[str, str]:
             if p.is_file() and (skip is None or skip not in p.parents):
                 found[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
     return found
-
-
-def one_line_error(result, code: int, *fragments: str) -> str:
-    """The in-process CLI's one `error:` line, with exit code `code` and every fragment."""
-    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
-    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
-    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
-    for fragment in fragments:
-        assert fragment in errors[0], (fragment, errors[0])
-    return errors[0]
 
 
 def write_images(folder: Path, n: int, size: int = 16) -> list[Path]:

@@ -8,6 +8,7 @@ Fields that a resumed run may change carry `RESUMABLE` in their metadata.
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -119,11 +120,32 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class WandbConfig:
+    """A Weights & Biases run that mirrors the log, the sample grids and the config (pip install 'ganforge[wandb]')."""
+
+    project: str = "ganforge"
+    entity: str | None = None  # a W&B user or team; null: the logged-in user's default
+    # offline writes the run's files under RUN/wandb (`wandb sync` uploads them later).
+    mode: Literal["online", "offline"] = "online"
+
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    """An MLflow run that mirrors the log, the sample grids and the config (pip install 'ganforge[mlflow]')."""
+
+    tracking_uri: str | None = None  # http://host:5000, sqlite:///mlflow.db, file:...; null: MLFLOW_TRACKING_URI
+    experiment: str = "ganforge"
+
+
+@dataclass(frozen=True)
 class LogConfig:
-    """How often losses, learning rates and speed go to the progress bar and log.jsonl."""
+    """How often losses, learning rates and speed go to the progress bar and log.jsonl, and the
+    experiment trackers that mirror it (a resumed run continues the same tracker run)."""
 
     every: Annotated[int, Range(ge=1)] = field(default=100, metadata=RESUMABLE)
     tensorboard: bool = False  # also write event files to RUN/tensorboard (pip install 'ganforge[tensorboard]')
+    wandb: WandbConfig | None = field(default=None, metadata=RESUMABLE)
+    mlflow: MlflowConfig | None = field(default=None, metadata=RESUMABLE)
 
 
 @dataclass(frozen=True)
@@ -220,9 +242,13 @@ def resumable_keys(schema: type = Config, prefix: str = "") -> list[str]:
     hints = typing.get_type_hints(schema)
     keys = []
     for f in dataclasses.fields(schema):
-        section = dataclasses.is_dataclass(hints[f.name])
+        # A section, or an optional one (`log.wandb`: null or a mapping).
+        optional = typing.get_args(hints[f.name]) if isinstance(hints[f.name], types.UnionType) else ()
+        section = any(dataclasses.is_dataclass(t) for t in (hints[f.name], *optional))
         if f.metadata.get("resumable"):
             keys.append(f"{prefix}{f.name}" + ("." if section else ""))
+            if section and not dataclasses.is_dataclass(hints[f.name]):
+                keys.append(f"{prefix}{f.name}")  # the optional section itself, added or removed
         elif section:
             keys += resumable_keys(hints[f.name], f"{prefix}{f.name}.")
     return keys

@@ -122,7 +122,7 @@ class Evaluator:
                  num_samples: int, extractor: FeatureExtractor | None, device: torch.device,
                  real_samples: int | None = None, batch_size: int = 100, cache_dir: str | None = None,
                  progress: bool = True, options: EvalOptions | None = None, dinov2_weights: str | None = None,
-                 lpips: nn.Module | None = None) -> None:
+                 lpips: nn.Module | None = None, truncation: float | None = None) -> None:
         self.metrics = check_evaluable(metrics, source.info, num_samples)
         self.options = options or EvalOptions()
         if source.info.is_image and extractor is None and {"main", "torch-fidelity"} & set(views_of(
@@ -130,6 +130,7 @@ class Evaluator:
             raise ValueError("image metrics need a feature extractor")
         self.data_cfg, self.source = data_cfg, source
         self.num_samples, self.device, self.batch_size, self.progress = num_samples, device, batch_size, progress
+        self.truncation = truncation  # of the generated samples (generation.truncation_for); None: none
         self.real_samples = real_samples or num_samples
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
         is_image = source.info.is_image
@@ -284,11 +285,13 @@ class Evaluator:
     # -- generated samples --------------------------------------------------------------------
 
     def fake_views(self, G: nn.Module, seed: int, on_batch: BatchHook | None = None) -> dict[str, Features]:
-        """Features of `num_samples` generated samples (noise from `seed`) in every view."""
-        from ganforge.generation import sample_noise, seeded_global_rng
+        """Features of `num_samples` generated samples (noise from `seed`, truncated as `truncation`) in
+        every view."""
+        from ganforge.generation import sample_noise, seeded_global_rng, truncation_for
 
         G_device = next(G.parameters()).device
-        z = sample_noise(self.num_samples, G.latent_dim, seed, G_device)
+        trunc = truncation_for(G, self.truncation)
+        z = sample_noise(self.num_samples, G.latent_dim, seed, G_device, trunc.threshold)
         num_classes = conditioning_classes(G)
         labels = (torch.arange(self.num_samples, device=G_device) % num_classes) if num_classes else None
         is_image = self.source.info.is_image
@@ -297,7 +300,7 @@ class Evaluator:
             for start in range(0, self.num_samples, self.batch_size):
                 lab = labels[start : start + self.batch_size] if labels is not None else None
                 with torch.inference_mode():
-                    out = G(z[start : start + self.batch_size], lab)
+                    out = G(z[start : start + self.batch_size], lab, **trunc.g_kwargs)
                 yield (to_uint8(out) if is_image else out.float()), lab
 
         was_training = G.training
