@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -18,7 +17,7 @@ from ganforge.checkpoint import FORMAT, Checkpoint, load_checkpoint
 from ganforge.config import parse_config
 from ganforge.data import DataInfo
 from ganforge.errors import CheckpointError, ConfigError, GanforgeError
-from ganforge.generation import check_truncation
+from ganforge.generation import seed_latent, truncation_for
 from ganforge.models import conditioning_classes
 from ganforge.run import find_checkpoint
 
@@ -28,8 +27,8 @@ class Networks:
     """G, D and G_ema of a run (torch modules in eval mode, gradients off), its resolved config
     and the shape of its samples."""
 
-    G: nn.Module
-    D: nn.Module | None  # None where an imported file had no discriminator
+    G: nn.Module | None  # None for an exported model folder (it holds one generator, G_ema)
+    D: nn.Module | None  # None where an imported file or an exported folder had no discriminator
     G_ema: nn.Module
     config: dict[str, Any]
     info: DataInfo
@@ -52,14 +51,21 @@ class Networks:
         """Images (N, C, H, W) in [-1, 1] on the networks' device, from latents `z` (N, latent_dim)
         or from `seeds` (one image each, z drawn as StyleGAN2-ADA's generate.py draws it:
         numpy RandomState(seed).randn(latent_dim)). `labels`: class indices (one, or N) for a
-        conditional generator. `truncation` and `noise_mode` (const, random, none) where the
-        generator has them (stylegan2); `ema=False` uses raw G."""
+        conditional generator. `truncation`: in w for stylegan2, else z from the truncated normal
+        (seeds only); `noise_mode` (const, random, none) where the generator has it (stylegan2);
+        `ema=False` uses raw G."""
         G = self.G_ema if ema else self.G
+        if G is None:
+            raise GanforgeError("generate: this model holds G_ema only (an exported folder): leave ema=True")
         device = next(G.parameters()).device
         if (z is None) == (seeds is None):
             raise GanforgeError("generate: give z (N x latent_dim) or seeds, one of them")
+        trunc = truncation_for(G, truncation if truncation != 1.0 else None)
         if z is None:
-            z = torch.from_numpy(np.stack([np.random.RandomState(int(s)).randn(self.latent_dim) for s in seeds]))
+            z = torch.stack([seed_latent(int(s), self.latent_dim, trunc.threshold) for s in seeds])
+        elif trunc.threshold is not None:
+            raise GanforgeError(f"generate: {type(G).__name__} is truncated in z: give seeds (z is then drawn from "
+                                "the truncated normal), or draw z truncated yourself and leave truncation at 1")
         z = torch.as_tensor(z, dtype=torch.float32).to(device)
         if z.dim() != 2 or z.shape[1] != self.latent_dim:
             raise GanforgeError(f"generate: z must be N x {self.latent_dim}, got {tuple(z.shape)}")
@@ -74,7 +80,7 @@ class Networks:
             labels = (labels.expand(len(z)) if labels.dim() == 0 else labels).to(device)
             if len(labels) != len(z) or int(labels.min()) < 0 or int(labels.max()) >= classes:
                 raise GanforgeError(f"generate: labels must be {len(z)} class indices from 0 to {classes - 1}")
-        kwargs: dict[str, Any] = dict(check_truncation(G, truncation if truncation != 1.0 else None))
+        kwargs: dict[str, Any] = dict(trunc.g_kwargs)
         if "const" in getattr(G, "noise_modes", ()):
             kwargs["noise_mode"] = noise_mode
         return G(z, labels, **kwargs).float().clamp(-1, 1)
@@ -115,13 +121,19 @@ def networks_from_checkpoint(ckpt: Checkpoint, source: Path, device: str = "auto
 
 
 def load(path: str | Path, device: str = "auto") -> Networks:
-    """The networks of a run folder, a checkpoint, or a file `ganforge import` reads (imported in
-    memory; nothing is written)."""
+    """The networks of a run folder, a checkpoint, a model folder `ganforge export --format
+    safetensors` wrote (its generator as G_ema; no G, no D), or a file `ganforge import` reads
+    (imported in memory; nothing is written)."""
     from ganforge import interop
+
+    from ganforge.model_folder import is_model_folder, read_model_folder
 
     path = Path(path).expanduser()
     if not path.exists():
         raise CheckpointError(f"no such file or folder: {path}")
+    if is_model_folder(path):  # `ganforge export --format safetensors`: the generator alone
+        shared = read_model_folder(path, device=str(resolve_device(device)))
+        return Networks(None, None, shared.G, shared.config, shared.info, path, shared.step)
     if is_ganforge_checkpoint(path):
         file, sha = find_checkpoint(path)
         return networks_from_checkpoint(load_checkpoint(file, sha), file, device)

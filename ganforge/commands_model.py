@@ -172,7 +172,8 @@ def export(
     if fmt not in ("safetensors", "torchscript", "onnx"):
         raise GanforgeError(f"--format {fmt}: use safetensors, torchscript or onnx")
     if fmt == "safetensors":
-        from ganforge.model_folder import FILES, check_target, export_model_folder, is_model_folder
+        from ganforge.model_export import check_target, export_model_folder
+        from ganforge.model_folder import FILES, is_model_folder
 
         if truncation is not None:
             raise GanforgeError("--truncation: a safetensors export holds the weights alone; truncate when sampling "

@@ -62,6 +62,12 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
         ("ganforge eval-images generated/ --reference real/ --metrics fid,kid", "two folders of images"),
         ("ganforge eval-images generated/ --data configs/cifar10.yaml --json", "against a config's data"),
     ],
+    "import": [
+        ("ganforge import stylegan2-ffhq-256x256.pkl --out runs/ffhq",
+         "a StyleGAN2-ADA pickle as a run folder (its code never runs)"),
+        ("ganforge import rosinality-550000.pt --out runs/rosinality", "a rosinality stylegan2-pytorch checkpoint"),
+        ("ganforge import weights/ --out runs/biggan --json", "BigGAN-PyTorch's G.pth, D.pth, G_ema.pth; JSON out"),
+    ],
     "project": [
         ("ganforge project runs/quickstart --target digit.png --out projection",
          "the latent that redraws digit.png"),

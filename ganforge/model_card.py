@@ -64,7 +64,7 @@ def latest_evaluation(run: Path, step: int, config: dict[str, Any]) -> Evaluatio
     (RUN/eval/step-N.json), else the last evaluation during training at or before it (whose
     settings are the config's eval section)."""
     from ganforge.run import RunDir
-    from ganforge.runinfo import read_log
+    from ganforge.run import read_log
 
     folder = RunDir(run, read_only=True)
     try:
@@ -89,7 +89,7 @@ def latest_evaluation(run: Path, step: int, config: dict[str, Any]) -> Evaluatio
 
 def images_seen(run: Path, step: int, config: dict[str, Any]) -> int:
     """Real images through D up to `step`: the log's count, else batch x D steps per G step x steps."""
-    from ganforge.runinfo import read_log
+    from ganforge.run import read_log
 
     seen = [r[IMAGES_SEEN] for r in read_log(run) if is_training_record(r) and r.get(STEP) == step
             and IMAGES_SEEN in r]

@@ -514,3 +514,29 @@ def load_latest_good(run: str | Path) -> Checkpoint:
         except CheckpointError as e:
             warnings.warn(f"skipping {path}: {e}", stacklevel=2)
     raise CheckpointError(f"none of the {len(candidates)} checkpoints in {folder} is readable; start a new run")
+
+
+def read_log(run: Path) -> list[dict[str, Any]]:
+    """Records of the run's log (a line cut short by a crash is skipped)."""
+    path = RunDir(run, read_only=True).log_file
+    records = []
+    if path.is_file():
+        # Undecodable bytes (a damaged disk block) spoil their line only: it is skipped like a cut-short one.
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+    return records
+
+
+def read_environment(run: Path) -> list[dict[str, Any]]:
+    """The sessions recorded in a run folder's environment.json, oldest first (none if absent or damaged)."""
+    path = RunDir(run, read_only=True).environment_file
+    try:
+        sessions = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+    except (OSError, ValueError):
+        return []
+    return [s for s in sessions if isinstance(s, dict)] if isinstance(sessions, list) else []

@@ -7,7 +7,6 @@ Every reading function here opens its run folder as a read-only RunDir: reading 
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import platform
 import shlex
@@ -22,7 +21,7 @@ from typing import Any
 from ganforge.checkpoint import INDEX_NAME, CheckpointIndex, IndexEntry
 from ganforge.errors import CheckpointError
 from ganforge.logrecord import EVAL, LOSSES, STEP, is_eval_record, is_training_record
-from ganforge.run import RunDir, find_checkpoint
+from ganforge.run import RunDir, find_checkpoint, read_environment, read_log  # noqa: F401  (for the readers of runs)
 
 # --------------------------------------------------------------------------------------------
 # The environment of a session
@@ -98,35 +97,9 @@ def git_commit(folder: Path) -> dict[str, Any] | None:
     return {"commit": commit, "dirty": bool(status), "root": git("rev-parse", "--show-toplevel")}
 
 
-def read_environment(run: Path) -> list[dict[str, Any]]:
-    """The sessions recorded in a run folder's environment.json, oldest first (none if absent or damaged)."""
-    path = RunDir(run, read_only=True).environment_file
-    try:
-        sessions = json.loads(path.read_text(encoding="utf-8", errors="replace"))
-    except (OSError, ValueError):
-        return []
-    return [s for s in sessions if isinstance(s, dict)] if isinstance(sessions, list) else []
-
-
 # --------------------------------------------------------------------------------------------
 # Reading runs back
 # --------------------------------------------------------------------------------------------
-
-
-def read_log(run: Path) -> list[dict[str, Any]]:
-    """Records of the run's log (a line cut short by a crash is skipped)."""
-    path = RunDir(run, read_only=True).log_file
-    records = []
-    if path.is_file():
-        # Undecodable bytes (a damaged disk block) spoil their line only: it is skipped like a cut-short one.
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict):
-                records.append(record)
-    return records
 
 
 def is_run(path: Path) -> bool:

@@ -190,7 +190,9 @@ def test_resume_may_change_exactly_the_fields_marked_resumable(tmp_path):
         "train.steps", "train.device", "train.accumulate", "train.compile", "train.channels_last",
         "train.deterministic", "train.sync_batchnorm", "train.max_minutes", "train.auto_resume",
         "train.peer_timeout_minutes", "log.every", "samples.every",
-        "checkpoint.every", "checkpoint.keep", "eval."}
+        "checkpoint.every", "checkpoint.keep", "eval.",
+        # Trackers: adding one on resume mirrors the rest of the run (whole section or any key in it).
+        "log.wandb", "log.wandb.", "log.mlflow", "log.mlflow."}
     for key, value in [("train.steps", 99), ("train.device", "cuda"), ("checkpoint.keep", 9),
                        ("eval.num_samples", 64), ("eval.extractor.kind", "other")]:
         check_resumable(before, changed(before, key, value))

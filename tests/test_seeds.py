@@ -64,8 +64,8 @@ def test_seed_latent_is_stylegan2_ada_generate_z():
 
 def _stylegan2(conditional: bool = False) -> LoadedGenerator:
     raw = {"data": {"kind": "digits", "resolution": 8}, "generator": {"kind": "stylegan2", "latent_dim": 8,
-           "w_dim": 8, "base_width": 8, "max_width": 8, "mapping_layers": 1, "conditional": conditional},
-           "discriminator": {"kind": "stylegan2", "base_width": 8, "max_width": 8}}
+           "w_dim": 8, "channel_base": 64, "channel_max": 8, "mapping_layers": 1, "conditional": conditional},
+           "discriminator": {"kind": "stylegan2", "channel_base": 64, "channel_max": 8}}
     info = DataInfo("digits", (1, 8, 8), 10)
     torch.manual_seed(0)
     G = build_networks(parse_config(raw), info)[0].eval().requires_grad_(False)

@@ -86,6 +86,29 @@ def test_sample_reads_the_folder_as_it_reads_the_run(cli, world, tmp_path):
                    "holds G_ema only")
 
 
+def test_ganforge_load_reads_the_folder_as_the_card_shows(world):
+    """The card's Python example: ganforge.load(folder).generate(seeds=..., labels=...) gives the
+    run's G_ema images; truncation draws those seeds' z from the truncated normal (resnet: in z)."""
+    import ganforge
+    from ganforge.errors import GanforgeError
+    from ganforge.generation import seed_latent
+
+    _, run, out = world
+    shared, trained = ganforge.load(out, device="cpu"), ganforge.load(run, device="cpu")
+    assert shared.G is None and shared.D is None and shared.num_classes == 10
+    images = shared.generate(seeds=range(3), labels=4)
+    assert images.shape == (3, 1, 16, 16)
+    torch.testing.assert_close(images, trained.generate(seeds=range(3), labels=4), rtol=0, atol=0)
+    truncated = shared.generate(seeds=range(3), labels=4, truncation=0.5)
+    z = torch.stack([seed_latent(s, 8, 0.5) for s in range(3)])
+    assert float(z.abs().max()) <= 0.5 and not torch.equal(truncated, images)
+    torch.testing.assert_close(truncated, shared.G_ema(z, torch.full((3,), 4)).clamp(-1, 1), rtol=0, atol=1e-6)
+    with pytest.raises(GanforgeError, match="G_ema only"):
+        shared.generate(seeds=[0], labels=0, ema=False)
+    with pytest.raises(GanforgeError, match="truncated in z"):
+        shared.generate(z=torch.zeros(1, 8), labels=0, truncation=0.5)
+
+
 def test_the_card_states_data_training_versions_and_licence(world):
     _, run, out = world
     card = (out / "README.md").read_text()
@@ -94,7 +117,7 @@ def test_the_card_states_data_training_versions_and_licence(world):
                  "samples.png", "| kind | `digits` |", "| resolution | 16x16 px, 1 channel |", "| samples | 1,797 |",
                  "| classes | 10 (the generator is conditioned on them) |",
                  "| length | 6 generator steps, 48 real images through D |", "No evaluation was recorded",
-                 "```yaml\ndata: {kind: digits, resolution: 16}", "## Licence", "TODO", "trained with | ganforge",
+                 "```yaml\ndata: {kind: digits, resolution: 16, xflip: false}", "## Licence", "TODO", "trained with | ganforge",
                  "from step 0 | CPU ("):
         assert fact in card, fact
     assert meta["config"]["generator"]["kind"] == "resnet" and meta["data_info"]["num_classes"] == 10
