@@ -125,7 +125,6 @@ def load(path: str | Path, device: str = "auto") -> Networks:
     safetensors` wrote (its generator as G_ema; no G, no D), or a file `ganforge import` reads
     (imported in memory; nothing is written)."""
     from ganforge import interop
-
     from ganforge.model_folder import is_model_folder, read_model_folder
 
     path = Path(path).expanduser()

@@ -63,8 +63,7 @@ def latest_evaluation(run: Path, step: int, config: dict[str, Any]) -> Evaluatio
     """The evaluation of the checkpoint at `step`: an eval JSON of `ganforge eval` for that step
     (RUN/eval/step-N.json), else the last evaluation during training at or before it (whose
     settings are the config's eval section)."""
-    from ganforge.run import RunDir
-    from ganforge.run import read_log
+    from ganforge.run import RunDir, read_log
 
     folder = RunDir(run, read_only=True)
     try:

@@ -48,8 +48,7 @@ def export_model_folder(loaded: Any, out: Path, network: str, overwrite: bool = 
     from ganforge.config import parse_config
     from ganforge.model_card import CardFacts, images_seen, latest_evaluation, render
     from ganforge.models import count_parameters
-    from ganforge.run import RunDir
-    from ganforge.run import read_environment
+    from ganforge.run import RunDir, read_environment
 
     check_target(out, overwrite)
     run = RunDir.of_checkpoint(loaded.checkpoint).path

@@ -117,7 +117,8 @@ def test_the_card_states_data_training_versions_and_licence(world):
                  "samples.png", "| kind | `digits` |", "| resolution | 16x16 px, 1 channel |", "| samples | 1,797 |",
                  "| classes | 10 (the generator is conditioned on them) |",
                  "| length | 6 generator steps, 48 real images through D |", "No evaluation was recorded",
-                 "```yaml\ndata: {kind: digits, resolution: 16, xflip: false}", "## Licence", "TODO", "trained with | ganforge",
+                 "```yaml\ndata: {kind: digits, resolution: 16, xflip: false}", "## Licence", "TODO",
+                 "trained with | ganforge",
                  "from step 0 | CPU ("):
         assert fact in card, fact
     assert meta["config"]["generator"]["kind"] == "resnet" and meta["data_info"]["num_classes"] == 10
