@@ -72,26 +72,31 @@ def main() -> None:
         terminated.append(signum)
         raise Terminated
 
-    signal.signal(signal.SIGTERM, terminate)
+    before = signal.signal(signal.SIGTERM, terminate)
     try:
-        code = app(prog_name="ganforge", standalone_mode=False)
-    except typer.Abort:
-        err("aborted")
-        sys.exit(130)
-    except Exception as e:
-        # Click's usage errors (an unknown option, a value of the wrong type): one line, like
-        # every other mistake, instead of a usage box.
-        if not hasattr(e, "format_message") or getattr(e, "exit_code", None) != 2:
-            raise
-        message = " ".join(e.format_message().split())
-        if message:  # empty: no arguments at all, and the help was printed
-            command = getattr(getattr(e, "ctx", None), "command_path", None) or "ganforge"
-            err(f"error: {message} (see {command} --help)")
-        sys.exit(2)
-    if terminated and code == 130:  # typer turns the interrupt into exit code 130
-        err("terminated (SIGTERM)")
-        sys.exit(128 + signal.SIGTERM)
-    sys.exit(code if isinstance(code, int) else 0)
+        try:
+            code = app(prog_name="ganforge", standalone_mode=False)
+        except typer.Abort:
+            err("aborted")
+            sys.exit(130)
+        except Exception as e:
+            # Click's usage errors (an unknown option, a value of the wrong type): one line, like
+            # every other mistake, instead of a usage box.
+            if not hasattr(e, "format_message") or getattr(e, "exit_code", None) != 2:
+                raise
+            message = " ".join(e.format_message().split())
+            if message:  # empty: no arguments at all, and the help was printed
+                command = getattr(getattr(e, "ctx", None), "command_path", None) or "ganforge"
+                err(f"error: {message} (see {command} --help)")
+            sys.exit(2)
+        if terminated and code == 130:  # typer turns the interrupt into exit code 130
+            err("terminated (SIGTERM)")
+            sys.exit(128 + signal.SIGTERM)
+        sys.exit(code if isinstance(code, int) else 0)
+    finally:
+        # The command is over: a SIGTERM now (torchrun ends a group's survivors so) ends the
+        # process at once, not with a traceback from whatever interpreter exit is running.
+        signal.signal(signal.SIGTERM, before)  # the default: end the process
 
 
 if __name__ == "__main__":

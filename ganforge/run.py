@@ -77,6 +77,40 @@ def _init_file(config: dict[str, Any]) -> Path | None:
         return None
 
 
+# What names a SLURM job: a requeued job runs the same script again, on any node, under the
+# same ids, with SLURM_RESTART_COUNT one higher; SLURM ends every process of the job first.
+SLURM_JOB_KEYS = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID")
+
+
+def slurm_job(environ: Any = None) -> dict[str, str] | None:
+    """This process's SLURM job (its ids and restart count, as `.lock` records them), or None
+    outside SLURM."""
+    environ = os.environ if environ is None else environ
+    if "SLURM_JOB_ID" not in environ:
+        return None
+    return {**{k: environ[k] for k in SLURM_JOB_KEYS if k in environ},
+            "SLURM_RESTART_COUNT": environ.get("SLURM_RESTART_COUNT", "0")}
+
+
+def earlier_run_of(holder_job: Any, job: dict[str, str] | None) -> bool:
+    """Whether a lock's SLURM job is this job before a requeue: the same ids, a lower restart
+    count. That holder is gone, whichever node it ran on."""
+    if not job or not isinstance(holder_job, dict):
+        return False
+    try:
+        return (all(holder_job.get(k) == job.get(k) for k in SLURM_JOB_KEYS)
+                and int(holder_job["SLURM_RESTART_COUNT"]) < int(job["SLURM_RESTART_COUNT"]))
+    except (KeyError, ValueError, TypeError):
+        return False
+
+
+def describe_job(job: dict[str, Any]) -> str:
+    """`123` or, for an array task, `120_3`."""
+    if "SLURM_ARRAY_JOB_ID" in job and "SLURM_ARRAY_TASK_ID" in job:
+        return f"{job['SLURM_ARRAY_JOB_ID']}_{job['SLURM_ARRAY_TASK_ID']}"
+    return str(job.get("SLURM_JOB_ID", "?"))
+
+
 class RunDir:
     """A run folder: its layout, written by one process, or read only."""
 
@@ -237,11 +271,13 @@ class RunDir:
     # -- one writer per folder --------------------------------------------------------------
 
     def acquire_lock(self) -> None:
-        """Take `.lock`; refuse if a live process holds it, take it over from a dead one."""
+        """Take `.lock`; refuse if a live process holds it, take it over from a dead one (on this
+        host, or an earlier run of this SLURM job on any host)."""
         if self._locked or not self._writes("lock the run"):
             return
         lock = self.lock_file
         host = socket.gethostname()
+        job = slurm_job()
         while True:
             try:
                 fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -249,20 +285,27 @@ class RunDir:
                 try:
                     holder = json.loads(lock.read_text())
                     pid, holder_host = int(holder["pid"]), str(holder["host"])
-                except (OSError, ValueError, KeyError, TypeError):
-                    pid, holder_host = -1, host
-                if holder_host == host and pid != os.getpid() and process_alive(pid):
+                    holder_job = holder.get("slurm")
+                except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                    pid, holder_host, holder_job = -1, host, None
+                if earlier_run_of(holder_job, job):
+                    why = (f" on {holder_host} by an earlier run of SLURM job {describe_job(job)} (restart "
+                           f"{holder_job['SLURM_RESTART_COUNT']}; this is restart {job['SLURM_RESTART_COUNT']}), "
+                           "whose processes SLURM ended before it ran the job again")
+                elif holder_host == host and pid != os.getpid() and process_alive(pid):
                     raise RunFolderError(f"{self.path} is being written by process {pid} on {host}; "
                                          "stop it first or use another output.dir") from None
-                if holder_host != host:
-                    raise RunFolderError(f"{self.path} is locked by process {pid} on host {holder_host}; "
+                elif holder_host != host:
+                    of_job = f" (SLURM job {describe_job(holder_job)})" if isinstance(holder_job, dict) else ""
+                    raise RunFolderError(f"{self.path} is locked by process {pid} on host {holder_host}{of_job}; "
                                          f"if that run is over, delete {lock}") from None
-                warnings.warn(f"taking over {lock} left by process {pid}, which is no longer running",
-                              stacklevel=2)
+                else:
+                    why = ", which is no longer running"
+                warnings.warn(f"taking over {lock} left by process {pid}{why}", stacklevel=2)
                 lock.unlink(missing_ok=True)
                 continue
             with os.fdopen(fd, "w") as f:
-                json.dump({"pid": os.getpid(), "host": host}, f)
+                json.dump({"pid": os.getpid(), "host": host, **({"slurm": job} if job else {})}, f)
             self._locked = True
             return
 

@@ -10,7 +10,10 @@ is the one of a run that was never interrupted, bit for bit.
    continues from the last checkpoint.
 3. Then a SIGTERM to torchrun and to every worker at once, as SLURM sends before a preemption
    or the time limit (`#SBATCH --signal=TERM@120`): each process finishes its step, rank 0
-   saves a checkpoint, and all stop.
+   saves a checkpoint, and all stop. So that the signal always lands before the run could end,
+   however loaded the machine, this launch's workers run `ganforge` through this script
+   (`elastic_check.py hold STEP ...`), which makes each one wait at a log step past the
+   signal's step until its SIGTERM has arrived; nothing else about them differs.
 4. The same command again (a requeued job): it continues to the end.
 
 At the end G, D, G_ema, both optimizers' states and every log record (less the speed, a
@@ -64,10 +67,34 @@ QUICK_CONFIG: dict[str, Any] = {
 TIMING = ("img_per_s",)
 
 
-def torchrun(nproc: int, restarts: int, argv: list[str]) -> list[str]:
-    """The command line of `torchrun` for ganforge on this node."""
+def torchrun(nproc: int, restarts: int, argv: list[str], hold_at: int | None = None) -> list[str]:
+    """The command line of `torchrun` for ganforge on this node (`hold_at`: see `held_ganforge`)."""
+    program = ["-m", "ganforge"] if hold_at is None else [str(Path(__file__).resolve()), HOLD, str(hold_at)]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-            f"--max-restarts={restarts}", "-m", "ganforge", *argv]
+            f"--max-restarts={restarts}", *program, *argv]
+
+
+HOLD = "hold"  # `elastic_check.py hold STEP ARGV...`: a worker that waits at STEP for its stop signal
+
+
+def held_ganforge(step: int, argv: list[str]) -> None:
+    """`ganforge ARGV`, whose training waits at `step` (a log step, where the processes agree
+    on stopping) until this process has been asked to stop: the check's SIGTERM is then handled
+    before the run can reach its end, however slowly the check itself gets to send it."""
+    from ganforge.cli import main as ganforge_main
+    from ganforge.training.upkeep import Maintenance
+
+    agree = Maintenance.stop_requested
+
+    def stop_requested(self: Maintenance, stop: Any) -> bool:
+        if self.state.step == step:
+            while not stop.wait(0.05):  # a short wait: the signal handler runs between waits
+                pass
+        return agree(self, stop)
+
+    Maintenance.stop_requested = stop_requested  # type: ignore[method-assign]
+    sys.argv = ["ganforge", *argv]
+    ganforge_main()
 
 
 class Group:
@@ -177,6 +204,7 @@ class Outcome:
     term_exit: int | None = None  # torchrun's exit code after the SIGTERM
     term_seconds: float = 0.0  # from the SIGTERM to the group's end
     term_checkpoint: int | None = None  # the step of the checkpoint the SIGTERM left
+    hold_at: int = 0  # the step the first launch's workers waited at for the SIGTERM
     final_exit: int | None = None
     final_step: int = 0
     reference_step: int = 0
@@ -235,11 +263,17 @@ def elastic_check(cfg: dict[str, Any], kills: int, tmp: Path, seed: int = 0, say
         # Kill moments: random steps in the first two thirds, then the SIGTERM in the last third.
         targets = sorted(rng.sample(range(steps // 10, 2 * steps // 3), kills))
         term_at = rng.randrange(2 * steps // 3, 5 * steps // 6)
+        every = cfg["log"]["every"]
+        term_at = -(-term_at // every) * every  # a log step: the SIGTERM goes once its record is written
+        hold_at = term_at + every  # the next log step: the workers wait there for the signal
+        assert hold_at < steps, (hold_at, steps)
+        outcome.hold_at = hold_at
         command = ["train", str(config), "--auto-resume", "-q"]
-        say(f"elastic: torchrun --nproc_per_node 2 --max-restarts {kills} -m ganforge {' '.join(command)}")
+        say(f"elastic: torchrun --nproc_per_node 2 --max-restarts {kills} -m ganforge {' '.join(command)} "
+            f"(held at step {hold_at} until the SIGTERM)")
         # seconds: from a kill to the restarted group's `resuming` line; from the SIGTERM to the group's end.
         say(f"{'event':<18} {'logged step':>11} {'resumed from':>12} {'seconds':>9}  what the processes said")
-        group = launch(torchrun(2, kills, command), tmp / "elastic-1.txt")
+        group = launch(torchrun(2, kills, command, hold_at), tmp / "elastic-1.txt")
         for target in targets:
             seen = len(resumed_steps(group.text()))
             wait_until(lambda target=target: last_logged_step(run) >= target and len(group.workers()) == 2, 600,
@@ -336,4 +370,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == [HOLD]:
+        held_ganforge(int(sys.argv[2]), sys.argv[3:])
+    else:
+        main()

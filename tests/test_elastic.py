@@ -127,8 +127,9 @@ def load_elastic_check():
 def test_torchrun_restarts_after_a_worker_kill_and_a_preemption_and_ends_bit_identical(tmp_path):
     """scripts/elastic_check.py --quick: one worker SIGKILLed mid-run (torchrun --max-restarts
     restarts the group, which continues from its last checkpoint), then a SIGTERM to torchrun and
-    both workers (SLURM's preemption signal), then the same command: the end state and every log
-    record equal an uninterrupted 2-process run's."""
+    both workers (SLURM's preemption signal; the workers wait for it at a step before the last, so
+    a loaded machine cannot let the run end first), then the same command: the end state and
+    every log record equal an uninterrupted 2-process run's."""
     check = load_elastic_check()
     outcome = check.elastic_check(check.QUICK_CONFIG, kills=1, tmp=tmp_path, seed=0, say=lambda *a: None)
     kill, term = outcome.events
@@ -139,5 +140,46 @@ def test_torchrun_restarts_after_a_worker_kill_and_a_preemption_and_ends_bit_ide
     # launch continued from it.
     assert sum(line.startswith("SIGTERM: finishing this step") for line in term.error_lines) == 2
     assert term.resumed_from == outcome.term_checkpoint >= term.at_step
+    # The workers waited for the signal at a step before the last: it cannot come too late.
+    assert term.at_step < outcome.hold_at < 24 and outcome.term_checkpoint <= outcome.hold_at
     assert outcome.final_exit == 0 and outcome.final_step == outcome.reference_step == 24
     assert outcome.differ == [] and outcome.log_differ == [] and outcome.tracebacks == 0
+
+
+def test_a_requeued_slurm_job_takes_its_lock_over_from_another_node_and_no_other_job_does(cli, tmp_path,
+                                                                                          monkeypatch):
+    """The README's SLURM script after a SIGKILL on node-a (a node failure, a preemption that
+    did not wait): the requeued job, now on this host, finds node-a's lock. Its own earlier run
+    (same job id, lower SLURM_RESTART_COUNT) is gone and the lock is taken over; a lock of
+    another job, or of this same run of the job on another node, is refused in one line."""
+    from ganforge.run import RunDir, earlier_run_of
+
+    run = tmp_path / "run"
+    config = write_config(tmp_path, tiny_config(run))
+    assert cli("train", str(config), "-q").exit_code == 0
+    held = {"pid": 4242, "host": "node-a", "slurm": {"SLURM_JOB_ID": "77", "SLURM_RESTART_COUNT": "0"}}
+    (run / ".lock").write_text(json.dumps(held))
+    for job, restart in (("78", "1"), ("77", "0")):  # another job; this run of the job, on another node
+        monkeypatch.setenv("SLURM_JOB_ID", job)
+        monkeypatch.setenv("SLURM_RESTART_COUNT", restart)
+        refused = cli("train", str(config), "--auto-resume", "--set", "train.steps=8")
+        assert refused.exit_code == 2
+        assert one_error(refused) == (f"error: {run} is locked by process 4242 on host node-a (SLURM job 77); if "
+                                      f"that run is over, delete {run / '.lock'}")
+        assert json.loads((run / ".lock").read_text()) == held and log_steps(run) == [2, 4, 6]
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    requeued = cli("train", str(config), "--auto-resume", "-q", "--set", "train.steps=8")
+    assert requeued.exit_code == 0 and f"resuming {run} at step 6 of 8" in requeued.stdout, requeued.output
+    assert (f"taking over {run / '.lock'} left by process 4242 on node-a by an earlier run of SLURM job 77 "
+            "(restart 0; this is restart 1)") in requeued.output
+    assert log_steps(run) == [2, 4, 6, 8] and not (run / ".lock").exists()
+    # What the lock records, and array tasks: a task is its own job.
+    writer = RunDir(run)
+    writer.acquire_lock()
+    assert json.loads((run / ".lock").read_text())["slurm"] == {"SLURM_JOB_ID": "77", "SLURM_RESTART_COUNT": "1"}
+    writer.release_lock()
+    task = {"SLURM_JOB_ID": "121", "SLURM_ARRAY_JOB_ID": "120", "SLURM_ARRAY_TASK_ID": "1"}
+    assert earlier_run_of({**task, "SLURM_RESTART_COUNT": "0"}, {**task, "SLURM_RESTART_COUNT": "2"})
+    assert not earlier_run_of({**task, "SLURM_ARRAY_TASK_ID": "2", "SLURM_RESTART_COUNT": "0"},
+                              {**task, "SLURM_RESTART_COUNT": "2"})
