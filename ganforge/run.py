@@ -452,16 +452,23 @@ class RunDir:
             return None
         return self.checkpoints / latest if latest else None
 
-    def rewind(self, step: int) -> None:
+    def rewind(self, step: int, config: dict[str, Any] | None = None) -> None:
         """Continue from the checkpoint at `step` (a resume or a rollback): what the run recorded
         after it belongs to a lost future. Log records after `step` are dropped; checkpoints after
         it (ones that were skipped as damaged) leave the index and are renamed `*.skipped`, so
-        pruning never counts them and `latest` names the checkpoint written next."""
+        pruning never counts them and `latest` names the checkpoint written next. Then the folder
+        is pruned (`config`: the run's, for its init checkpoint): a kill during the last save of
+        the previous session (a run's final one) left an old checkpoint that no save would prune."""
         if not self._writes("rewind the run"):
             return
         try:
             self._truncate_log(step)
             self._forget_checkpoints_after(step)
+            try:
+                index = CheckpointIndex(self.checkpoints)
+            except CheckpointError:  # set aside above; the next save writes a new one
+                return
+            self._prune(index, keep_file=_init_file(config or {}))
         except OSError as e:
             raise RunFolderError(f"could not update the run folder {self.path} ({e.strerror or type(e).__name__}); "
                                  "check that it is writable and has free space, then --resume") from None

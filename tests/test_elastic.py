@@ -87,6 +87,27 @@ def test_auto_resume_continues_a_stopped_run_bit_identically(cli, tmp_path):
     assert all(torch.equal(a[net][k], b[net][k]) for net in ("G", "D", "G_ema") for k in b[net])
 
 
+
+def test_a_resume_prunes_the_checkpoint_a_kill_during_the_final_save_left(cli, tmp_path, monkeypatch):
+    """A kill after the final save's index update and before its deletion leaves an old
+    checkpoint that no later save of that run would prune: the resume prunes it, before it saves."""
+    from ganforge.run import RunDir
+
+    run = tmp_path / "run"
+    config = write_config(tmp_path, tiny_config(run, checkpoint={"every": 2, "keep": 1}))
+    assert cli("train", str(config), "-q").exit_code == 0
+    orphan = run / "checkpoints" / "step-00000004.pt"
+    shutil.copyfile(run / "checkpoints" / "step-00000006.pt", orphan)
+    present_at_saves = []
+    save = RunDir.save_checkpoint
+    monkeypatch.setattr(RunDir, "save_checkpoint",
+                        lambda self, ckpt, keep: present_at_saves.append(orphan.exists()) or save(self, ckpt, keep))
+    result = cli("train", str(config), "--auto-resume", "-q", "--set", "train.steps=8")
+    assert result.exit_code == 0 and f"resuming {run} at step 6 of 8" in result.stdout, result.output
+    assert present_at_saves == [False]
+    assert sorted(p.name for p in (run / "checkpoints").glob("step-*")) == ["step-00000008.pt"]
+
+
 @pytest.fixture
 def lone_rank(monkeypatch):
     """This process as rank 0 of 2 under torchrun, with a rendezvous store that it hosts; the

@@ -120,7 +120,7 @@ def train(
     ctx, device, state, batches, info = p.ctx, p.device, p.state, p.batches, p.source.info
     loss, regularizers, rt, ema = p.loss, state.regularizers, p.runtime, p.ema
     if p.resume is not None:
-        run.rewind(state.step)  # log records and checkpoints after it belong to a lost future
+        run.rewind(state.step, cfg_dict)  # log records and checkpoints after it belong to a lost future
     upkeep = Maintenance(cfg, cfg_dict, run, state, batches, ema, info, ctx, device, p.evaluator,
                          p.source.reference_points(5000), progress)
 

@@ -143,7 +143,7 @@ def restore_training(state: TrainState, batches: Any, ckpt: Checkpoint) -> None:
 def restore_checkpoint(state: TrainState, batches: Any, run: RunDir, ckpt: Checkpoint) -> None:
     """Training state, data position and run folder back to `ckpt` (a rollback)."""
     restore_training(state, batches, ckpt)
-    run.rewind(state.step)  # log records and checkpoints after it belong to a lost future
+    run.rewind(state.step, ckpt.config)  # log records and checkpoints after it belong to a lost future
 
 
 def set_scheduled_lrs(state: TrainState) -> None:
