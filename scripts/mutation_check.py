@@ -221,8 +221,8 @@ MUTATIONS = [
     Mutation("generated-images-not-clamped", FEATURES,
              "((images.float().clamp(-1, 1) + 1) * 127.5)", "((images.float() + 1) * 127.5)", METRIC_INPUTS),
     Mutation("evaluation-noise-from-another-seed", EVALUATE,
-             "z = sample_noise(self.num_samples, G.latent_dim, seed, G_device)",
-             "z = sample_noise(self.num_samples, G.latent_dim, seed + 1, G_device)", EVAL_COMMAND),
+             "z = sample_noise(self.num_samples, G.latent_dim, seed, G_device, trunc.threshold)",
+             "z = sample_noise(self.num_samples, G.latent_dim, seed + 1, G_device, trunc.threshold)", EVAL_COMMAND),
     Mutation("generator-evaluated-in-training-mode", EVALUATE, "        G.eval()\n        try:",
              "        G.train()\n        try:", EVAL_COMMAND),
     # -- resume ---------------------------------------------------------------------------------------
