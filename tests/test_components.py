@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import pytest
@@ -13,47 +14,33 @@ from ganforge.build import build_discriminator, build_generator
 from ganforge.config import Component
 from ganforge.data import DataInfo
 from ganforge.losses import Hinge, LeastSquares, Minimax, NonSaturating, Wasserstein
-from ganforge.registry import DISCRIMINATORS, GENERATORS, SCHEDULES
+from ganforge.registry import DISCRIMINATORS, GENERATORS, SCHEDULES, Entry, Registry
 from ganforge.regularizers.penalties import R1, GradientPenalty
 
-# Small settings per architecture, so that the sweep stays fast.
-SMALL = {"base_width": 4, "max_width": 8}
-TINY = {"dcgan": SMALL, "resnet": SMALL, "biggan": {"ch": 4, "attention": []},
-        "stylegan2": {"channel_base": 512, "channel_max": 8},
-        "mlp": {"width": 16}}
-TINY_G = {"dcgan": {"latent_dim": 8}, "resnet": {"latent_dim": 8},
-          "biggan": {"dim_z": 60, "shared_dim": 4, "attention": [8]},  # hierarchical z: 3 to 6 chunks
-          "stylegan2": {"latent_dim": 8, "w_dim": 8, "mapping_layers": 1}, "mlp": {"latent_dim": 4}}
+
+def data_for(*entries: Entry) -> list[DataInfo]:
+    """Data every one of `entries` accepts: vectors (plain, and labelled), and images (grey and RGB,
+    labelled and not) at the four smallest sides they all take."""
+    candidates = [DataInfo("vec", (2,)), DataInfo("vec", (5,), num_classes=3)]
+    sides = [side for side in range(8, 257) if all(e.accepts.takes_resolution(side) for e in entries)][:4]
+    candidates += [DataInfo("img", (c, r, r), n) for (c, n), r in zip(((1, 0), (3, 10), (3, 0), (1, 0)), sides)]
+    return [info for info in candidates if all(e.accepts.problem(info) is None for e in entries)]
 
 
-def data_for(kind: str) -> list[DataInfo]:
-    if kind == "mlp":
-        return [DataInfo("vec", (2,)), DataInfo("vec", (5,), num_classes=3)]
-    return [DataInfo("img", (c, r, r), n) for c, r, n in ((1, 16, 0), (3, 32, 10), (3, 64, 0), (1, 128, 0))]
-
-
-def make(registry, kind, info, extra):
-    from ganforge.config import parse_config  # noqa: F401  (components registered on import)
-
-    entry = registry.get(kind)
-    from ganforge.config import component_params
-
-    params = {p.name: p.default for p in component_params(entry.builder, registry.injected) if not p.required}
-    params.update(extra)
-    if "conditional" in params:
-        params["conditional"] = info.num_classes > 0  # conditional where the data has labels
+def make(registry: Registry, kind: str, info: DataInfo) -> nn.Module:
+    """`kind` built with its declared tiny settings for `info` (conditional where the data have labels)."""
+    params = registry.tiny(kind)
+    if "conditional" in inspect.signature(registry.get(kind).builder).parameters:
+        params["conditional"] = info.num_classes > 0
     build = build_generator if registry is GENERATORS else build_discriminator
     return build(Component(kind, params), info)
 
 
-VECTOR_ARCHITECTURES = {"mlp"}
-IMAGE_ARCHITECTURES = {"dcgan", "resnet", "biggan", "stylegan2"}
-PAIRS = [(g, d) for g in GENERATORS.names() for d in DISCRIMINATORS.names()
-         if (g in VECTOR_ARCHITECTURES) == (d in VECTOR_ARCHITECTURES)]
+# Every generator with every discriminator that takes some of the same data.
+PAIRS = [(g.name, d.name) for g in GENERATORS.entries() for d in DISCRIMINATORS.entries() if data_for(g, d)]
 
 
 def test_sweep_covers_every_architecture():
-    assert set(GENERATORS.names()) == VECTOR_ARCHITECTURES | IMAGE_ARCHITECTURES
     assert {g for g, _ in PAIRS} == set(GENERATORS.names())
     assert {d for _, d in PAIRS} == set(DISCRIMINATORS.names())
 
@@ -61,15 +48,16 @@ def test_sweep_covers_every_architecture():
 @pytest.mark.parametrize(("g_kind", "d_kind"), PAIRS)
 def test_every_generator_discriminator_pair(g_kind, d_kind):
     torch.manual_seed(0)
-    for info in data_for(g_kind):
-        G = make(GENERATORS, g_kind, info, {**TINY[g_kind], **TINY_G[g_kind]})
-        D = make(DISCRIMINATORS, d_kind, info, TINY[d_kind])
+    output_range = GENERATORS.get(g_kind).properties["output_range"]  # declared where G is registered
+    for info in data_for(GENERATORS.get(g_kind), DISCRIMINATORS.get(d_kind)):
+        G = make(GENERATORS, g_kind, info)
+        D = make(DISCRIMINATORS, d_kind, info)
         z = torch.randn(3, G.latent_dim)
         labels = torch.arange(3) % info.num_classes if info.num_classes else None
         fake = G(z, labels)
         assert fake.shape == (3, *info.shape)
-        if info.is_image and g_kind != "stylegan2":  # stylegan2's output is linear, as in the paper
-            assert fake.min() >= -1 and fake.max() <= 1  # tanh output range
+        if info.is_image and output_range is not None:
+            assert output_range[0] <= fake.min() and fake.max() <= output_range[1], (info, fake.aminmax())
         logits = D(fake, labels)
         assert logits.shape == (3,)
         logits.mean().backward()
@@ -85,7 +73,7 @@ def test_dcgan_widths_follow_resolution():
     convs = [m for m in G.modules() if isinstance(m, nn.ConvTranspose2d)]
     # The DCGAN paper's 64x64 generator: 100 -> 512 -> 256 -> 128 -> 64 -> 3.
     assert [c.out_channels for c in convs] == [512, 256, 128, 64, 3]
-    with pytest.raises(Exception, match="resolution 48 is not supported"):
+    with pytest.raises(Exception, match="needs images of 16 to 128 px"):
         build_generator(Component("dcgan", {"latent_dim": 8, "base_width": 4, "max_width": 8, "norm": "batch"}),
                         DataInfo("x", (3, 48, 48)))
 

@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from conftest import tiny_config, write_config
+from conftest import tiny_config, tiny_section, write_config
 from ganforge.build import build_discriminator, build_networks, build_optimizer
 from ganforge.checkpoint import Checkpoint, load_checkpoint, serialize
 from ganforge.config import Component, load_config, parse_config
@@ -162,11 +162,8 @@ def test_bad_paths_and_names_are_config_errors(tmp_path, tiny_run):
     ("stylegan2", {"mapping.embed.weight"}, {"mapping.embed.weight"}),
 ])
 def test_class_count_change_reinitialises_the_class_layers(tmp_path, arch, g_class_keys, d_class_keys):
-    widths = {"channel_base": 64, "channel_max": 8}
-    g = {"biggan": {"dim_z": 6, "ch": 2, "shared_dim": 4, "attention": []},
-         "stylegan2": {"latent_dim": 8, "w_dim": 8, "mapping_layers": 1, "conditional": True, **widths}}[arch]
-    d = {"biggan": {"ch": 2, "attention": []}, "stylegan2": {"conditional": True, **widths}}[arch]
-    raw = {"data": {"kind": "digits"}, "generator": {"kind": arch, **g}, "discriminator": {"kind": arch, **d}}
+    raw = {"data": {"kind": "digits"}, "generator": tiny_section("generator", arch, conditional=True),
+           "discriminator": tiny_section("discriminator", arch, conditional=True)}
     ten, five = DataInfo("digits", (1, 16, 16), 10), DataInfo("folder", (1, 16, 16), 5)
     old = Nets(raw, ten, seed=1)
     perturb(old)
@@ -274,9 +271,7 @@ def test_freeze_stylegan2_takes_the_first_block_with_its_from_rgb_and_the_optimi
 
 @pytest.mark.parametrize("kind", DISCRIMINATORS.names())
 def test_every_discriminator_has_blocks_and_freezing_all_leaves_only_the_head(kind):
-    extra = {"biggan": {"attention": [], "ch": 1}, "resnet": {"base_width": 4},
-             "dcgan": {"base_width": 4}, "stylegan2": {"channel_base": 64}, "mlp": {"width": 8}}.get(kind, {})
-    D = build_discriminator(Component(kind, extra), DIGITS16)
+    D = build_discriminator(Component(kind, DISCRIMINATORS.tiny(kind)), DIGITS16)
     blocks = discriminator_blocks(D)
     assert blocks, kind
     names = [n for n, _ in D.named_parameters()]

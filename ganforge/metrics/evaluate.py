@@ -22,7 +22,6 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from ganforge.accepts import accepts_of
 from ganforge.config import Component, config_to_dict
 from ganforge.data import DataInfo, DataSource, TensorSource, epoch_permutation
 from ganforge.errors import ConfigError, DataError, GanforgeError
@@ -85,7 +84,7 @@ def check_evaluable(metrics: list[str] | tuple[str, ...], info: DataInfo, num_sa
     metrics = default_metrics(metrics, info.is_image)
     check_metrics(metrics, info.is_image, num_samples=num_samples, num_where="--num (eval.num_samples)")
     for name in metrics:
-        problem = accepts_of(METRICS.get(name).builder).problem(info)
+        problem = METRICS.get(name).accepts.problem(info)
         if problem is not None:
             remedy = " or use labelled data" if "label" in problem else ""
             raise ConfigError(f"eval.metrics (--metrics): {name} {problem} (data.kind: {info.name}); "

@@ -6,27 +6,19 @@ convolutions, halving the width at each doubling; the discriminator mirrors it.
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Literal
 
 from torch import Tensor, nn
 
 from ganforge.accepts import Accepts
-from ganforge.models import init_dcgan_weights
+from ganforge.models import init_dcgan_weights, stages
 from ganforge.params import Range
 from ganforge.registry import DISCRIMINATORS, GENERATORS
 
 Width = Annotated[int, Range(ge=1, le=4096)]
 # 16, 32, 64 or 128 px (the constructors reject other sizes).
-IMAGES_FROM_16 = Accepts(images=True, vectors=False, min_resolution=16)
-
-
-def _stages(resolution: int) -> int:
-    """Number of doublings from 4x4 to `resolution` (2 at 16 px ... 5 at 128 px)."""
-    stages = int(math.log2(resolution)) - 2 if resolution > 0 else 0
-    if resolution not in (16, 32, 64, 128):
-        raise ValueError(f"resolution {resolution} is not supported; use 16, 32, 64 or 128 (data.resolution)")
-    return stages
+IMAGES = Accepts(images=True, vectors=False, min_resolution=16, max_resolution=128, powers_of_two=True)
+TINY_WIDTHS = {"base_width": 4, "max_width": 8}
 
 
 def _widths(stages: int, base_width: int, max_width: int) -> list[int]:
@@ -44,11 +36,9 @@ def _norm2d(kind: str, channels: int) -> nn.Module:
     return nn.Identity()
 
 
-@GENERATORS.register("dcgan")
+@GENERATORS.register("dcgan", accepts=IMAGES, tiny={"latent_dim": 8, **TINY_WIDTHS}, output_range=(-1.0, 1.0))
 class DCGANGenerator(nn.Module):
     """DCGAN generator: transposed convolutions from a 4x4 map, BatchNorm, ReLU, tanh output."""
-
-    accepts = IMAGES_FROM_16
 
     def __init__(
         self,
@@ -61,7 +51,7 @@ class DCGANGenerator(nn.Module):
     ) -> None:
         super().__init__()
         self.latent_dim = latent_dim
-        widths = _widths(_stages(resolution), base_width, max_width)
+        widths = _widths(stages(resolution, IMAGES), base_width, max_width)
         bias = norm == "none"
         layers: list[nn.Module] = [
             nn.ConvTranspose2d(latent_dim, widths[0], 4, 1, 0, bias=bias),
@@ -78,11 +68,9 @@ class DCGANGenerator(nn.Module):
         return self.net(z.view(z.shape[0], -1, 1, 1))
 
 
-@DISCRIMINATORS.register("dcgan")
+@DISCRIMINATORS.register("dcgan", accepts=IMAGES, tiny=TINY_WIDTHS)
 class DCGANDiscriminator(nn.Module):
     """DCGAN discriminator: strided convolutions to a 4x4 map, LeakyReLU(0.2), one logit."""
-
-    accepts = IMAGES_FROM_16
 
     def __init__(
         self,
@@ -93,7 +81,7 @@ class DCGANDiscriminator(nn.Module):
         norm: Literal["batch", "instance", "layer", "none"] = "batch",
     ) -> None:
         super().__init__()
-        widths = list(reversed(_widths(_stages(resolution), base_width, max_width)))
+        widths = list(reversed(_widths(stages(resolution, IMAGES), base_width, max_width)))
         # No normalisation on the first layer, as in the paper.
         layers: list[nn.Module] = [nn.Conv2d(channels, widths[0], 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
         bias = norm == "none"

@@ -10,7 +10,6 @@ resolution (SNGAN's layout).
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Literal
 
 import torch
@@ -18,17 +17,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ganforge.accepts import Accepts
+from ganforge.models import stages
 from ganforge.params import Range
 from ganforge.registry import DISCRIMINATORS, GENERATORS
 
 Width = Annotated[int, Range(ge=1, le=4096)]
 Pool = Literal["sum", "mean"]
-IMAGES_FROM_16 = Accepts(images=True, vectors=False, min_resolution=16)
-
-def _stages(resolution: int) -> int:
-    if resolution not in (16, 32, 64, 128, 256):
-        raise ValueError(f"resolution {resolution} is not supported; use 16, 32, 64, 128 or 256 (data.resolution)")
-    return int(math.log2(resolution)) - 2
+IMAGES = Accepts(images=True, vectors=False, min_resolution=16, max_resolution=256, powers_of_two=True)
+TINY_WIDTHS = {"base_width": 4, "max_width": 8}
 
 
 def stage_widths(stages: int, base_width: int, max_width: int) -> list[int]:
@@ -40,9 +36,9 @@ def sngan_d_layout(resolution: int, base_width: int, max_width: int, extra_block
                    ) -> tuple[list[int], list[bool]]:
     """SNGAN / WGAN-GP critic: (channels after each block, whether it halves the resolution).
     Down to 8x8 (SNGAN's CIFAR D keeps its last blocks at 8x8), then `extra_blocks` more."""
-    stages = _stages(resolution)
-    widths = list(reversed(stage_widths(stages, base_width, max_width)))  # full resolution first
-    downs = max(1, stages - 1)
+    doublings = stages(resolution, IMAGES)
+    widths = list(reversed(stage_widths(doublings, base_width, max_width)))  # full resolution first
+    downs = max(1, doublings - 1)
     return widths[1 : downs + 1] + [widths[downs]] * extra_blocks, [True] * downs + [False] * extra_blocks
 
 
@@ -119,7 +115,6 @@ class ResNetGenerator(nn.Module):
 
     widths: channels from the 4x4 map to the full resolution (one block per doubling)."""
 
-    accepts = IMAGES_FROM_16
 
     def __init__(self, channels: int, widths: list[int], num_classes: int = 0, latent_dim: int = 128,
                  conditional: bool = False) -> None:
@@ -151,7 +146,6 @@ class ResNetDiscriminator(nn.Module):
 
     widths[i]: channels after block i; downsample[i]: whether block i halves the resolution."""
 
-    accepts = IMAGES_FROM_16
 
     def __init__(self, channels: int, resolution: int, widths: list[int], downsample: list[bool],
                  num_classes: int = 0, conditional: bool = False, auxiliary_classifier: bool = False,
@@ -196,7 +190,7 @@ class ResNetDiscriminator(nn.Module):
         return self.aux(self.features(x))
 
 
-@GENERATORS.register("resnet")
+@GENERATORS.register("resnet", accepts=IMAGES, tiny={"latent_dim": 8, **TINY_WIDTHS}, output_range=(-1.0, 1.0))
 def resnet_generator(
     channels: int,
     resolution: int,
@@ -207,11 +201,11 @@ def resnet_generator(
     conditional: bool = False,
 ) -> ResNetGenerator:
     """Residual G of WGAN-GP / SNGAN (16-256 px); conditional: class-conditional BatchNorm."""
-    widths = stage_widths(_stages(resolution), base_width, max_width)
+    widths = stage_widths(stages(resolution, IMAGES), base_width, max_width)
     return ResNetGenerator(channels, widths, num_classes, latent_dim, conditional)
 
 
-@DISCRIMINATORS.register("resnet")
+@DISCRIMINATORS.register("resnet", accepts=IMAGES, tiny={**TINY_WIDTHS, "extra_blocks": 0})
 def resnet_discriminator(
     channels: int,
     resolution: int,
@@ -227,7 +221,3 @@ def resnet_discriminator(
     widths, downsample = sngan_d_layout(resolution, base_width, max_width, extra_blocks)
     return ResNetDiscriminator(channels, resolution, widths, downsample, num_classes, conditional,
                                auxiliary_classifier, pool=pool)
-
-
-for _builder in (resnet_generator, resnet_discriminator):
-    _builder.accepts = IMAGES_FROM_16  # type: ignore[attr-defined]

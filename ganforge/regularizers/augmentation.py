@@ -16,13 +16,12 @@ Policy = Literal["color", "translation", "cutout", "xflip"]
 
 
 
-@REGULARIZERS.register("diffaugment")
+@REGULARIZERS.register("diffaugment", accepts=Accepts(vectors=False))
 class DiffAugment(Regularizer):
     """DiffAugment (Zhao et al. 2020): the same random color/translation/cutout on reals and fakes,
     in both D and G steps, differentiably."""
 
     incompatible = ("ada",)
-    accepts = Accepts(vectors=False)
 
     def __init__(self, policy: list[Policy] = ("color", "translation", "cutout")) -> None:  # type: ignore[assignment]
         self.policy, self.weight = list(policy), 1.0
@@ -31,7 +30,8 @@ class DiffAugment(Regularizer):
         return augment.diff_augment(x, self.policy, gen) if x.dim() == 4 else x
 
 
-@REGULARIZERS.register("ada")
+# The colour operations know grey and RGB.
+@REGULARIZERS.register("ada", accepts=Accepts(vectors=False, channels=(1, 3)))
 class AdaptiveAugment(Regularizer):
     """ADA (Karras et al. 2020): StyleGAN2-ADA's augmentation pipeline (`bgc` by default), each
     operation applied with probability p; every `interval` D updates p rises if E[sign D(real)]
@@ -41,7 +41,6 @@ class AdaptiveAugment(Regularizer):
     running sums are saved in checkpoints."""
 
     incompatible = ("diffaugment",)
-    accepts = Accepts(vectors=False, channels=(1, 3))  # the colour operations know grey and RGB
 
     def __init__(self, target: Annotated[float, Range(gt=0, lt=1)] = 0.6, interval: Annotated[int, Range(ge=1)] = 4,
                  speed_images: Annotated[int, Range(ge=1)] = 500_000,

@@ -33,7 +33,6 @@ from typing import Annotated, Any
 import torch
 from torch import Tensor, nn
 
-from ganforge.accepts import Accepts
 from ganforge.params import Range
 
 Weight = Annotated[float, Range(ge=0.0)]
@@ -56,7 +55,6 @@ class Regularizer:
     every: int = 1
     # Other regularizer kinds (or losses, or architectures) this one cannot be combined with.
     incompatible: tuple[str, ...] = ()
-    accepts = Accepts()  # the data it works with (ganforge.accepts)
 
     def d_term(self, update: int, D: nn.Module, real: Tensor, fake: Tensor, labels: Tensor | None,
                fake_labels: Tensor | None, real_logits: Tensor, fake_logits: Tensor,

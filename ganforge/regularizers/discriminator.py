@@ -15,12 +15,10 @@ from ganforge.registry import REGULARIZERS
 from ganforge.regularizers.base import Every, Regularizer, Term, Weight
 
 
-@REGULARIZERS.register("consistency")
+@REGULARIZERS.register("consistency", accepts=Accepts(vectors=False))
 class Consistency(Regularizer):
     """Balanced consistency regularization (bCR, Zhao et al. 2020): D's output should not change
     under flip-and-translate of reals and fakes."""
-
-    accepts = Accepts(vectors=False)
 
     def __init__(self, weight: Weight = 10.0, every: Every = 1, fake_weight: Weight = 10.0) -> None:
         self.weight, self.every, self.fake_weight = weight, every, fake_weight
@@ -48,11 +46,10 @@ class Consistency(Regularizer):
         return Term(self.every * (self.weight * real_term + self.fake_weight * fake_term), real_term + fake_term)
 
 
-@REGULARIZERS.register("label_smoothing")
+# BCE with target t on raw logits only (the loss's declared shape).
+@REGULARIZERS.register("label_smoothing", loss_shapes=("bce",))
 class LabelSmoothing(Regularizer):
     """One-sided label smoothing (Salimans et al. 2016): D's real target is `real_target`, not 1."""
-
-    incompatible = ("hinge", "wasserstein", "least_squares", "relativistic_average")  # BCE on raw logits only
 
     def __init__(self, real_target: Annotated[float, Range(gt=0.0, lt=1.0)] = 0.9) -> None:
         self.real_target, self.weight = real_target, 1.0
@@ -88,13 +85,14 @@ class LeCam(Regularizer):
         self.anchor_real, self.anchor_fake = state.get("anchor_real"), state.get("anchor_fake")
 
 
-@REGULARIZERS.register("ac_gan")
+# Its tiny networks: a conditional generator and a discriminator with an auxiliary classifier.
+@REGULARIZERS.register("ac_gan", accepts=Accepts(needs_labels=True),
+                       networks={"generator": {"kind": "resnet", "conditional": True},
+                                 "discriminator": {"kind": "resnet", "auxiliary_classifier": True}})
 class AuxiliaryClassifier(Regularizer):
     """AC-GAN (Odena et al. 2017): D's auxiliary head classifies reals and fakes, and G makes
     fakes of the asked class; needs a discriminator built with `auxiliary_classifier: true`.
     Both players' classifier terms see D's inputs as D does (augmented, if augmentation is on)."""
-
-    accepts = Accepts(needs_labels=True)
 
     def __init__(self, weight: Weight = 1.0, fake_weight: Weight = 1.0) -> None:
         self.weight, self.fake_weight = weight, fake_weight

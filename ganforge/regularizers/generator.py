@@ -35,7 +35,9 @@ class Orthogonal(Regularizer):
         return total
 
 
-@REGULARIZERS.register("path_length")
+# Its tiny networks: synthesis with styles, stylegan2's.
+@REGULARIZERS.register("path_length", networks={"generator": {"kind": "stylegan2"},
+                                                "discriminator": {"kind": "stylegan2"}})
 class PathLength(Regularizer):
     """StyleGAN2's path-length regularization: |J^T y| stays near its running mean (stylegan2 only)."""
 
