@@ -3,8 +3,8 @@
 Every registered generator, discriminator, regularizer and metric may declare
 `accepts=Accepts(...)` in its registry's `register` call; one without it works with any data.
 `check_accepts` compares the declaration with the data's description (`DataInfo`) and raises a
-one-line `ConfigError` that names both config keys, so an image architecture on vector data (or a labelled-only regularizer
-on unlabelled data) is refused before anything is built.
+one-line `ConfigError` that names both config keys, so an image architecture on vector data (or
+a labelled-only regularizer on unlabelled data) is refused before anything is built.
 """
 
 from __future__ import annotations
