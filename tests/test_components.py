@@ -7,14 +7,16 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from conftest import LinearD
+from conftest import LinearD, tiny_config
 from ganforge.build import build_discriminator, build_generator
 from ganforge.config import Component
 from ganforge.data import DataInfo
+from ganforge.errors import ConfigError
 from ganforge.losses import Hinge, LeastSquares, Minimax, NonSaturating, Wasserstein
-from ganforge.registry import DISCRIMINATORS, GENERATORS, SCHEDULES, Entry, Registry
+from ganforge.registry import DISCRIMINATORS, GENERATORS, LOSSES, REGULARIZERS, SCHEDULES, Entry, Registry
 from ganforge.regularizers.penalties import R1, GradientPenalty
 
 
@@ -102,6 +104,65 @@ def test_losses_on_hand_computed_values(loss, d_expected, g_expected):
     real, fake = torch.tensor([2.0, -1.0]), torch.tensor([0.5, -3.0])
     assert loss.d_loss(real, fake).item() == pytest.approx(d_expected, rel=1e-6)
     assert loss.g_loss(fake, real).item() == pytest.approx(g_expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("kind", LOSSES.names())
+def test_every_loss_pushes_d_and_g_the_right_way(kind):
+    """At neutral logits D's loss falls as its real logits rise and its fake logits fall, and G's
+    loss falls as its fake logits rise; both are finite scalars."""
+    loss = LOSSES.get(kind).builder()
+    real, fake = torch.full((4,), 0.25, requires_grad=True), torch.full((4,), 0.25, requires_grad=True)
+    d = loss.d_loss(real, fake)
+    assert d.shape == () and torch.isfinite(d)
+    d.backward()
+    assert (real.grad < 0).all() and (fake.grad > 0).all(), (real.grad, fake.grad)
+    fake.grad = None
+    g = loss.g_loss(fake, real.detach())
+    assert g.shape == () and torch.isfinite(g)
+    g.backward()
+    assert (fake.grad < 0).all(), fake.grad
+
+
+# What each declared loss shape promises, on logits real [2, -1] and fake [0.5, -3].
+SHAPE_CONTRACTS = {
+    # sigmoid cross-entropy on raw logits: D's loss is -log sigmoid(r) - log(1 - sigmoid(f))
+    "bce": lambda loss, r, f: loss.d_loss(r, f).item() == pytest.approx(
+        (F.softplus(-r).mean() + F.softplus(f).mean()).item()),
+    # a margin: zero once reals score above 1 and fakes below -1
+    "margin": lambda loss, r, f: loss.d_loss(r.abs() + 1, -f.abs() - 1).item() == 0,
+    # an unbounded critic: D's loss falls without limit as the scores part
+    "critic": lambda loss, r, f: loss.d_loss(r + 100, f - 100).item() < loss.d_loss(r, f).item() - 100,
+    # squares to the targets 1 (real) and 0 (fake)
+    "least_squares": lambda loss, r, f: loss.d_loss(torch.ones(2), torch.zeros(2)).item() == 0,
+    # reads only the difference of real and fake logits
+    "relativistic": lambda loss, r, f: loss.d_loss(r + 7, f + 7).item() == pytest.approx(loss.d_loss(r, f).item()),
+}
+
+
+@pytest.mark.parametrize("kind", LOSSES.names())
+def test_every_loss_keeps_its_declared_shape(kind):
+    shape = LOSSES.get(kind).properties["shape"]  # declared where the loss is registered
+    real, fake = torch.tensor([2.0, -1.0]), torch.tensor([0.5, -3.0])
+    assert SHAPE_CONTRACTS[shape](LOSSES.get(kind).builder(), real, fake), (kind, shape)
+
+
+@pytest.mark.parametrize("loss", LOSSES.names())
+def test_every_loss_with_the_regularizers_that_declare_loss_shapes(loss):
+    """A regularizer that declares the loss shapes it works with is refused, naming both, with a
+    loss of another shape, and accepted with one of its shapes."""
+    from ganforge.build import build_regularizers
+    from ganforge.config import parse_config
+
+    shape = LOSSES.get(loss).properties["shape"]
+    limited = [e for e in REGULARIZERS.entries() if e.properties.get("loss_shapes") is not None]
+    assert limited  # label_smoothing declares them
+    for entry in limited:
+        cfg = parse_config(tiny_config("unused", loss={"kind": loss}, regularizers=[{"kind": entry.name}]))
+        if shape in entry.properties["loss_shapes"]:
+            assert [kind for kind, _ in build_regularizers(cfg)] == [entry.name]
+        else:
+            with pytest.raises(ConfigError, match=f"{entry.name} works with .* not {loss} \\({shape}\\)"):
+                build_regularizers(cfg)
 
 
 # -- regularizers --------------------------------------------------------------------------
