@@ -48,6 +48,18 @@ def activation(name: str) -> nn.Module:
 
 
 
+def layer_groups(net: nn.Sequential) -> list[list[nn.Module]]:
+    """A plain stack's layers grouped from each conv or linear layer to the next, the last one
+    (the logit's) left out: the feature blocks of a DCGAN or MLP discriminator."""
+    groups: list[list[nn.Module]] = []
+    for m in net:
+        if isinstance(m, (nn.Conv2d, nn.Linear)) or not groups:
+            groups.append([m])
+        else:
+            groups[-1].append(m)
+    return groups[:-1]
+
+
 def stages(resolution: int, accepts: Accepts) -> int:
     """Number of doublings from a 4x4 map to `resolution` (2 at 16 px); a resolution the
     architecture's declaration `accepts` does not take is a ValueError naming what it takes."""

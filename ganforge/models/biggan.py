@@ -579,6 +579,10 @@ class BigGANDiscriminator(nn.Module):
                 h = block(h)
         return torch.sum(F.relu(h), [2, 3])
 
+    def feature_blocks(self) -> list[list[nn.Module]]:
+        """Each residual block with the self-attention layer that follows it, from the input side."""
+        return [list(group) for group in self.blocks]
+
     def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         h = self.features(x)
         out = self.linear(h).squeeze(1)

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from torch import Tensor, nn
 
 from ganforge.accepts import Accepts
-from ganforge.models import init_dcgan_weights, stages
+from ganforge.models import init_dcgan_weights, layer_groups, stages
 from ganforge.params import Range
 from ganforge.registry import DISCRIMINATORS, GENERATORS
 
@@ -91,6 +91,10 @@ class DCGANDiscriminator(nn.Module):
         layers.append(nn.Conv2d(widths[-1], 1, 4, 1, 0))
         self.net = nn.Sequential(*layers)
         init_dcgan_weights(self)
+
+    def feature_blocks(self) -> list[list[nn.Module]]:
+        """Each strided conv with its norm and activation, from the input side (the logit's conv is the head)."""
+        return layer_groups(self.net)
 
     def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         return self.net(x).flatten()

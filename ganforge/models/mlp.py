@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from torch import Tensor, nn
 
-from ganforge.models import activation
+from ganforge.models import activation, layer_groups
 from ganforge.params import Range
 from ganforge.registry import DISCRIMINATORS, GENERATORS
 
@@ -89,6 +89,10 @@ class MLPDiscriminator(nn.Module):
         # kinks lie within about +-1, so data spread far wider would leave D nearly linear.
         self.input_scale = input_scale
         self.net = _mlp([math.prod(shape)] + [width] * depth + [1], act)
+
+    def feature_blocks(self) -> list[list[nn.Module]]:
+        """Each linear layer with its activation, from the input side (the logit's layer is the head)."""
+        return layer_groups(self.net)
 
     def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         return self.net(x.flatten(1) / self.input_scale).squeeze(1)

@@ -174,6 +174,10 @@ class ResNetDiscriminator(nn.Module):
         # SNGAN sums over space; the WGAN-GP critic (gan_cifar_resnet.py) averages.
         return h.sum(dim=(2, 3)) if self.pool == "sum" else h.mean(dim=(2, 3))
 
+    def feature_blocks(self) -> list[list[nn.Module]]:
+        """Each residual block, from the input side."""
+        return [[m] for m in self.blocks]
+
     def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         h = self.features(x)
         out = self.linear(h).squeeze(1)

@@ -567,6 +567,10 @@ class StyleGAN2Discriminator(nn.Module):
         """The blocks from the input side (the epilogue b4 not among them)."""
         return [getattr(self, f"b{res}") for res in self.block_resolutions]
 
+    def feature_blocks(self) -> list[list[nn.Module]]:
+        """Each block b<resolution> ... b8 (the first holds from_rgb); the epilogue is the head."""
+        return [[b] for b in self.blocks()]
+
     def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         img, h = x, None
         for block in self.blocks():
