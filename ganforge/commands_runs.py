@@ -70,9 +70,9 @@ def evaluate(
     from ganforge.build import build_data, evaluator_for, resolve_device
     from ganforge.config import Component, parse_config
     from ganforge.generation import truncation_for
+    from ganforge.generation.drawing import load_generator
     from ganforge.metrics.catalog import default_metrics
     from ganforge.run import RunDir
-    from ganforge.sample import load_generator
 
     if images is not None:
         if checkpoint is not None:

@@ -366,17 +366,17 @@ def test_generate_sets_the_noise_mode_for_the_call_and_ignores_it_without_noise(
 
 
 def test_sample_uses_seeded_random_noise_and_leaves_the_global_generator_alone(tmp_path):
-    from ganforge.sample import LoadedGenerator, sample
+    from ganforge.generation.drawing import LoadedGenerator, draw
 
     loaded = LoadedGenerator(noisy_stylegan2().eval(), DataInfo("img", (1, 16, 16)), 0, tmp_path, {})
     state = torch.get_rng_state()
-    a, b, c = sample(loaded, 4, seed=3), sample(loaded, 4, seed=3), sample(loaded, 4, seed=4)
+    a, b, c = draw(loaded, 4, seed=3), draw(loaded, 4, seed=3), draw(loaded, 4, seed=4)
     assert torch.equal(torch.get_rng_state(), state)
     assert torch.equal(a, b) and not torch.allclose(a, c)
     # The same z with const noise differs from the random-noise sample only by the noise.
-    const = sample(loaded, 4, seed=3, noise_mode="const")
+    const = draw(loaded, 4, seed=3, noise_mode="const")
     assert not torch.allclose(a, const)
-    assert torch.equal(const, sample(loaded, 4, seed=3, noise_mode="const"))
+    assert torch.equal(const, draw(loaded, 4, seed=3, noise_mode="const"))
 
 
 # -- StyleGAN2: what the parity fixtures (test_parity_stylegan2.py) do not show -----------------------

@@ -23,8 +23,8 @@ from ganforge.build import build_networks
 from ganforge.config import parse_config
 from ganforge.data import DataInfo
 from ganforge.generation import NoiseStream, class_labels, generate, sample_noise, seeded_global_rng
+from ganforge.generation.drawing import LoadedGenerator, sample_batches
 from ganforge.metrics.inception import FIDInception
-from ganforge.sample import LoadedGenerator, sample_batches
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "tiny_run_v1"  # a run at step 3 of 6
 

@@ -124,7 +124,7 @@ def test_slerp_keeps_the_norm_between_equal_norm_points():
 
 
 def _expected(image_run, tmp_path, batch=3):
-    from ganforge.sample import load_generator
+    from ganforge.generation.drawing import load_generator
 
     loaded = load_generator(image_run, device="cpu")
     z = torch.randn(batch, loaded.G.latent_dim, generator=torch.Generator().manual_seed(7))

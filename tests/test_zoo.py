@@ -332,7 +332,7 @@ def test_conditional_run_samples_the_asked_class_and_grids_by_class(cli, tmp_pat
     assert result.exit_code == 0, result.stderr
     grid = Image.open(run / "samples" / "latest.png")
     assert grid.size == (2 * 18 + 2, 10 * 18 + 2)  # 20 samples: one row per class, 2 columns
-    from ganforge.sample import load_generator, sample
+    from ganforge.generation.drawing import draw, load_generator
 
     loaded = load_generator(run, device="cpu")
     assert loaded.num_classes == 10
@@ -341,7 +341,7 @@ def test_conditional_run_samples_the_asked_class_and_grids_by_class(cli, tmp_pat
     z = torch.randn(4, loaded.G.latent_dim, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         want, rows = loaded.G(z, torch.full((4,), 3)), loaded.G(z, torch.arange(4))
-    assert torch.equal(sample(loaded, 4, seed=5, class_index=3), want)
+    assert torch.equal(draw(loaded, 4, seed=5, class_index=3), want)
     out = tmp_path / "three"
     assert cli("sample", str(run), "--class", "3", "--num", "4", "--seed", "5", "--out", str(out)).exit_code == 0
     written = np.stack([np.asarray(Image.open(out / f"{i:06d}.png")) for i in range(4)])
@@ -367,7 +367,7 @@ def test_stylegan2_truncation(cli, tmp_path):
                       regularizers=[{"kind": "r1", "weight": 0.1, "every": 2}, {"kind": "path_length", "every": 2},
                                     {"kind": "diffaugment"}])
     assert cli("train", str(write_config(tmp_path, cfg)), "-q").exit_code == 0
-    from ganforge.sample import load_generator, sample
+    from ganforge.generation.drawing import draw, load_generator
 
     loaded = load_generator(run, device="cpu")
     G = loaded.G
@@ -383,7 +383,7 @@ def test_stylegan2_truncation(cli, tmp_path):
         want = G.synthesis(G.w_avg + 0.5 * (ws - G.w_avg))
         torch.manual_seed(3)
         untruncated = G.synthesis(ws)
-    torch.testing.assert_close(sample(loaded, 4, seed=3, truncation=0.5), want, rtol=0, atol=1e-5)
+    torch.testing.assert_close(draw(loaded, 4, seed=3, truncation=0.5), want, rtol=0, atol=1e-5)
     out = tmp_path / "t"
     assert cli("sample", str(run), "--truncation", "0.5", "--num", "4", "--seed", "3", "--out", str(out)).exit_code == 0
     written = np.stack([np.asarray(Image.open(out / f"{i:06d}.png")) for i in range(4)]).astype(int)
