@@ -24,7 +24,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import tiny_config, write_config
+from conftest import one_line_error, tiny_config, write_config
 from ganforge.build import build_data
 from ganforge.config import parse_config
 from ganforge.data import StopWaiting
@@ -499,6 +499,24 @@ def test_train_on_undecodable_files_fails_in_one_line(tmp_path, cli):
     assert result.exit_code == 2 and "Traceback" not in result.output
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and re.search(r"none of the 3 images in .* \d\.png \(empty file \(0 bytes\)\)", errors[0])
+
+
+@pytest.mark.parametrize("in_memory", [False, True])
+def test_channels_3_on_files_that_cannot_become_rgb_fails_in_one_line(tmp_path, cli, in_memory):
+    """`channels: 3` asked of files PIL opens but ganforge cannot turn into 8-bit RGB (32-bit
+    float and integer TIFFs, as scientific cameras write): one line naming a file and why."""
+    (tmp_path / "f").mkdir()
+    Image.fromarray(np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8), "F").save(tmp_path / "f" / "depth.tif")
+    Image.fromarray(np.arange(64, dtype=np.int32).reshape(8, 8) * 70_000, "I").save(tmp_path / "f" / "counts.tif")
+    assert {Image.open(p).mode for p in (tmp_path / "f").iterdir()} == {"F", "I"}  # what the files really hold
+    cfg = tiny_config(tmp_path / "run", data={"kind": "image_folder", "path": str(tmp_path / "f"), "resolution": 16,
+                                              "channels": 3, "num_workers": 0, "in_memory": in_memory})
+    cfg["train"]["batch_size"] = 2
+    line = one_line_error(cli("train", str(write_config(tmp_path, cfg)), "-q"), 2,
+                          "data.path: none of the 2 images in")
+    assert "counts.tif (32-bit integer pixels; convert the file to 8 or 16 bits)" in line, line
+    assert "depth.tif (floating-point pixels; convert the file to 8 or 16 bits)" in line, line
+    assert not (tmp_path / "run").exists()  # a run refused at its first step leaves nothing behind
 
 
 # -- ganforge dataset: archives member by member, its source left alone, Ctrl+C --------------
