@@ -20,8 +20,6 @@ from ganforge.data import DataInfo
 from ganforge.errors import ConfigError, GanforgeError
 from ganforge.registry import DISCRIMINATORS, GENERATORS
 
-TINY = {"base_width": 1, "max_width": 64}
-
 
 def block_outputs(D: nn.Module, x: torch.Tensor) -> list[tuple[int, int]]:
     """(channels, side) after each residual block of a biggan D, in order, from a forward pass."""
