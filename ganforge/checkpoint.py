@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from ganforge import __version__
+from ganforge.config.upgrade import upgrade_stored_config
 from ganforge.errors import CheckpointError, read_problem
 
 FORMAT = "ganforge-checkpoint"
@@ -140,9 +141,11 @@ def load_checkpoint(path: Path, expected_sha256: str | None = None) -> Checkpoin
             f"this ganforge {__version__} reads format {FORMAT_VERSION} or older: upgrade ganforge"
         )
     try:
-        return Checkpoint.from_dict(payload)
+        ckpt = Checkpoint.from_dict(payload)
     except KeyError as e:
         raise CheckpointError(f"{path} is an incomplete ganforge checkpoint (it has no {e.args[0]!r})") from None
+    # Keys added since it was written, with a default other than what its run did, get its setting.
+    return replace(ckpt, config=upgrade_stored_config(ckpt.config))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -128,7 +128,7 @@ def train(
     if dry_run:
         from ganforge.accepts import describe
 
-        distributed.check_batch_split(cfg.train.batch_size, distributed.Dist(0, nproc), cfg.train.accumulate)
+        distributed.check_batch_splits(cfg.train, distributed.Dist(0, nproc))
         device = resolve_device(cfg.train.device)
         typer.echo(f"{config or resume}: valid; {cfg.generator.kind} G and {cfg.discriminator.kind} D on "
                    f"{info.name} ({describe(info)}), {cfg.train.steps} steps on {device} into {run_path}; "
@@ -136,7 +136,7 @@ def train(
         return
     if nproc > 1 and not distributed.launched_by_torchrun():
         # Check what can be checked here, then start torchrun with the same arguments.
-        distributed.check_batch_split(cfg.train.batch_size, distributed.Dist(0, nproc), cfg.train.accumulate)
+        distributed.check_batch_splits(cfg.train, distributed.Dist(0, nproc))
         argv = list(sys.argv[1:])
         drop = {i for i, a in enumerate(argv) if a == "--nproc" or a.startswith("--nproc=")}
         drop |= {i + 1 for i in drop if argv[i] == "--nproc"}

@@ -79,5 +79,5 @@ def test_batch_that_does_not_split_is_a_config_error(tmp_path):
     result = run_cli("train", str(config), "--nproc", "2", "--set", f"output.dir={tmp_path / 'x'}", "-q",
                      cwd=tmp_path)
     assert result.returncode == 2
-    assert "train.batch_size=15 does not split over 2 processes x 1 accumulation steps" in result.stderr
+    assert "train.batch_size=15 does not split over 2 processes x 1 micro-batches (train.accumulate)" in result.stderr
     assert "Traceback" not in result.stderr

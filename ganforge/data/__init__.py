@@ -133,6 +133,13 @@ def to_unit_range(x: Tensor) -> Tensor:
     return x
 
 
+def dequantized(x: Tensor, gen: torch.Generator) -> Tensor:
+    """uint8 pixels -> x/128 - 1 + U(0, 1/128), in [-1, 1): each 8-bit level spread uniformly over
+    its bin, as SNGAN's and WGAN-GP's CIFAR-10 code feed D (`data.dequantize: true`)."""
+    noise = torch.rand(x.shape, device=x.device, generator=gen)
+    return x.float().div_(128.0).sub_(1.0).add_(noise.div_(128.0))
+
+
 def local_slice(batch_size: int, rank: int, world_size: int) -> slice:
     """This rank's part of a global batch (the global batch divides evenly)."""
     part = batch_size // world_size
@@ -144,8 +151,10 @@ class TensorBatches(Batches):
     the same global order (the position is global) and takes its own slice of each batch."""
 
     def __init__(self, x: Tensor, y: Tensor | None, batch_size: int, seed: int, device: torch.device,
-                 rank: int = 0, world_size: int = 1) -> None:
+                 rank: int = 0, world_size: int = 1, dequantize: bool = False) -> None:
         self.position = Position(len(x), batch_size)
+        self.dequantize = dequantize and x.dtype == torch.uint8
+        self.noise = torch.Generator(device)
         self.local = local_slice(batch_size, rank, world_size)
         self.seed = seed
         # Small data sets live on the device: a batch is an index into them, no host copies.
@@ -161,8 +170,14 @@ class TensorBatches(Batches):
             self._order = epoch_permutation(len(self.x), self.seed, epoch).to(self.device)
             self._order_epoch = epoch
         assert self._order is not None
-        idx = self._order[start : start + self.position.batch_size][self.local]
-        return to_unit_range(self.x[idx]), (self.y[idx] if self.y is not None else None)
+        batch = self._order[start : start + self.position.batch_size]
+        labels = self.y[batch[self.local]] if self.y is not None else None
+        if self.dequantize:
+            # Noise for the whole global batch from (seed, epoch, start): the same on every rank
+            # split and after a resume; this rank takes its slice.
+            self.noise.manual_seed((self.seed * 1_000_003 + epoch) * 1_000_003 + start)
+            return dequantized(self.x[batch], self.noise)[self.local], labels
+        return to_unit_range(self.x[batch[self.local]]), labels
 
     def state_dict(self) -> dict[str, int]:
         return self.position.state_dict()
@@ -174,9 +189,16 @@ class TensorBatches(Batches):
 class TensorSource(DataSource):
     """A DataSource whose samples are loaded once into a tensor (uint8 images or float vectors)."""
 
+    dequantize = False  # uint8 images as x/128 - 1 + U(0, 1/128) (`data.dequantize`), else x/127.5 - 1
+
     def __init__(self, info: DataInfo) -> None:
         self.info = info
         self._cache: tuple[Tensor, Tensor | None] | None = None
+
+    def with_dequantize(self, dequantize: bool) -> TensorSource:
+        """This source with `data.dequantize` set; returns it."""
+        self.dequantize = dequantize
+        return self
 
     @abstractmethod
     def load(self) -> tuple[Tensor, Tensor | None]:
@@ -195,7 +217,7 @@ class TensorSource(DataSource):
     def batches(self, batch_size: int, seed: int, device: torch.device, rank: int = 0, world_size: int = 1
                 ) -> Batches:
         x, y = self.tensors()
-        return TensorBatches(x, y, batch_size, seed, device, rank, world_size)
+        return TensorBatches(x, y, batch_size, seed, device, rank, world_size, self.dequantize)
 
     def reference_points(self, num: int) -> Tensor | None:
         if self.info.is_image:
