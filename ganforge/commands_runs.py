@@ -38,6 +38,9 @@ def evaluate(
     cache_dir: str | None = typer.Option(None, "--cache-dir", help="Where real-data statistics are cached."),
     out: Path | None = typer.Option(None, "--out", "-o", help="JSON file (default: RUN/eval/step-N.json)."),
     no_ema: bool = typer.Option(False, "--no-ema", help="Evaluate the raw generator instead of its moving average."),
+    batch_stats: bool = typer.Option(False, "--batch-stats",
+                                     help="Generate with G's BatchNorm on each batch's own statistics (train mode; "
+                                          "--batch-size samples a batch), as WGAN-GP's and BigGAN's CIFAR code do."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON instead of a table."),
@@ -72,10 +75,10 @@ def evaluate(
     names = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else list(cfg.eval.metrics)
     evaluator = evaluator_for(cfg, build_data(cfg), resolve_device(device), progress=not quiet, metrics=names,
                               num_samples=num, real_samples=real_num, batch_size=batch_size, cache_dir=cache_dir,
-                              extractor_cfg=extractor)
+                              extractor_cfg=extractor, batch_stats=batch_stats)
     result = evaluator(loaded.G, seed=seed)
     report = {"checkpoint": str(loaded.checkpoint), "step": loaded.step, "seed": seed, "ema": not no_ema,
-              **result.to_dict()}
+              "batch_stats": batch_stats, **result.to_dict()}
     if out is None:
         out = RunDir.of_checkpoint(loaded.checkpoint).eval_file(loaded.step)
     write_json(out, report)

@@ -43,7 +43,7 @@ def test_reproduce_trains_evaluates_and_compares_on_stand_ins(tmp_path):
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "wgan_gp_cifar10.json").read_text())
     assert report["reported"]["figures"] == {"is": 7.86}
-    assert report["generated_samples"] == 20
+    assert report["generated_samples"] == {"is": 20}
     measured_is = report["measured"]["is"]
     assert measured_is is not None and measured_is >= 1.0  # an inception score is at least 1
     assert "measured" in result.stdout and "reported 7.86" in result.stdout

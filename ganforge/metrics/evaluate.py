@@ -9,6 +9,7 @@ a config's eval section.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -75,7 +76,7 @@ class Evaluator:
     def __init__(self, data_cfg: Component, source: DataSource, metrics: list[str] | tuple[str, ...],
                  num_samples: int, extractor: FeatureExtractor | None, device: torch.device,
                  real_samples: int | None = None, batch_size: int = 100, cache_dir: str | None = None,
-                 progress: bool = True) -> None:
+                 progress: bool = True, batch_stats: bool = False) -> None:
         self.metrics = check_evaluable(metrics, source.info, num_samples)
         if source.info.is_image and extractor is None:
             raise ValueError("image metrics need a feature extractor")
@@ -84,6 +85,8 @@ class Evaluator:
         self.real_samples = real_samples or num_samples
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
         self.extractor = extractor if source.info.is_image else None
+        # G's BatchNorm on each generation batch's own statistics (train mode), not its running ones.
+        self.batch_stats = batch_stats
         self._real: Features | None = None
         self._reference: dict[str, Any] = {}
 
@@ -155,7 +158,7 @@ class Evaluator:
 
     def fake_features(self, G: nn.Module, seed: int) -> Features:
         """Features of `num_samples` generated samples (noise from `seed`)."""
-        from ganforge.generation import sample_noise, seeded_global_rng
+        from ganforge.generation import batch_statistics, sample_noise, seeded_global_rng
 
         G_device = next(G.parameters()).device
         z = sample_noise(self.num_samples, G.latent_dim, seed, G_device)
@@ -175,7 +178,8 @@ class Evaluator:
         try:
             # Random per-pixel noise (stylegan2), as the reference's metrics, drawn from the seed:
             # the same seed gives the same figure, and the caller's RNG streams are left alone.
-            with seeded_global_rng(seed, G_device):
+            norms = batch_statistics(G) if self.batch_stats else contextlib.nullcontext()
+            with seeded_global_rng(seed, G_device), norms:
                 return self._features(batches(), self.num_samples, "generated")
         finally:
             G.train(was_training)

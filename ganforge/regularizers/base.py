@@ -71,8 +71,7 @@ class Regularizer:
                fake_labels: Tensor | None, real_logits: Tensor | None, fake_logits: Tensor | None,
                gen: torch.Generator | None) -> Term | None:
         """What this regularizer adds to D's loss at D update `update` (None: nothing)."""
-        value = self.d_outputs(real_logits, fake_logits) if real_logits is not None and fake_logits is not None \
-            else None
+        value = self.d_outputs(real_logits, fake_logits) if real_logits is not None else None
         if value is not None:
             return Term(self.weight * value, value)
         if update % self.every:
