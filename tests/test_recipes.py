@@ -25,7 +25,7 @@ from ganforge.distributed import Dist
 from ganforge.errors import ConfigError
 from ganforge.losses import NonSaturating
 from ganforge.models import count_parameters
-from ganforge.registry import DISCRIMINATORS, GENERATORS, LOSSES, REGULARIZERS
+from ganforge.registry import DISCRIMINATORS, GENERATORS, LOSSES, METRICS, REGULARIZERS
 from ganforge.regularizers import Regularizer
 from ganforge.regularizers.augmentation import AdaptiveAugment
 from ganforge.regularizers.discriminator import AuxiliaryClassifier, Consistency, LeCam
@@ -435,7 +435,8 @@ def test_every_registered_component_has_a_row_in_the_readme_table():
     table = table[: table.index("\n\n**", table.index("| component |"))]
     named = {name for row in table.splitlines() if row.startswith("| `")
              for name in re.findall(r"`(\w+)`", row.split("|")[1])}
-    registered = {*REGULARIZERS.names(), *LOSSES.names(), *GENERATORS.names(), *DISCRIMINATORS.names()}
+    registered = {*REGULARIZERS.names(), *LOSSES.names(), *GENERATORS.names(), *DISCRIMINATORS.names(),
+                  *METRICS.names()}
     assert registered - named == set()
 
 
