@@ -121,7 +121,8 @@ SWEEPS: dict[str, Sweep] = {
         "lr5e-4,translation": OLD + lr(5e-4) + [TRANSLATE],
         "r1": OLD + ["regularizers=[{kind: r1, weight: 0.1, every: 16}]"],
         "hinge": OLD + ["loss.kind=hinge"],
-        "lecam": OLD + ["regularizers=[{kind: lecam, weight: 0.3}]"],
+        # LeCam as ganforge had it before issue 29: decay 0.99, from the start (now 0.9 after 1,000 steps).
+        "lecam": OLD + ["regularizers=[{kind: lecam, weight: 0.3, decay: 0.99, start: 0}]"],
         "label_smoothing": OLD + ["regularizers=[{kind: label_smoothing, real_target: 0.9}]"],
         "d_width16": OLD + ["discriminator.base_width=16"],
         "batch32": OLD + ["train.batch_size=32"],
