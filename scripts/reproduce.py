@@ -37,7 +37,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # ganforge's IS and FID: pytorch-fid's port of the TF Inception (2015-12-05), images resized
 # bilinearly to 299 as pytorch-fid does; IS on its 1008 logits without the bias, 10 splits.
-GANFORGE_METRICS = "pytorch-fid's port of the TF Inception (bilinear resize to 299; IS on the 1008 logits, 10 splits)"
+GANFORGE_METRICS = {
+    "fid": "pytorch-fid's port of the TF Inception (bilinear resize to 299, pool3 features)",
+    "is": "pytorch-fid's port of the TF Inception (bilinear resize to 299, the 1008 logits, 10 consecutive splits)",
+}
 
 
 @dataclass(frozen=True)
@@ -45,8 +48,10 @@ class Protocol:
     """How a paper scored its generator, in `ganforge eval`'s terms."""
 
     generator: Literal["raw", "ema"]  # G as trained, or its moving average
-    batch_stats: bool  # BatchNorm on each generation batch's own statistics (train mode), not running ones
-    batch: int  # samples per generation batch (what the statistics are taken over, with batch_stats)
+    # G's BatchNorm: on its running statistics (eval mode), on each generation batch's own (train
+    # mode), or none in G.
+    batchnorm: Literal["running", "batch", "none"]
+    batch: int  # samples per generation batch (what the statistics are taken over, with "batch")
     is_samples: int | None  # generated samples of the Inception Score (10 splits); None: not reported
     fid_samples: int | None  # generated samples of the FID; None: not reported
     fid_real: int | None  # real training images of the FID's statistics; None: all of them
@@ -115,7 +120,7 @@ RECIPES: dict[str, Reported] = {
         figures={"is": 7.86},
         source="Gulrajani et al. 2017, Table 3 (unsupervised CIFAR-10, ResNet): IS 7.86 +- 0.07",
         reference_code="igul222/improved_wgan_training gan_cifar_resnet.py with CONDITIONAL = False",
-        protocol=Protocol(generator="raw", batch_stats=True, batch=100, is_samples=50_000, fid_samples=None,
+        protocol=Protocol(generator="raw", batchnorm="batch", batch=100, is_samples=50_000, fid_samples=None,
                           fid_real=None, split="train",
                           implementation="TF Inception 2015-12-05 softmax (improved-gan's inception_score.py), "
                                          "samples quantised as int((x + 1) x 255.99 / 2)"),
@@ -158,7 +163,7 @@ RECIPES: dict[str, Reported] = {
         figures={"is": 8.22, "fid": 21.7},
         source="Miyato et al. 2018, Table 2 (SN-GANs, ResNet, hinge, n_dis = 5): IS 8.22 +- 0.05, FID 21.7 +- 0.21",
         reference_code="pfnet-research/sngan_projection configs/sn_cifar10_unconditional.yml, its models and updater",
-        protocol=Protocol(generator="raw", batch_stats=False, batch=100, is_samples=50_000, fid_samples=10_000,
+        protocol=Protocol(generator="raw", batchnorm="running", batch=100, is_samples=50_000, fid_samples=10_000,
                           fid_real=5_000, split="train",
                           note="the paper does not name the split of its 5,000 real images",
                           implementation="Chainer port of the TF Inception (source/inception), IS 10 splits; FID "
@@ -203,7 +208,7 @@ RECIPES: dict[str, Reported] = {
         figures={"is": 9.22, "fid": 14.73},
         source="Brock et al. 2019 (class-conditional CIFAR-10), as tabulated in Karras et al. 2020 (ADA), Table 2",
         reference_code="ajbrock/BigGAN-PyTorch scripts/launch_cifar_ema.sh and the defaults of utils.py",
-        protocol=Protocol(generator="ema", batch_stats=True, batch=50, is_samples=50_000, fid_samples=50_000,
+        protocol=Protocol(generator="ema", batchnorm="batch", batch=50, is_samples=50_000, fid_samples=50_000,
                           fid_real=None, split="train",
                           implementation="TF Inception (the paper's figures; BigGAN-PyTorch's own torchvision "
                                          "Inception gives its 'unofficial' ones), FID against all 50,000 training "
@@ -247,7 +252,7 @@ RECIPES: dict[str, Reported] = {
         figures={"fid": 2.92, "is": 9.83},
         source="Karras et al. 2020 (ADA), Table 2, unconditional StyleGAN2 + ADA + tuning (the `cifar` config)",
         reference_code="NVlabs/stylegan2-ada-pytorch train.py --cfg=cifar, training_loop.py, loss.py",
-        protocol=Protocol(generator="ema", batch_stats=False, batch=64, is_samples=50_000, fid_samples=50_000,
+        protocol=Protocol(generator="ema", batchnorm="none", batch=64, is_samples=50_000, fid_samples=50_000,
                           fid_real=None, split="train",
                           implementation="stylegan2-ada-pytorch metrics (fid50k_full, is50k: its TF Inception "
                                          "converted to PyTorch), random per-pixel noise"),
@@ -374,7 +379,8 @@ def _show(value: Any) -> str:
 def describe_protocol(p: Protocol) -> str:
     """One line: which G, BatchNorm, samples, real images, metric code."""
     which = "raw G" if p.generator == "raw" else "G_ema"
-    norm = f"BatchNorm on each batch of {p.batch}'s statistics" if p.batch_stats else "BatchNorm in eval mode"
+    norm = {"batch": f"its BatchNorm on the statistics of each batch of {p.batch} (train mode)",
+            "running": "its BatchNorm on running statistics (eval mode)", "none": "no BatchNorm"}[p.batchnorm]
     parts = [f"{which}, {norm}"]
     if p.is_samples:
         parts.append(f"IS on {p.is_samples:,} samples, 10 splits")
@@ -393,11 +399,12 @@ def default_differences(p: Protocol, metric: str, cfg: Any) -> list[str]:
         diffs.append("it scores G_ema, the paper raw G")
     if p.generator == "ema" and ema.decay == 0:
         diffs.append("the recipe keeps no average: G_ema is G")
-    if p.batch_stats:
-        standing = " (standing statistics)" if ema.decay > 0 and ema.standing_stats else ""
-        diffs.append(f"BatchNorm in eval mode{standing}, the paper on each batch of {p.batch}'s statistics")
-    elif ema.decay > 0 and ema.standing_stats:
-        diffs.append("G_ema's BatchNorm on its standing statistics")
+    standing = ema.decay > 0 and ema.standing_stats > 0  # G_ema's BatchNorm on standing statistics
+    if p.batchnorm == "batch":
+        diffs.append(f"BatchNorm in eval mode{' on standing statistics' if standing else ''}, the paper's on the "
+                     f"statistics of each batch of {p.batch}")
+    elif p.batchnorm == "running" and standing:
+        diffs.append("G_ema's BatchNorm on its standing statistics, the paper's on G's running ones")
     samples = p.is_samples if metric == "is" else p.fid_samples
     if samples and samples != cfg.eval.num_samples:
         diffs.append(f"{cfg.eval.num_samples:,} samples, not {samples:,}")
@@ -407,7 +414,7 @@ def default_differences(p: Protocol, metric: str, cfg: Any) -> list[str]:
             diffs.append(f"{default_real:,} real images, not {p.fid_real:,}")
         if p.fid_real is None:
             diffs.append(f"{default_real:,} real images, not all of the split")
-    diffs.append(f"metric code: {GANFORGE_METRICS}")
+    diffs.append(f"metric code: {GANFORGE_METRICS['is' if metric == 'is' else 'fid']}")
     return diffs
 
 
@@ -428,7 +435,7 @@ def eval_commands(p: Protocol, metrics: tuple[str, ...], num: int | None, real: 
             options += ["--real-num", str(fid_real)]
         if p.generator == "raw":
             options.append("--no-ema")
-        if p.batch_stats:
+        if p.batchnorm == "batch":
             options.append("--batch-stats")
         commands.append((tuple(names), options))
     return commands
