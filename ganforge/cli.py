@@ -3,6 +3,7 @@ commands_*.py by group; the CLI owns run folders, printing and exit codes; torch
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import typer
@@ -57,8 +58,20 @@ def _root(
     pass
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process stands, as Ctrl+C is: `finally` blocks run (temporary
+    files removed, locks released) and every command stops as it does on Ctrl+C."""
+
+
 def main() -> None:
     """Entry point of the `ganforge` console script (and of `python -m ganforge`)."""
+    terminated = []
+
+    def terminate(signum: int, frame: object) -> None:
+        terminated.append(signum)
+        raise Terminated
+
+    signal.signal(signal.SIGTERM, terminate)
     try:
         code = app(prog_name="ganforge", standalone_mode=False)
     except typer.Abort:
@@ -74,6 +87,9 @@ def main() -> None:
             command = getattr(getattr(e, "ctx", None), "command_path", None) or "ganforge"
             err(f"error: {message} (see {command} --help)")
         sys.exit(2)
+    if terminated and code == 130:  # typer turns the interrupt into exit code 130
+        err("terminated (SIGTERM)")
+        sys.exit(128 + signal.SIGTERM)
     sys.exit(code if isinstance(code, int) else 0)
 
 

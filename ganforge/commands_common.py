@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -60,3 +61,22 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
         path.write_text(json.dumps(data, indent=1) + "\n")
     except OSError as e:
         raise GanforgeError(f"cannot write {path} ({e.strerror or e})") from None
+
+
+def refuse_overwriting(outputs: Iterable[Path], inputs: Iterable[Path], option: str = "--out") -> None:
+    """Refuse, in one line, to write an output over one of the files the command reads: the same
+    file by any name (another spelling of the path, a link)."""
+    read = {key: path for path in inputs if (key := _file_id(path)) is not None}
+    for out in outputs:
+        if (key := _file_id(out)) in read:
+            raise GanforgeError(f"{option} {out} would overwrite {read[key]}, which this command reads; choose "
+                                f"another {option}")
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of an existing file (links followed), None for anything else."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return (st.st_dev, st.st_ino) if not os.path.isdir(path) else None

@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from ganforge.commands_common import user_errors, write_json
+from ganforge.commands_common import refuse_overwriting, user_errors, write_json
 
 
 @user_errors
@@ -70,6 +70,10 @@ def eval_images(
     if reference is not None and data is not None:
         raise GanforgeError("give --reference DIR or --data CONFIG, not both")
     data_cfg = load_data_section(data) if data is not None else None
+    if out is not None:
+        # The folders' images, the --data config and the weights are read: --out may be none of them.
+        read = [*images_in(images), *images_in(reference), *(p for p in (data, inception_weights) if p is not None)]
+        refuse_overwriting([out], [Path(p) for p in read])
     extractor = Component("inception", {"weights": inception_weights, "download": True})
     result = evaluate_folders(images, reference, data_cfg, names, extractor, resolve_device(device), num=num,
                               real_num=real_num, batch_size=batch_size, num_workers=num_workers,
@@ -92,6 +96,15 @@ def eval_images(
                    f"statistics in {ref['stats_file']}")
     if out is not None:
         typer.echo(f"  written to {out}")
+
+
+def images_in(folder: Path | None) -> list[Path]:
+    """The image files under a folder (none for no folder)."""
+    from ganforge.data.images import IMAGE_SUFFIXES
+
+    if folder is None or not folder.is_dir():
+        return []
+    return [p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES]
 
 
 def load_data_section(path: Path) -> Any:

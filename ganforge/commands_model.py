@@ -8,7 +8,14 @@ from pathlib import Path
 
 import typer
 
-from ganforge.commands_common import CLASS_OPTION, JSON_OPTION, QUIET_OPTION, TRUNCATION_OPTION, user_errors
+from ganforge.commands_common import (
+    CLASS_OPTION,
+    JSON_OPTION,
+    QUIET_OPTION,
+    TRUNCATION_OPTION,
+    refuse_overwriting,
+    user_errors,
+)
 from ganforge.errors import GanforgeError
 
 # --------------------------------------------------------------------------------------------
@@ -38,17 +45,26 @@ def sample(
     """Generate images (or 2D points) from a checkpoint; no config file needed."""
     import json
 
-    from ganforge.sample import load_generator, write_samples
-    from ganforge.sample import sample as draw
+    from tqdm import tqdm
+
+    from ganforge.sample import SampleWriter, load_generator, sample_batches
 
     loaded = load_generator(checkpoint, use_ema=not no_ema, device=device)
-    samples = draw(loaded, num, seed=seed, batch_size=batch_size, class_index=class_index, truncation=truncation,
-                   progress=not quiet, noise_mode=noise_mode)
-    written = write_samples(loaded, samples, out, grid, class_grid=class_index is None)
-    where = written[0] if len(written) <= 2 else written[0].parent
+    # Drawn and written a batch at a time: --num is bounded by the disk, not by memory.
+    writer = SampleWriter(loaded, out, num, grid, class_grid=class_index is None)
+    refuse_overwriting(writer.targets(loaded.files), loaded.files)
+    writer.start()
+    with tqdm(total=num, unit="img", desc="generating", disable=quiet, leave=False) as bar:
+        for batch in sample_batches(loaded, num, seed=seed, batch_size=batch_size, class_index=class_index,
+                                    truncation=truncation, noise_mode=noise_mode):
+            writer.add(batch)
+            bar.update(len(batch))
+    written = writer.close()
+    where = written[0] if written else out
     if as_json:
+        files = written or [writer.file(i) for i in range(num)]
         typer.echo(json.dumps({"checkpoint": str(loaded.checkpoint), "step": loaded.step, "num": num, "seed": seed,
-                               "files": [str(p) for p in written]}))
+                               "files": [str(p) for p in files]}))
     else:
         typer.echo(f"wrote {num} samples from {loaded.checkpoint} (step {loaded.step}) to {where}")
 
@@ -84,6 +100,7 @@ def interpolate(
 
     loaded = load_generator(checkpoint, use_ema=not no_ema, device=device)
     class_labels(1, loaded.num_classes, class_index, torch.device("cpu"))  # --class names one of its classes
+    refuse_overwriting([out], loaded.files)
     try:
         if out.suffix.lower() == ".gif":
             frames = make_frames(loaded, num_frames, rows, cols, keyframes, seed, class_index, truncation,
@@ -121,6 +138,7 @@ def export(
     if fmt not in ("torchscript", "onnx"):
         raise GanforgeError(f"--format {fmt}: use torchscript or onnx")
     loaded = load_generator(checkpoint, use_ema=not no_ema, device="cpu")
+    refuse_overwriting([out], loaded.files)
     try:
         meta = write(loaded, fmt, out, truncation)
     except OSError as e:
@@ -164,12 +182,18 @@ def project_command(
     import torch
 
     from ganforge.imaging import enlarge, grid, to_pil
-    from ganforge.project import load_lpips, load_networks, load_target, project
+    from ganforge.project import load_lpips, load_networks, load_target, lpips_files, project
     from ganforge.sample import class_labels
 
     loaded, D = load_networks(checkpoint, use_ema=not no_ema, device=device)
     if not loaded.info.is_image:
         raise GanforgeError("project works on image generators; this run makes 2D points")
+    files = {"latent": out / "latent.npy", "reconstruction": out / "projection.png", "target": out / "target.png",
+             "progress": out / "progress.png", "summary": out / "projection.json", "noise": out / "noise.npz"}
+    # Refused before the optimisation: none of these may be a file this command reads.
+    if out.exists() and not out.is_dir():
+        raise GanforgeError(f"--out {out} is a file; give a folder for the projection's files")
+    refuse_overwriting(files.values(), [target, *loaded.files, *lpips_files(lpips)])
     channels, resolution = loaded.info.shape[0], loaded.info.shape[1]
     image = load_target(target, channels, resolution)
     perceptual = load_lpips(lpips) if lpips is not None else None
@@ -178,10 +202,8 @@ def project_command(
     result = project(loaded.G, D, image, steps=steps, labels=labels, lpips=perceptual, d_weight=d_weight,
                      prior_weight=prior_weight,
                      num_frames=frames, seed=seed, progress=not quiet)
-    files = {"latent": out / "latent.npy", "reconstruction": out / "projection.png", "target": out / "target.png",
-             "progress": out / "progress.png", "summary": out / "projection.json"}
-    if result.noise:
-        files["noise"] = out / "noise.npz"
+    if not result.noise:
+        del files["noise"]
     summary = {"checkpoint": str(loaded.checkpoint), "step": loaded.step, "target": str(target),
                "space": result.space, "latent_shape": list(result.latent.shape), "steps": steps,
                "distance": result.distance, "class": class_index, "seed": seed,

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from ganforge import RUNS_FOLDER
-from ganforge.commands_common import JSON_OPTION, user_errors, write_json
+from ganforge.commands_common import JSON_OPTION, refuse_overwriting, user_errors, write_json
 from ganforge.errors import GanforgeError
 
 # --------------------------------------------------------------------------------------------
@@ -68,6 +68,8 @@ def evaluate(
     if reference is not None or data is not None:
         raise GanforgeError("--reference and --data go with --images; a checkpoint is scored against its own data")
     loaded = load_generator(checkpoint, use_ema=not no_ema, device=device)
+    if out is not None:
+        refuse_overwriting([out], loaded.files)
     cfg = parse_config(loaded.config)
     extractor = cfg.eval.extractor
     if inception_weights is not None:
@@ -172,6 +174,8 @@ def report(
     from ganforge.report import build_report
     from ganforge.run import RunDir
 
+    if out is not None:
+        refuse_overwriting([out], RunDir(run, read_only=True).files())
     page = build_report(run)
     out = out or RunDir(run, read_only=True).report_file
     try:

@@ -106,6 +106,7 @@ def train(
     from ganforge.config import dump_yaml, load_config
     from ganforge.errors import ConfigError
     from ganforge.run import RunDir
+    from ganforge.training.loop import check, prepare
     from ganforge.training.loop import train as run_training
 
     if (config is None) == (resume is None):
@@ -113,6 +114,8 @@ def train(
     if init is not None and resume is not None:
         raise ConfigError("--init starts a new run from a checkpoint's weights and --resume continues a run: "
                           "give one of them")
+    if overwrite and resume is not None:
+        raise ConfigError("--overwrite starts a run over and --resume continues it: give one of them")
     # Flags that set config keys: applied after --set, and named as typed in errors.
     flags = [(MAX_MINUTES_KEY, max_minutes, f"--max-minutes {max_minutes}")] if max_minutes is not None else []
     if init is not None:
@@ -124,14 +127,18 @@ def train(
         cfg, cfg_dict = load_config(config, set_, flags)
         payload, run_path = None, Path(cfg.output.dir)
         check_init(cfg)  # a resumed run has its weights already
+        RunDir(run_path, read_only=True).check_create(overwrite)
+        if overwrite:
+            _refuse_deleting_inputs(cfg_dict, run_path)
     info = validate(cfg)
     if dry_run:
         from ganforge.accepts import describe
 
-        distributed.check_batch_splits(cfg.train, distributed.Dist(0, nproc))
+        size = check(cfg, nproc, payload)
         device = resolve_device(cfg.train.device)
+        count = f"{size} samples" if size is not None else "its size checked once downloaded"
         typer.echo(f"{config or resume}: valid; {cfg.generator.kind} G and {cfg.discriminator.kind} D on "
-                   f"{info.name} ({describe(info)}), {cfg.train.steps} steps on {device} into {run_path}; "
+                   f"{info.name} ({describe(info)}; {count}), {cfg.train.steps} steps on {device} into {run_path}; "
                    "nothing was written")
         return
     if nproc > 1 and not distributed.launched_by_torchrun():
@@ -144,12 +151,18 @@ def train(
     ctx, device = distributed.init(resolve_device(cfg.train.device))
     run = RunDir(run_path, is_writer=ctx.is_main)
     try:
+        if payload is not None and payload.step >= cfg.train.steps:
+            if ctx.is_main:
+                typer.echo(f"{resume} is complete (step {payload.step} of {cfg.train.steps}); "
+                           f"train longer with --set train.steps=N (N > {payload.step})")
+            return
+        if cfg.log.tensorboard:
+            RunDir.check_tensorboard()
+        # Everything the run reads (data, init weights, the resumed state) is read and checked
+        # before the run folder is made or replaced: --overwrite deletes only now, the last step
+        # before the first write.
+        prepared = prepare(cfg, payload, ctx, device, progress=not quiet)
         if payload is not None:
-            if payload.step >= cfg.train.steps:
-                if ctx.is_main:
-                    typer.echo(f"{resume} is complete (step {payload.step} of {cfg.train.steps}); "
-                               f"train longer with --set train.steps=N (N > {payload.step})")
-                return
             run.open_existing()
             if ctx.is_main:
                 typer.echo(f"resuming {resume} at step {payload.step} of {cfg.train.steps}")
@@ -157,17 +170,23 @@ def train(
             run.create(overwrite=overwrite)
             if ctx.is_main:
                 typer.echo(f"run folder: {run.path}" + (f" ({ctx.world_size} processes)" if ctx.enabled else ""))
-        run.write_config(dump_yaml(cfg_dict))
-        if cfg.log.tensorboard:
-            run.start_tensorboard(dump_yaml(cfg_dict))
-        distributed.barrier(ctx)  # the run folder exists before any rank writes or reads it
         try:
+            run.write_config(dump_yaml(cfg_dict))
+            if cfg.log.tensorboard:
+                run.start_tensorboard(dump_yaml(cfg_dict))
+            distributed.barrier(ctx)  # the run folder exists before any rank writes or reads it
             with stop_on_signals() as stop:
-                result = run_training(cfg, cfg_dict, run, resume=payload, stop=stop, progress=not quiet, ctx=ctx,
-                                      device=device)
-        except KeyboardInterrupt:
-            err(f"interrupted; continue from the last complete checkpoint with: ganforge train --resume {run.path}")
-            raise typer.Exit(130) from None
+                result = run_training(cfg, cfg_dict, run, stop=stop, progress=not quiet, prepared=prepared)
+        except BaseException:
+            if payload is None:
+                run.discard_if_untouched()  # a run refused at its first step leaves nothing behind
+            raise
+    except KeyboardInterrupt:
+        err(f"interrupted; continue from the last complete checkpoint with: ganforge train --resume {run.path}"
+            if run.latest_checkpoint() is not None else
+            "interrupted before the first checkpoint, so there is nothing to resume; start over"
+            + (" with --overwrite" if run.path.is_dir() and any(run.path.iterdir()) else ""))
+        raise typer.Exit(130) from None
     finally:
         run.release_lock()
         distributed.shutdown()
@@ -184,6 +203,33 @@ def train(
     typer.echo(f"  samples:    {latest}")
     typer.echo(f"  checkpoint: {result.last_checkpoint}")
     typer.echo(f"  generate:   ganforge sample {run.path} --num 64 --out {run.path / 'generated'}")
+
+
+def _refuse_deleting_inputs(cfg_dict: dict[str, Any], run_path: Path) -> None:
+    """Refuse an --overwrite that would delete a file or folder that the config names (data,
+    weights) and the run reads while it trains. The init checkpoint and the config are read
+    whole before anything is deleted."""
+    from ganforge.errors import ConfigError
+
+    if not run_path.is_dir():
+        return
+    folder = run_path.resolve()
+    for key, value in _path_values(cfg_dict):
+        if key in (INIT_KEY, "output.dir"):
+            continue
+        path = Path(value).expanduser()
+        if path.exists() and (path.resolve() == folder or folder in path.resolve().parents):
+            raise ConfigError(f"{key}: {value} lies in output.dir {run_path}, which --overwrite would empty; "
+                              "move it out, or choose another output.dir (--set output.dir=...)")
+
+
+def _path_values(node: Any, key: str = "") -> Iterator[tuple[str, str]]:
+    """(key path, value) of every string in a config dict that could name a file (not a `kind`)."""
+    if isinstance(node, (dict, list)):
+        for k, v in node.items() if isinstance(node, dict) else enumerate(node):
+            yield from _path_values(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(node, str) and node and not key.endswith("kind"):
+        yield key, node
 
 
 # --------------------------------------------------------------------------------------------

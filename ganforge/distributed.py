@@ -11,6 +11,7 @@ import datetime
 import hashlib
 import os
 import re
+import signal
 import subprocess
 import sys
 import warnings
@@ -174,6 +175,17 @@ def launch(nproc: int, argv: list[str]) -> int:
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, env=env)
     assert proc.stderr is not None
+    # The processes stop on signals themselves (with a checkpoint): Ctrl+C reaches them from the
+    # terminal, and a SIGTERM sent to this process alone is passed on; this one waits for them.
+    stopped: list[int] = []
+
+    def pass_on(signum: int, frame: object) -> None:
+        stopped.append(signum)
+        if signum == signal.SIGTERM:
+            proc.send_signal(signum)
+
+    signal.signal(signal.SIGINT, pass_on)
+    signal.signal(signal.SIGTERM, pass_on)
     fd, pending, seen_errors, launcher_report = proc.stderr.fileno(), "", set(), False
     while True:
         chunk = os.read(fd, 4096)
@@ -195,6 +207,8 @@ def launch(nproc: int, argv: list[str]) -> int:
             pending = ""
         sys.stderr.flush()
     code = proc.wait()
+    if code and stopped:
+        return 130  # stopped as asked (torchrun reports the processes' exit code 130 as a failure)
     if code and not seen_errors:
         sys.stderr.write(f"error: a training process failed (torchrun exit code {code}); see the messages above\n")
     return code

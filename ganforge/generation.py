@@ -117,22 +117,76 @@ def sample_noise(num: int, latent_dim: int, seed: int, device: torch.device) -> 
     return torch.randn(num, latent_dim, generator=g).to(device)
 
 
-def class_labels(num: int, num_classes: int, class_index: int | None, device: torch.device) -> torch.Tensor | None:
-    """Labels for `num` samples: all `class_index`, or cycling through the classes; None when
-    the generator is unconditional."""
+class NoiseStream:
+    """`sample_noise(num, latent_dim, seed)` a few rows at a time, equal to it bit for bit, in
+    memory for a batch whatever `num`. The CPU's normal sampler turns uniforms into normals in
+    blocks of 16 values and redraws the last 16 of a call whose size is no multiple of 16: so the
+    draw is cut into calls of whole blocks, and the last call (at least 16 values) ends as the
+    one big call does. tests/test_nothing_lost.py checks the equality."""
+
+    BLOCK = 16
+
+    def __init__(self, num: int, latent_dim: int, seed: int) -> None:
+        self.dim, self.left = latent_dim, num * latent_dim
+        self.generator = torch.Generator().manual_seed(seed)
+        self.buffer = torch.empty(0)
+
+    def take(self, rows: int) -> Tensor:
+        """The next `rows` rows of noise, on the CPU."""
+        need = rows * self.dim
+        while len(self.buffer) < need:
+            size = self.left  # a draw of fewer than 16 values is one call, as it is in one piece
+            if size >= self.BLOCK:
+                size = max(self.BLOCK, -(-(need - len(self.buffer)) // self.BLOCK) * self.BLOCK)
+                if self.left - size < self.BLOCK:
+                    size = self.left
+            self.buffer = torch.cat([self.buffer, torch.randn(size, generator=self.generator)])
+            self.left -= size
+        rows_out, self.buffer = self.buffer[:need], self.buffer[need:]
+        return rows_out.view(rows, self.dim)
+
+
+class GlobalRngStream:
+    """`seeded_global_rng(seed, device)` over several blocks, each going on where the last one
+    stopped: draws inside G (stylegan2's noise maps) come out as in one block, and the caller's
+    random streams are left alone between blocks."""
+
+    def __init__(self, seed: int, device: torch.device) -> None:
+        self.seed, self.device, self.states = seed, device, None
+
+    @contextlib.contextmanager
+    def block(self) -> Iterator[None]:
+        """One block: the global generators are this stream's inside it, the caller's after it."""
+        with seeded_global_rng(self.seed, self.device):
+            if self.states is not None:
+                torch.set_rng_state(self.states[0])
+                if self.device.type == "cuda":
+                    torch.cuda.set_rng_state(self.states[1], self.device)
+            yield
+            cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+            self.states = (torch.get_rng_state(), cuda)
+
+
+def class_labels(num: int, num_classes: int, class_index: int | None, device: torch.device, start: int = 0,
+                 stop: int | None = None) -> torch.Tensor | None:
+    """Labels for `num` samples (those from `start` to `stop`, by default all): all `class_index`,
+    or cycling through the classes; None when the generator is unconditional."""
     if class_index is not None:
         if num_classes == 0:
             raise GanforgeError("--class: this generator is unconditional (it takes no class labels)")
         if not 0 <= class_index < num_classes:
             raise GanforgeError(f"--class {class_index}: this generator has classes 0 to {num_classes - 1}")
-        return torch.full((num,), class_index, device=device, dtype=torch.long)
-    return class_rows(num, num_classes, device) if num_classes else None
+        return torch.full(((num if stop is None else stop) - start,), class_index, device=device, dtype=torch.long)
+    return class_rows(num, num_classes, device, start, stop) if num_classes else None
 
 
-def class_rows(num: int, num_classes: int, device: torch.device) -> torch.Tensor:
+def class_rows(num: int, num_classes: int, device: torch.device, start: int = 0, stop: int | None = None
+               ) -> torch.Tensor:
     """Labels in class order, a run of `grid_columns(num, num_classes)` per class, so that grid
-    shows one class per row (when `num` is not a multiple of the classes, the last rows fall short)."""
-    return (torch.arange(num, device=device) // grid_columns(num, num_classes)).clamp(max=num_classes - 1)
+    shows one class per row (when `num` is not a multiple of the classes, the last rows fall
+    short); those from `start` to `stop` (by default all)."""
+    index = torch.arange(start, num if stop is None else stop, device=device)
+    return (index // grid_columns(num, num_classes)).clamp(max=num_classes - 1)
 
 
 def grid_columns(num: int, num_classes: int) -> int | None:

@@ -21,12 +21,12 @@ def to_pil(x: Tensor) -> Image.Image:
 
 
 def grid(x: Tensor, nrow: int | None = None, padding: int = 2) -> Image.Image:
-    """A batch of images (N, C, H, W) in [-1, 1] laid out in a grid (nrow images per row)."""
+    """A batch of images (N, C, H, W) in [-1, 1] (or as uint8 pixels) laid out in a grid (nrow images per row)."""
     n, c, h, w = x.shape
     nrow = nrow or math.ceil(math.sqrt(n))
     rows = math.ceil(n / nrow)
     canvas = torch.zeros(c, rows * (h + padding) + padding, nrow * (w + padding) + padding, dtype=torch.uint8)
-    pixels = to_uint8(x)
+    pixels = x if x.dtype == torch.uint8 else to_uint8(x)
     for i in range(n):
         r, col = divmod(i, nrow)
         top, left = padding + r * (h + padding), padding + col * (w + padding)

@@ -168,14 +168,20 @@ def _read_weights(path: Path, what: str) -> dict[str, Tensor]:
     return data
 
 
+def lpips_files(path: str | Path | None) -> list[Path]:
+    """The files `load_lpips(path)` may read (none without `path`)."""
+    if path is None:
+        return []
+    heads = Path(path) / LPIPS_FILE if Path(path).is_dir() else Path(path)
+    return [heads, heads.parent / VGG_FILE, Path(torch.hub.get_dir()) / "checkpoints" / VGG_FILE]
+
+
 def load_lpips(path: str | Path) -> LPIPS:
     """LPIPS-VGG from the linear-head file (or a folder holding it) and the VGG-16 weights found
     beside it or in the torch hub cache; a missing or wrong file is a one-line ConfigError."""
-    path = Path(path)
-    heads = path / LPIPS_FILE if path.is_dir() else path
+    heads, *candidates = lpips_files(path)
     if not heads.is_file():
         raise ConfigError(f"--lpips: no file {heads}; {WEIGHTS_HELP}")
-    candidates = [heads.parent / VGG_FILE, Path(torch.hub.get_dir()) / "checkpoints" / VGG_FILE]
     backbone = next((p for p in candidates if p.is_file()), None)
     if backbone is None:
         raise ConfigError(f"--lpips: {VGG_FILE} is in neither {candidates[0].parent} nor {candidates[1].parent}; "

@@ -73,6 +73,7 @@ class RunDir:
         self.lock_file = self.path / ".lock"
         self._locked = False
         self._tensorboard: Any = None
+        self._made: list[Path] = []  # the folders `create` made, innermost first
 
     @classmethod
     def of_checkpoint(cls, file: Path) -> RunDir:
@@ -99,6 +100,14 @@ class RunDir:
         """The step-N.pt files in checkpoints/, oldest first (none without the folder)."""
         return sorted(self.checkpoints.glob(f"{STEP_PREFIX}*.pt")) if self.checkpoints.is_dir() else []
 
+    def files(self) -> list[Path]:
+        """The run's own files, which `report`, `eval` and `resume` read: config, log,
+        checkpoints and their index, sample grids, evaluations, TensorBoard events."""
+        found = [f for f in (self.config_file, self.log_file) if f.is_file()]
+        for folder in (self.checkpoints, self.samples, self.eval_dir, self.tensorboard_dir):
+            found += [f for f in folder.rglob("*") if f.is_file()] if folder.is_dir() else []
+        return found
+
     def sample_files(self) -> list[Path]:
         """The step-N.png grids in samples/, oldest first (none without the folder)."""
         return sorted(self.samples.glob(f"{STEP_PREFIX}*.png")) if self.samples.is_dir() else []
@@ -111,26 +120,70 @@ class RunDir:
             raise RunFolderError(f"{self.path} is open read-only: cannot {what}")
         return self.is_writer
 
+    def check_create(self, overwrite: bool = False) -> None:
+        """Refuse, without writing anything, what `create` would refuse: a folder that is not a
+        run, or a run (without `overwrite`)."""
+        if not self.path.exists():
+            return
+        if not self.path.is_dir():
+            raise RunFolderError(f"output.dir {self.path} is a file; choose another output.dir")
+        if not self._holds_anything():
+            return
+        if not (self.config_file.exists() or self.checkpoints.exists()):
+            raise RunFolderError(f"output.dir {self.path} exists and is not a ganforge run folder; "
+                                 "choose another output.dir")
+        if overwrite:
+            return
+        if self.checkpoint_files() or self.latest_checkpoint() is not None:
+            raise RunFolderError(f"{self.path} already holds a run: continue it with "
+                                 f"`ganforge train --resume {self.path}`, start over with --overwrite, "
+                                 "or pick another output.dir (--set output.dir=...)")
+        raise RunFolderError(f"{self.path} already holds a run that stopped before its first checkpoint (its log "
+                             "and samples are kept): start over with --overwrite, or pick another output.dir "
+                             "(--set output.dir=...)")
+
     def create(self, overwrite: bool = False) -> None:
-        """Make a fresh run folder; an existing run is kept unless `overwrite`."""
+        """Make a fresh run folder; an existing run is kept unless `overwrite`. What a run that
+        never took a step left (its config and empty folders) is replaced as an empty folder is."""
         if not self._writes("create a run"):
             return
-        if self.path.exists() and any(self.path.iterdir()):
-            is_run = self.config_file.exists() or self.checkpoints.exists()
-            if not is_run:
-                raise RunFolderError(f"output.dir {self.path} exists and is not a ganforge run folder; "
-                                     "choose another output.dir")
-            if not overwrite:
-                raise RunFolderError(f"{self.path} already holds a run: continue it with "
-                                     f"`ganforge train --resume {self.path}`, start over with --overwrite, "
-                                     "or pick another output.dir (--set output.dir=...)")
+        self.check_create(overwrite)
+        if self.path.is_dir() and any(c != self.lock_file for c in self.path.iterdir()):
             self.acquire_lock()
             for child in self.path.iterdir():
                 if child == self.lock_file:
                     continue
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
+        # The folders this call makes: discard_if_untouched removes them again.
+        self._made = [d for d in (self.path, *self.path.parents) if not d.exists()]
         self._make_dirs()
         self.acquire_lock()
+
+    def _holds_anything(self) -> bool:
+        """Whether the folder holds more than a run that never took a step leaves: its config,
+        empty sample and checkpoint folders, TensorBoard's first event file, a lock."""
+        leftovers = {self.config_file, self.samples, self.checkpoints, self.tensorboard_dir, self.lock_file}
+        for child in self.path.iterdir():
+            if child not in leftovers or (child in (self.samples, self.checkpoints) and any(child.iterdir())):
+                return True
+        return False
+
+    def discard_if_untouched(self) -> bool:
+        """Remove what `create` made when the run wrote nothing since (no log record, sample or
+        checkpoint), so that a refused run leaves nothing behind; returns whether it did.
+        Releases the lock."""
+        if not self.is_writer or not self._locked or not self.path.is_dir() or self._holds_anything():
+            self.release_lock()
+            return False
+        self.release_lock()
+        for child in self.path.iterdir():
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        for made in self._made:  # the folder itself, then the parents made for it while they are empty
+            try:
+                made.rmdir()
+            except OSError:
+                break
+        return True
 
     def open_existing(self) -> None:
         """Open a run folder to continue it."""
@@ -203,16 +256,21 @@ class RunDir:
         if self._writes("write the config"):
             atomic_write_bytes(self.config_file, text.encode())
 
-    def start_tensorboard(self, config_text: str) -> None:
-        """Mirror scalars, sample grids and the config into TensorBoard event files."""
-        if not self._writes("start TensorBoard"):
-            return
+    @staticmethod
+    def check_tensorboard() -> Any:
+        """TensorBoard's SummaryWriter class, or a one-line error saying how to install it."""
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             raise RunFolderError("log.tensorboard needs the tensorboard package: pip install 'ganforge[tensorboard]'"
                                  ) from None
-        self._tensorboard = SummaryWriter(log_dir=str(self.tensorboard_dir))
+        return SummaryWriter
+
+    def start_tensorboard(self, config_text: str) -> None:
+        """Mirror scalars, sample grids and the config into TensorBoard event files."""
+        if not self._writes("start TensorBoard"):
+            return
+        self._tensorboard = self.check_tensorboard()(log_dir=str(self.tensorboard_dir))
         self._tensorboard.add_text("config", f"<pre>{config_text}</pre>")
 
     def append_log(self, record: dict[str, Any]) -> None:

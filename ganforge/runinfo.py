@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ganforge.checkpoint import INDEX_NAME, CheckpointIndex, IndexEntry
+from ganforge.errors import CheckpointError
 from ganforge.logrecord import EVAL, LOSSES, STEP, is_eval_record, is_training_record
 from ganforge.run import RunDir, find_checkpoint
 
@@ -33,9 +34,27 @@ def read_log(run: Path) -> list[dict[str, Any]]:
 
 
 def is_run(path: Path) -> bool:
-    """Whether a folder looks like a ganforge run."""
+    """Whether a folder holds a ganforge run: checkpoint files, a checkpoint index that reads as
+    ganforge's, or the config ganforge writes (with a data and a generator kind). Another tool's
+    folder with a config.yaml is not one."""
+    import yaml
+
     run = RunDir(path, read_only=True)
-    return run.config_file.is_file() or run.index_file.is_file()
+    if run.checkpoint_files():
+        return True
+    try:
+        if run.index_file.is_file() and CheckpointIndex(run.checkpoints).entries:
+            return True
+    except CheckpointError:
+        pass  # damaged, or another tool's index.json: the config decides
+    if not run.config_file.is_file():
+        return False
+    try:
+        cfg = yaml.safe_load(run.config_file.read_text(encoding="utf-8", errors="replace"))
+    except (OSError, yaml.YAMLError, RecursionError):
+        return False
+    return isinstance(cfg, dict) and all(isinstance(cfg.get(k), dict) and "kind" in cfg[k]
+                                         for k in ("data", "generator"))
 
 
 @dataclass

@@ -394,7 +394,7 @@ def test_dry_run_checks_everything_and_writes_nothing(cli, tmp_path, monkeypatch
     path = write_config(tmp_path, tiny_config(tmp_path / "out"))
     result = cli("train", str(path), "--dry-run", "--max-minutes", "5")
     assert result.exit_code == 0, result.output
-    assert "valid; dcgan G and dcgan D on digits (1x16x16 images), 6 steps" in result.output
+    assert "valid; dcgan G and dcgan D on digits (1x16x16 images; 1797 samples), 6 steps" in result.output
     assert list(tmp_path.iterdir()) == [path]
     # What the full run would refuse, the dry run refuses: a batch that does not split over processes.
     result = cli("train", str(path), "--dry-run", "--nproc", "3")

@@ -79,6 +79,11 @@ class DataSource(ABC):
         process while the others wait, so that they never download into one folder at once."""
         return None
 
+    def count(self) -> int | None:
+        """How many samples the data set holds, found without fetching or decoding them (None:
+        known only once `prepare` has fetched them). `train --dry-run` checks the batch with it."""
+        return None
+
     def reference_points(self, num: int) -> Tensor | None:
         """Up to `num` real samples for plots of vector data (None for images)."""
         return None
@@ -213,6 +218,13 @@ class TensorSource(DataSource):
                                 f"expected {self.info.shape}")
             self._cache = (x, y)
         return self._cache
+
+    def fetched(self) -> bool:
+        """Whether the files are here to load (False: `prepare` would download them first)."""
+        return True
+
+    def count(self) -> int | None:
+        return len(self.tensors()[0]) if self.fetched() else None
 
     def batches(self, batch_size: int, seed: int, device: torch.device, rank: int = 0, world_size: int = 1
                 ) -> Batches:

@@ -143,6 +143,9 @@ class DecodedImages(DataSource):
             raise DataError(f"data.path: none of the {len(items)} images could be read")
         return x, (y if self.dataset.labels is not None else None), len(errors)
 
+    def count(self) -> int | None:
+        return len(self.dataset)  # the files; those that fail to decode are skipped later
+
     def batches(self, batch_size: int, seed: int, device: torch.device, rank: int = 0, world_size: int = 1
                 ) -> Batches:
         if self.in_memory:

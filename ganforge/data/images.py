@@ -160,6 +160,9 @@ class IdxImages(TensorSource):
                     f"offline, put the files in {self.raw}"
                 )
 
+    def fetched(self) -> bool:
+        return not self._missing()
+
     def prepare(self) -> None:
         if self.download and self._missing():
             self._fetch()
@@ -276,6 +279,9 @@ class Cifar10(TensorSource):
                 f"could not download CIFAR-10 ({type(e).__name__}); offline, unpack cifar-10-python.tar.gz "
                 f"so that {self.folder} holds {', '.join(self.files)}"
             ) from None
+
+    def fetched(self) -> bool:
+        return not self._missing()
 
     def prepare(self) -> None:
         if self.download and self._missing():

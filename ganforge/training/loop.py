@@ -15,12 +15,15 @@ import torch
 from ganforge.build import build_data, build_loss, evaluator_for, resolve_device
 from ganforge.checkpoint import Checkpoint
 from ganforge.config import Config
+from ganforge.data import Batches, DataSource, Position
 from ganforge.distributed import Dist, barrier, check_batch_splits
 from ganforge.errors import ConfigError, TrainingAborted
+from ganforge.losses import Loss
+from ganforge.metrics.evaluate import Evaluator
 from ganforge.rng import restore_rng, seed_everything
 from ganforge.run import RunDir
-from ganforge.training.state import create_state, restore_checkpoint, set_scheduled_lrs
-from ganforge.training.steps import EMA, G_PHASE, discriminator_step, generator_step, make_runtime
+from ganforge.training.state import TrainState, create_state, restore_training, set_scheduled_lrs
+from ganforge.training.steps import EMA, G_PHASE, Runtime, discriminator_step, generator_step, make_runtime
 from ganforge.training.upkeep import Maintenance, NonFinite
 
 
@@ -35,6 +38,71 @@ class TrainResult:
     budget_spent: bool = False  # stopped by train.max_minutes (not by a signal)
 
 
+@dataclass
+class Prepared:
+    """Everything a run builds before its first step, built without writing anything: what
+    `train` runs on. Built first, so that a run is refused before its folder is made or replaced."""
+
+    cfg: Config
+    ctx: Dist
+    device: torch.device
+    source: DataSource
+    state: TrainState
+    loss: Loss
+    batches: Batches
+    runtime: Runtime
+    ema: EMA
+    evaluator: Evaluator | None
+    resume: Checkpoint | None
+
+
+def prepare(cfg: Config, resume: Checkpoint | None = None, ctx: Dist | None = None,
+            device: torch.device | None = None, progress: bool = True) -> Prepared:
+    """Build data, networks (with the init weights and freezing), optimizers, loss, batch stream
+    and evaluator from the seeded RNGs; a resumed run then takes its state, data position and
+    RNG states from `resume`. Reads (and downloads what the data set fetches), writes no run file."""
+    ctx = ctx or Dist()
+    device = device or resolve_device(cfg.train.device)
+    configure_backends(device, cfg.train.deterministic)
+    check_process_setup(cfg, ctx, device)
+    seed_everything(cfg.train.seed)
+    source = build_data(cfg)
+    if ctx.is_main:
+        source.prepare()  # downloads, while the other processes wait
+    barrier(ctx)
+    state = create_state(cfg, source.info, device, sync_batchnorm=cfg.train.sync_batchnorm and ctx.enabled,
+                         load_init=resume is None)  # a resumed run has its own weights
+    loss = build_loss(cfg)
+    batches = source.batches(cfg.train.batch_size, cfg.train.seed, device, ctx.rank, ctx.world_size)
+    if resume is not None:
+        restore_training(state, batches, resume)
+        set_scheduled_lrs(state)  # a longer train.steps stretches the schedules from this step on
+        restore_rng(resume.rng)
+    runtime = make_runtime(cfg, state, ctx, device)
+    ema = EMA.for_run(state, cfg)
+    # Built before the first step, so missing weights or data stop the run at once.
+    evaluator = evaluator_for(cfg, source, device, progress=progress) if cfg.eval.every and ctx.is_main else None
+    return Prepared(cfg, ctx, device, source, state, loss, batches, runtime, ema, evaluator, resume)
+
+
+def check(cfg: Config, nproc: int = 1, resume: Checkpoint | None = None) -> int | None:
+    """What `prepare` would refuse, found without loading the training data, downloading, or
+    using the training device (`train --dry-run`): the processes and device settings, the
+    networks built on the CPU with the init weights loaded and D's layers frozen (or the resumed
+    state loaded), the loss, and the batch against the data set's size. Returns that size (None
+    where it is known only once the data set is fetched)."""
+    check_process_setup(cfg, Dist(0, nproc), resolve_device(cfg.train.device))
+    source = build_data(cfg)
+    state = create_state(cfg, source.info, torch.device("cpu"), load_init=resume is None)
+    if resume is not None:
+        state.load_state_dict(resume.state)
+    build_loss(cfg)
+    size = source.count()
+    if size is not None:
+        Position(size, cfg.train.batch_size)  # refuses a batch larger than the data set
+    return size
+
+
 def train(
     cfg: Config,
     cfg_dict: dict[str, Any],
@@ -44,36 +112,17 @@ def train(
     progress: bool = True,
     ctx: Dist | None = None,
     device: torch.device | None = None,
+    prepared: Prepared | None = None,
 ) -> TrainResult:
-    """Train a GAN as configured, writing logs, samples and checkpoints into `run` (rank 0)."""
-    ctx = ctx or Dist()
-    device = device or resolve_device(cfg.train.device)
-    configure_backends(device, cfg.train.deterministic)
-    check_process_setup(cfg, ctx, device)
-
-    # Build data, networks, optimizers and loss from the seeded RNGs; a resumed run then takes
-    # its state, data position and RNG states from the checkpoint.
-    seed_everything(cfg.train.seed)
-    source = build_data(cfg)
-    if ctx.is_main:
-        source.prepare()  # downloads, while the other processes wait
-    barrier(ctx)
-    info = source.info
-    state = create_state(cfg, info, device, sync_batchnorm=cfg.train.sync_batchnorm and ctx.enabled,
-                         load_init=resume is None)  # a resumed run has its own weights
-    loss = build_loss(cfg)
-    regularizers = state.regularizers
-    batches = source.batches(cfg.train.batch_size, cfg.train.seed, device, ctx.rank, ctx.world_size)
-    if resume is not None:
-        restore_checkpoint(state, batches, run, resume)
-        set_scheduled_lrs(state)  # a longer train.steps stretches the schedules from this step on
-        restore_rng(resume.rng)
-    rt = make_runtime(cfg, state, ctx, device)
-    ema = EMA.for_run(state, cfg)
-    # Built before the first step, so missing weights or data stop the run at once.
-    evaluator = evaluator_for(cfg, source, device, progress=progress) if cfg.eval.every and ctx.is_main else None
-    upkeep = Maintenance(cfg, cfg_dict, run, state, batches, ema, info, ctx, device, evaluator,
-                         source.reference_points(5000), progress)
+    """Train a GAN as configured, writing logs, samples and checkpoints into `run` (rank 0);
+    from what `prepare` built, or building it first."""
+    p = prepared or prepare(cfg, resume, ctx, device, progress)
+    ctx, device, state, batches, info = p.ctx, p.device, p.state, p.batches, p.source.info
+    loss, regularizers, rt, ema = p.loss, state.regularizers, p.runtime, p.ema
+    if p.resume is not None:
+        run.rewind(state.step)  # log records and checkpoints after it belong to a lost future
+    upkeep = Maintenance(cfg, cfg_dict, run, state, batches, ema, info, ctx, device, p.evaluator,
+                         p.source.reference_points(5000), progress)
 
     d_steps, batch_size, total = cfg.train.d_steps_per_g_step, cfg.train.batch_size, cfg.train.steps
     channels_last = cfg.train.channels_last and info.is_image

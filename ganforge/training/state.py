@@ -137,10 +137,15 @@ def rescale_for_lazy_phase(optimizer: torch.optim.Optimizer, interval: int) -> N
             group["betas"] = tuple(beta**ratio for beta in group["betas"])
 
 
-def restore_checkpoint(state: TrainState, batches: Any, run: RunDir, ckpt: Checkpoint) -> None:
-    """Training state, data position and run folder back to `ckpt` (resume and rollback alike)."""
+def restore_training(state: TrainState, batches: Any, ckpt: Checkpoint) -> None:
+    """Training state and data position back to `ckpt` (nothing written)."""
     state.load_state_dict(ckpt.state)
     batches.load_state_dict(ckpt.data)
+
+
+def restore_checkpoint(state: TrainState, batches: Any, run: RunDir, ckpt: Checkpoint) -> None:
+    """Training state, data position and run folder back to `ckpt` (a rollback)."""
+    restore_training(state, batches, ckpt)
     run.rewind(state.step)  # log records and checkpoints after it belong to a lost future
 
 
