@@ -16,9 +16,10 @@ from ganforge.config import Component, Config
 from ganforge.data import DataInfo, DataSource
 from ganforge.errors import CheckpointError, ConfigError
 from ganforge.losses import Loss
-from ganforge.metrics.catalog import check_metrics, default_metrics
+from ganforge.metrics.catalog import EvalOptions, check_metrics, default_metrics, views_of
 from ganforge.metrics.evaluate import Evaluator, check_evaluable
 from ganforge.metrics.features import FeatureExtractor
+from ganforge.metrics.ppl import load_metric_lpips
 from ganforge.models import conditioning_classes
 from ganforge.registry import (
     DATASETS,
@@ -208,13 +209,21 @@ def evaluator_for(cfg: Config, source: DataSource, device: torch.device, progres
     e = cfg.eval
     options: dict[str, Any] = {
         "metrics": e.metrics, "num_samples": e.num_samples, "real_samples": e.real_samples,
-        "batch_size": e.batch_size, "cache_dir": e.cache_dir, "extractor_cfg": e.extractor,
+        "batch_size": e.batch_size, "cache_dir": e.cache_dir, "extractor_cfg": e.extractor, "resize": e.resize,
+        "protocol": e.protocol, "kid_subset_size": e.kid_subset_size, "dinov2_weights": e.dinov2_weights,
+        "lpips": e.lpips,
     }
     options.update({k: v for k, v in overrides.items() if v is not None})
     extractor_cfg = options.pop("extractor_cfg")
+    eval_options = EvalOptions(options.pop("resize"), options.pop("protocol"), options.pop("kid_subset_size"))
     metrics = check_evaluable(options.pop("metrics"), source.info, options["num_samples"])
-    extractor = build_extractor(extractor_cfg, device) if source.info.is_image else None
-    return Evaluator(cfg.data, source, metrics, extractor=extractor, device=device, progress=progress, **options)
+    lpips_path = options.pop("lpips")
+    lpips = load_metric_lpips(lpips_path) if "ppl" in metrics else None
+    # The Inception (eval.extractor) only when a metric reads its features: fd_dinov2 alone does not.
+    needs_main = source.info.is_image and bool({"main", "torch-fidelity"} & set(views_of(metrics, eval_options)))
+    extractor = build_extractor(extractor_cfg, device) if needs_main else None
+    return Evaluator(cfg.data, source, metrics, extractor=extractor, device=device, progress=progress,
+                     options=eval_options, lpips=lpips, **options)
 
 
 def check_compatible(cfg: Config, info: DataInfo) -> None:

@@ -11,6 +11,15 @@ import typer
 
 from ganforge.commands_common import refuse_overwriting, user_errors, write_json
 
+# Options of `eval` and `eval-images` (defaults: the run's eval section, or as written).
+RESIZE_OPTION = typer.Option(None, "--resize", help="How images reach the Inception's 299 px: legacy "
+                                                    "(pytorch-fid, default) or clean (clean-fid).")
+PROTOCOL_OPTION = typer.Option(None, "--protocol", help="IS and KID as pytorch-fid (default) or torch-fidelity "
+                                                        "resizes and computes them.")
+KID_SUBSET_OPTION = typer.Option(None, "--kid-subset-size", min=2, help="KID's subset size (default 1000).")
+DINOV2_OPTION = typer.Option(None, "--dinov2-weights", metavar="FILE",
+                             help="fd_dinov2, prdc_dinov2: dinov2_vitl14_pretrain.pth (default: the torch hub cache).")
+
 
 @user_errors
 def dataset_command(
@@ -45,7 +54,8 @@ def eval_images(
     reference: Path | None = typer.Option(None, "--reference", help="A folder of real images to compare with."),
     data: Path | None = typer.Option(None, "--data",
                                      help="A config file whose data section is the real data to compare with."),
-    metrics: str = typer.Option("fid", "--metrics", "-m", help="Comma-separated: fid,kid,is,pr,dc,ifid."),
+    metrics: str = typer.Option("fid", "--metrics", "-m",
+                                help="Comma-separated: fid,kid,is,pr,dc,ifid,fd_dinov2,prdc_dinov2."),
     num: int | None = typer.Option(None, "--num", "-n", min=2, help="Score this many of the images (default: all)."),
     real_num: int | None = typer.Option(None, "--real-num", min=2,
                                         help="Real images (default: all of --reference; as many as --images "
@@ -55,6 +65,10 @@ def eval_images(
     inception_weights: str | None = typer.Option(None, "--inception-weights",
                                                     help="Path of the FID Inception weights file."),
     cache_dir: str | None = typer.Option(None, "--cache-dir", help="Where data-set statistics are cached."),
+    resize: str | None = RESIZE_OPTION,
+    protocol: str | None = PROTOCOL_OPTION,
+    kid_subset_size: int | None = KID_SUBSET_OPTION,
+    dinov2_weights: str | None = DINOV2_OPTION,
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Also write the result to this JSON file."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -69,15 +83,18 @@ def eval_images(
     names = [m.strip() for m in metrics.split(",") if m.strip()]
     if reference is not None and data is not None:
         raise GanforgeError("give --reference DIR or --data CONFIG, not both")
+    options = eval_options(resize, protocol, kid_subset_size)
     data_cfg = load_data_section(data) if data is not None else None
     if out is not None:
         # The folders' images, the --data config and the weights are read: --out may be none of them.
-        read = [*images_in(images), *images_in(reference), *(p for p in (data, inception_weights) if p is not None)]
+        read = [*images_in(images), *images_in(reference),
+                *(p for p in (data, inception_weights, dinov2_weights) if p is not None)]
         refuse_overwriting([out], [Path(p) for p in read])
     extractor = Component("inception", {"weights": inception_weights, "download": True})
     result = evaluate_folders(images, reference, data_cfg, names, extractor, resolve_device(device), num=num,
                               real_num=real_num, batch_size=batch_size, num_workers=num_workers,
-                              cache_dir=cache_dir, progress=not quiet)
+                              cache_dir=cache_dir, progress=not quiet, options=options,
+                              dinov2_weights=dinov2_weights)
     report = {"images": str(images), **result.to_dict()}
     if out is not None:
         write_json(out, report)
@@ -87,7 +104,7 @@ def eval_images(
     typer.echo(f"{images}: {result.num_samples} images, {result.seconds:.0f} s")
     for name, value in result.figures.items():
         typer.echo(f"  {name:<18} {value:.6g}")
-    typer.echo(f"  extractor: {result.extractor}")
+    describe_settings(result)
     ref = result.reference
     if "folder" in ref:
         typer.echo(f"  reference: {ref['folder']} ({ref['num_samples']} images)")
@@ -96,6 +113,28 @@ def eval_images(
                    f"statistics in {ref['stats_file']}")
     if out is not None:
         typer.echo(f"  written to {out}")
+
+
+def eval_options(resize: str | None, protocol: str | None, kid_subset_size: int | None) -> Any:
+    """EvalOptions from the command line, each value checked against its choices."""
+    from typing import get_args
+
+    from ganforge.errors import ConfigError
+    from ganforge.metrics.catalog import EvalOptions, Protocol, Resize
+
+    for flag, value, choices in (("--resize", resize, get_args(Resize)), ("--protocol", protocol, get_args(Protocol))):
+        if value is not None and value not in choices:
+            raise ConfigError(f"{flag}: {value!r} is not one of {', '.join(choices)}")
+    return EvalOptions(resize or "legacy", protocol or "pytorch-fid", kid_subset_size or 1000)  # type: ignore[arg-type]
+
+
+def describe_settings(result: Any) -> None:
+    """The extractor, resize, protocol and the metrics' notes of an EvalResult, one line each."""
+    typer.echo(f"  extractor: {result.extractor}")
+    settings = dict(result.settings)
+    typer.echo(f"  resize: {settings.pop('resize', 'legacy')}, IS/KID protocol: {settings.pop('protocol', '?')}")
+    for key, value in settings.items():
+        typer.echo(f"  {key}: {value}")
 
 
 def images_in(folder: Path | None) -> list[Path]:

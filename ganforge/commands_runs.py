@@ -8,6 +8,14 @@ import typer
 
 from ganforge import RUNS_FOLDER
 from ganforge.commands_common import JSON_OPTION, refuse_overwriting, user_errors, write_json
+from ganforge.commands_data import (
+    DINOV2_OPTION,
+    KID_SUBSET_OPTION,
+    PROTOCOL_OPTION,
+    RESIZE_OPTION,
+    describe_settings,
+    eval_options,
+)
 from ganforge.errors import GanforgeError
 
 # --------------------------------------------------------------------------------------------
@@ -25,8 +33,8 @@ def evaluate(
     data: Path | None = typer.Option(None, "--data", help="With --images: a config whose data section is the "
                                                          "real data."),
     metrics: str | None = typer.Option(None, "--metrics", "-m",
-                                          help="Comma-separated: fid,kid,is,pr,dc (images) or modes (2D); "
-                                               "default: the run's eval.metrics."),
+                                          help="Comma-separated: fid,kid,is,pr,dc,ifid,knn,ppl,fd_dinov2,"
+                                               "prdc_dinov2 (images) or modes (2D); default: the run's eval.metrics."),
     num: int | None = typer.Option(None, "--num", "-n", min=2,
                                    help="Generated samples (default: eval.num_samples)."),
     real_num: int | None = typer.Option(None, "--real-num", min=2,
@@ -36,6 +44,12 @@ def evaluate(
     inception_weights: str | None = typer.Option(None, "--inception-weights",
                                                     help="Path of the FID Inception weights file."),
     cache_dir: str | None = typer.Option(None, "--cache-dir", help="Where real-data statistics are cached."),
+    resize: str | None = RESIZE_OPTION,
+    protocol: str | None = PROTOCOL_OPTION,
+    kid_subset_size: int | None = KID_SUBSET_OPTION,
+    dinov2_weights: str | None = DINOV2_OPTION,
+    lpips: str | None = typer.Option(None, "--lpips", metavar="FILE",
+                                     help="ppl: LPIPS's vgg.pth (default: eval.lpips, or the torch hub cache)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="JSON file (default: RUN/eval/step-N.json)."),
     no_ema: bool = typer.Option(False, "--no-ema", help="Evaluate the raw generator instead of its moving average."),
     batch_stats: bool = typer.Option(False, "--batch-stats",
@@ -51,6 +65,7 @@ def evaluate(
 
     from ganforge.build import build_data, evaluator_for, resolve_device
     from ganforge.config import Component, parse_config
+    from ganforge.metrics.catalog import default_metrics
     from ganforge.run import RunDir
     from ganforge.sample import load_generator
 
@@ -59,30 +74,48 @@ def evaluate(
             raise GanforgeError("give a checkpoint or --images DIR, not both")
         from ganforge.commands_data import eval_images
 
+        if lpips is not None:
+            raise GanforgeError("--lpips goes with ppl, which measures a checkpoint, not a folder of images")
         return eval_images(images=images, reference=reference, data=data, metrics=metrics or "fid", num=num,
                            real_num=real_num, batch_size=batch_size or 50, num_workers=2,
-                           inception_weights=inception_weights, cache_dir=cache_dir, device=device, out=out,
-                           quiet=quiet, as_json=as_json)
+                           inception_weights=inception_weights, cache_dir=cache_dir, resize=resize or "legacy",
+                           protocol=protocol or "pytorch-fid", kid_subset_size=kid_subset_size or 1000,
+                           dinov2_weights=dinov2_weights, device=device, out=out, quiet=quiet, as_json=as_json)
     if checkpoint is None:
         raise GanforgeError("give a checkpoint or run folder to evaluate, or --images DIR to score a folder")
     if reference is not None or data is not None:
         raise GanforgeError("--reference and --data go with --images; a checkpoint is scored against its own data")
     loaded = load_generator(checkpoint, use_ema=not no_ema, device=device)
     if out is not None:
-        refuse_overwriting([out], loaded.files)
+        weights = [Path(p) for p in (inception_weights, dinov2_weights, lpips) if p is not None]
+        refuse_overwriting([out], [*loaded.files, *weights])
     cfg = parse_config(loaded.config)
     extractor = cfg.eval.extractor
     if inception_weights is not None:
         extractor = Component(extractor.kind, {**extractor.params, "weights": inception_weights})
     names = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else list(cfg.eval.metrics)
-    evaluator = evaluator_for(cfg, build_data(cfg), resolve_device(device), progress=not quiet, metrics=names,
+    eval_options(resize, protocol, kid_subset_size)  # the flags' values, checked before anything runs
+    try:
+        source = build_data(cfg)
+    except GanforgeError as e:  # say which metrics wanted the data
+        wanting = ", ".join(default_metrics(names, True)) or "evaluation"
+        raise type(e)(f"{wanting}: cannot read the run's data: {e}") from None
+    evaluator = evaluator_for(cfg, source, resolve_device(device), progress=not quiet, metrics=names,
                               num_samples=num, real_samples=real_num, batch_size=batch_size, cache_dir=cache_dir,
-                              extractor_cfg=extractor, batch_stats=batch_stats)
+                              extractor_cfg=extractor, resize=resize, protocol=protocol,
+                              kid_subset_size=kid_subset_size, dinov2_weights=dinov2_weights, lpips=lpips,
+                              batch_stats=batch_stats)
     result = evaluator(loaded.G, seed=seed)
     report = {"checkpoint": str(loaded.checkpoint), "step": loaded.step, "seed": seed, "ema": not no_ema,
               "batch_stats": batch_stats, **result.to_dict()}
+    run_dir = RunDir.of_checkpoint(loaded.checkpoint)
     if out is None:
-        out = RunDir.of_checkpoint(loaded.checkpoint).eval_file(loaded.step)
+        out = run_dir.eval_file(loaded.step)
+    for name, picture in result.sheets.items():  # the kNN sheet: RUN/eval/knn-step-N.png
+        sheet = run_dir.eval_file(loaded.step).with_name(f"{name}-{run_dir.eval_file(loaded.step).stem}.png")
+        sheet.parent.mkdir(parents=True, exist_ok=True)
+        picture.save(sheet)
+        report.setdefault("sheets", {})[name] = str(sheet)
     write_json(out, report)
     if as_json:
         typer.echo(json.dumps(report, indent=1))
@@ -91,11 +124,13 @@ def evaluate(
                f"{result.seconds:.0f} s")
     for name, value in result.figures.items():
         typer.echo(f"  {name:<18} {value:.6g}")
-    typer.echo(f"  extractor: {result.extractor}")
+    describe_settings(result)
     ref = result.reference
     if "num_samples" in ref:
         typer.echo(f"  reference: {ref['data'].get('kind')} ({ref['num_samples']} real samples), "
                    f"statistics in {ref['stats_file']}")
+    for sheet in report.get("sheets", {}).values():
+        typer.echo(f"  sheet: {sheet}")
     typer.echo(f"  written to {out}")
 
 

@@ -168,6 +168,14 @@ class EvalConfig:
     extractor: Component = _component("extractor", "inception")
     batch_size: Annotated[int, Range(ge=1)] = 100
     cache_dir: str | None = None  # real-data statistics (default: ~/.cache/ganforge/stats)
+    # How images reach the Inception's 299 px: legacy (pytorch-fid's bilinear, as published FIDs)
+    # or clean (clean-fid's antialiased bicubic, as clean-fid's tables).
+    resize: Literal["legacy", "clean"] = "legacy"
+    # IS and KID resized and computed as pytorch-fid (ganforge's default) or torch-fidelity does.
+    protocol: Literal["pytorch-fid", "torch-fidelity"] = "pytorch-fid"
+    kid_subset_size: Annotated[int, Range(ge=2)] = 1000  # KID's subsets (torch-fidelity: needs this many)
+    dinov2_weights: str | None = None  # fd_dinov2: dinov2_vitl14_pretrain.pth (default: the torch hub cache)
+    lpips: str | None = None  # ppl: LPIPS's vgg.pth (default: the torch hub cache), as ganforge project --lpips
 
 
 @dataclass(frozen=True)

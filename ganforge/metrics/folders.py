@@ -24,9 +24,18 @@ from ganforge.config import Component
 from ganforge.data import DataSource, epoch_permutation
 from ganforge.data.images import IMAGE_SUFFIXES
 from ganforge.errors import ConfigError, DataError
-from ganforge.metrics.catalog import METRICS, MetricInputs, check_metrics, default_metrics
-from ganforge.metrics.evaluate import EvalResult, Evaluator, check_evaluable
+from ganforge.metrics.catalog import (
+    GENERATOR_METRICS,
+    EvalOptions,
+    check_counts,
+    check_metrics,
+    default_metrics,
+    minimums,
+    views_of,
+)
+from ganforge.metrics.evaluate import EvalResult, Evaluator, check_evaluable, run_metrics
 from ganforge.metrics.features import Features, LabelledBatches, extract_features
+from ganforge.metrics.views import build_views
 from ganforge.registry import DATASETS
 
 
@@ -125,62 +134,78 @@ def evaluate_folders(images: Path, reference: Path | None = None, data_cfg: Comp
                      metrics: Sequence[str] = ("fid",), extractor_cfg: Component | None = None,
                      device: torch.device | None = None, num: int | None = None, real_num: int | None = None,
                      batch_size: int = 50, num_workers: int = 2, cache_dir: str | None = None,
-                     progress: bool = True) -> EvalResult:
-    """Score the images in a folder against a reference folder or a data set (`data_cfg`), as `ganforge eval`."""
+                     progress: bool = True, options: EvalOptions | None = None,
+                     dinov2_weights: str | None = None) -> EvalResult:
+    """Score the images in a folder against a reference folder or a data set (`data_cfg`), as `ganforge eval`.
+    Every count, name and weights file is checked before any image is read."""
     start = time.perf_counter()
     device = device or torch.device("cpu")
+    options = options or EvalOptions()
     extractor_cfg = extractor_cfg or Component("inception", {"weights": None, "download": True})
     metrics = default_metrics(list(metrics), True)
     fake_files = list_images(images, "--images", num)
-    check_metrics(metrics, True, num_samples=len(fake_files.files), num_where="--images (its number of images)")
-    needs_real = any(m != "is" for m in metrics)
+    check_metrics(metrics, True, num_samples=len(fake_files.files),
+                  num_where=f"--images {images} ({len(fake_files.files)} images)")
+    for name in metrics:
+        if name in GENERATOR_METRICS:
+            raise ConfigError(f"--metrics {name}: {name} needs the generator and its run, not a folder of images: "
+                              f"ganforge eval RUN --metrics {name}")
+    real_views = views_of(metrics, options, real=True)
     if reference is not None and data_cfg is not None:
         raise ConfigError("give --reference DIR or --data CONFIG, not both")
-    if needs_real and reference is None and data_cfg is None:
-        raise ConfigError(f"{', '.join(m for m in metrics if m != 'is')} compare with real images: "
+    if real_views and reference is None and data_cfg is None:
+        raise ConfigError(f"{', '.join(m for m in metrics if minimums(m, options)[1])} compare with real images: "
                           "give --reference DIR (a folder of real images) or --data CONFIG (a data set)")
+    check_counts(metrics, options, len(fake_files.files), f"--images {images} ({len(fake_files.files)} images)")
     wants_classes = "ifid" in metrics
     if wants_classes and fake_files.classes is None:
         raise ConfigError(f"--metrics ifid: put the images of {images} in one sub-folder per class "
                           "(named as the reference's classes)")
-    real: Features | None = None
+    real: dict[str, Features] = {}
     source: DataSource | None = None
     ref_record: dict[str, Any] = {}
     fake_labels: list[int] | None = None
+    real_files: ImageFiles | None = None
     if data_cfg is not None:
         source = _build_source(data_cfg)
         # The metrics are checked against the data before the extractor loads (or downloads) its weights.
         check_evaluable(metrics, source.info, len(fake_files.files))
-    extractor = build_extractor(extractor_cfg, device)
+    elif reference is not None and real_views:
+        real_files = list_images(reference, "--reference", real_num)
+        check_counts(metrics, options, real=len(real_files.files),
+                     real_where=f"--reference {reference} ({len(real_files.files)} images)")
+    needs_main = bool({"main", "torch-fidelity"} & set(views_of(metrics, options)))
+    main = build_extractor(extractor_cfg, device) if needs_main else None
     if source is not None:
-        evaluator = Evaluator(data_cfg, source, metrics, len(fake_files.files), extractor, device,
+        evaluator = Evaluator(data_cfg, source, metrics, len(fake_files.files), main, device,
                               real_samples=real_num or len(fake_files.files), batch_size=batch_size,
-                              cache_dir=cache_dir, progress=progress)
-        if needs_real:
-            real = evaluator.real_features()
+                              cache_dir=cache_dir, progress=progress, options=options, dinov2_weights=dinov2_weights)
+        extractors = evaluator.extractors
+        if real_views:
+            real = evaluator.real_views()
             ref_record = evaluator.reference
         if wants_classes:
             names = list(getattr(source, "classes", []) or [str(k) for k in range(source.info.num_classes)])
             fake_labels = _class_indices(fake_files, names, "--images", f"data.kind {source.info.name}")
     else:
-        if reference is not None and needs_real:
-            real_files = list_images(reference, "--reference", real_num)
+        extractors = build_views(views_of(metrics, options), main, options.resize, dinov2_weights, device)
+        if real_files is not None:
             real_labels = None
             if wants_classes:
                 if real_files.classes is None:
                     raise ConfigError(f"--metrics ifid: put the images of {reference} in one sub-folder per class")
                 real_labels = _class_indices(real_files, real_files.class_names, "--reference", str(reference))
                 fake_labels = _class_indices(fake_files, real_files.class_names, "--images", str(reference))
-            real = extract_features(extractor, folder_batches(real_files, real_labels, batch_size, num_workers),
-                                    len(real_files.files), "reference", device, progress)
-            ref_record = {"folder": str(reference), "num_samples": len(real.values)}
-    fake = extract_features(extractor, folder_batches(fake_files, fake_labels, batch_size, num_workers),
-                            len(fake_files.files), "images", device, progress)
-    inputs = MetricInputs(fake, real, source)
-    figures: dict[str, float] = {}
-    for name in metrics:
-        figures.update(METRICS.get(name).builder(inputs=inputs))
-    return EvalResult(figures, len(fake.values), extractor.name, ref_record, time.perf_counter() - start)
+            real = extract_features({v: extractors[v] for v in real_views},
+                                    folder_batches(real_files, real_labels, batch_size, num_workers),
+                                    len(real_files.files), f"images of {reference}", device, progress)
+            ref_record = {"folder": str(reference), "num_samples": len(next(iter(real.values())).values)}
+    fake = extract_features(extractors, folder_batches(fake_files, fake_labels, batch_size, num_workers),
+                            len(fake_files.files), f"images of {images}", device, progress)
+    figures, settings = run_metrics(metrics, fake, real, source, options)
+    names = ", ".join(e.name for e in extractors.values() if e is not None)
+    return EvalResult(figures, len(next(iter(fake.values())).values), names, ref_record,
+                      time.perf_counter() - start, settings)
 
 
 def _build_source(data_cfg: Component) -> DataSource:

@@ -90,9 +90,13 @@ class FIDInception(nn.Module):
         self.eval().requires_grad_(False)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        n = self.net
+        """pytorch-fid's input path: bilinear resize to 299 (no antialiasing), [0, 1] -> [-1, 1]."""
         x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
-        x = 2 * x - 1
+        return self.trunk(2 * x - 1)
+
+    def trunk(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The network on inputs already resized to 299x299 and scaled to about [-1, 1]."""
+        n = self.net
         x = n.Conv2d_2b_3x3(n.Conv2d_2a_3x3(n.Conv2d_1a_3x3(x)))
         x = F.max_pool2d(x, kernel_size=3, stride=2)
         x = n.Conv2d_4a_3x3(n.Conv2d_3b_1x1(x))

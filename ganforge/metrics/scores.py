@@ -82,11 +82,14 @@ def intra_class_fid(fake: Tensor, fake_labels: Tensor, real: Tensor, real_labels
 
 def kernel_inception_distance(fake: Tensor, real: Tensor, subsets: int = 100, subset_size: int = 1000,
                               seed: int = 0) -> tuple[float, float]:
-    """KID: mean and standard deviation of the unbiased MMD^2 over random subsets."""
+    """KID: mean and standard deviation of the unbiased MMD^2 over random subsets of `subset_size`
+    of each side (drawn without replacement, fake then real, from RandomState(seed), as
+    torch-fidelity draws them)."""
     x, y = fake.double().cpu().numpy(), real.double().cpu().numpy()
-    m = min(subset_size, len(x), len(y))
-    if m < 2:
-        raise ValueError("KID needs at least 2 samples on each side")
+    m = subset_size
+    if m < 2 or m > len(x) or m > len(y):
+        raise ValueError(f"KID subsets of {m} need at least {max(m, 2)} samples on each side, "
+                         f"got {len(x)} generated and {len(y)} real")
     rng = np.random.RandomState(seed)
     d = x.shape[1]
     values = []
@@ -101,10 +104,13 @@ def kernel_inception_distance(fake: Tensor, real: Tensor, subsets: int = 100, su
     return float(np.mean(values)), float(np.std(values))
 
 
-def inception_score(logits: Tensor, splits: int = 10) -> tuple[float, float]:
-    """Inception Score: mean and standard deviation over `splits` equal parts."""
+def inception_score(logits: Tensor, splits: int = 10, shuffle_seed: int | None = None) -> tuple[float, float]:
+    """Inception Score: mean and standard deviation over `splits` equal parts (in the given
+    order, or shuffled by RandomState(shuffle_seed).permutation first, as torch-fidelity does)."""
     logits = logits.double().cpu()
     n = len(logits)
+    if shuffle_seed is not None:
+        logits = logits[torch.from_numpy(np.random.RandomState(shuffle_seed).permutation(n))]
     if n < splits:
         raise ValueError(f"the Inception Score needs at least {splits} samples ({splits} splits), got {n}")
     scores = []
@@ -138,11 +144,12 @@ def _inside_counts(points: Tensor, centres: Tensor, radii: Tensor, strict: bool,
     return torch.cat(counts)
 
 
-def precision_recall(fake: Tensor, real: Tensor, k: int = 3) -> tuple[float, float]:
-    """Improved precision (fakes inside the real manifold) and recall (reals inside the fake one)."""
+def precision_recall(fake: Tensor, real: Tensor, k: int = 3, strict: bool = False) -> tuple[float, float]:
+    """Improved precision (fakes inside the real manifold) and recall (reals inside the fake one).
+    A point on a ball's surface is inside (Kynkaanniemi et al.) unless `strict` (clovaai's prdc)."""
     fake, real = fake.float(), real.float()
-    precision = (_inside_counts(fake, real, _kth_neighbour_radii(real, k), strict=False) > 0).double().mean()
-    recall = (_inside_counts(real, fake, _kth_neighbour_radii(fake, k), strict=False) > 0).double().mean()
+    precision = (_inside_counts(fake, real, _kth_neighbour_radii(real, k), strict) > 0).double().mean()
+    recall = (_inside_counts(real, fake, _kth_neighbour_radii(fake, k), strict) > 0).double().mean()
     return float(precision), float(recall)
 
 
