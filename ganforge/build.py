@@ -15,12 +15,13 @@ from ganforge.accepts import check_accepts
 from ganforge.config import Component, Config
 from ganforge.data import DataInfo, DataSource
 from ganforge.errors import CheckpointError, ConfigError
+from ganforge.footprint import Footprint, check_fits
 from ganforge.losses import Loss
 from ganforge.metrics.catalog import EvalOptions, check_metrics, default_metrics, views_of
 from ganforge.metrics.evaluate import Evaluator, check_evaluable
 from ganforge.metrics.features import FeatureExtractor
 from ganforge.metrics.ppl import load_metric_lpips
-from ganforge.models import conditioning_classes
+from ganforge.models import conditioning_classes, reads_labels
 from ganforge.registry import (
     DATASETS,
     DISCRIMINATORS,
@@ -126,12 +127,6 @@ def build_discriminator(cfg_discriminator: Component, info: DataInfo) -> nn.Modu
                  **info.model_args())
 
 
-def reads_labels(D: nn.Module) -> bool:
-    """Whether a discriminator needs the class of every sample it judges (a projection D)."""
-    # `num_classes` says so; a class embedding (`embed`) says so for discriminators that do not set it.
-    return bool(conditioning_classes(D)) or isinstance(getattr(D, "embed", None), nn.Module)
-
-
 def build_loss(cfg: Config) -> Loss:
     """The adversarial loss."""
     return build(LOSSES, cfg.loss, "loss")
@@ -217,6 +212,8 @@ def evaluator_for(cfg: Config, source: DataSource, device: torch.device, progres
     extractor_cfg = options.pop("extractor_cfg")
     eval_options = EvalOptions(options.pop("resize"), options.pop("protocol"), options.pop("kid_subset_size"))
     metrics = check_evaluable(options.pop("metrics"), source.info, options["num_samples"])
+    if source.info.is_image and views_of(metrics, eval_options, real=True):
+        source.require_samples()  # a run without a data set says so before any weights are looked for
     lpips_path = options.pop("lpips")
     lpips = load_metric_lpips(lpips_path) if "ppl" in metrics else None
     # The Inception (eval.extractor) only when a metric reads its features: fd_dinov2 alone does not.
@@ -254,11 +251,16 @@ def check_init(cfg: Config) -> None:
                           "folder that `ganforge train` wrote)")
 
 
-def validate(cfg: Config) -> DataInfo:
+def validate(cfg: Config, processes: int = 1) -> tuple[DataInfo, Footprint]:
     """Build what can be built cheaply (data source, both networks) to surface config errors
-    before anything runs; returns the data description."""
-    info = build_data(cfg).info
-    build_networks(cfg, info)  # checks what fits the data first
+    before anything runs, after checking that training with `processes` processes fits the
+    device's memory; returns the data description and the memory estimate."""
+    source = build_data(cfg)
+    info = source.info
+    source.require_samples()  # a run without a data set (kind: shape) has nothing to train on
+    check_compatible(cfg, info)
+    footprint = check_fits(cfg, processes, lambda: build_generator(cfg.generator, info),
+                           lambda: build_discriminator(cfg.discriminator, info), lambda: build_networks(cfg, info)[:2])
     build_loss(cfg)
     check_metrics(cfg.eval.metrics, info.is_image, cfg.eval.best, num_samples=cfg.eval.num_samples)
-    return info
+    return info, footprint

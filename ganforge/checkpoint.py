@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from ganforge import __version__
+from ganforge.about import __version__
 from ganforge.config.upgrade import upgrade_stored_config
 from ganforge.errors import CheckpointError, read_problem
 
@@ -144,8 +144,32 @@ def load_checkpoint(path: Path, expected_sha256: str | None = None) -> Checkpoin
         ckpt = Checkpoint.from_dict(payload)
     except KeyError as e:
         raise CheckpointError(f"{path} is an incomplete ganforge checkpoint (it has no {e.args[0]!r})") from None
+    check_layout(path, ckpt)
     # Keys added since it was written, with a default other than what its run did, get its setting.
     return replace(ckpt, config=upgrade_stored_config(ckpt.config))
+
+
+# Network layouts that earlier ganforge versions wrote and this one no longer builds: the
+# generator kind, a state-dict key that only the retired layout has, and what it was.
+RETIRED_LAYOUTS = (
+    ("stylegan2", "convs.0.weight", "its stylegan2 is ganforge's earlier variant (bilinear resampling), not "
+                                    "StyleGAN2-ADA's network that stylegan2 is now"),
+)
+
+
+class RetiredLayoutError(CheckpointError):
+    """A checkpoint of a network layout this ganforge no longer builds (so are the run's others)."""
+
+
+def check_layout(path: Path, ckpt: Checkpoint) -> None:
+    """Refuse, in one line, a checkpoint whose networks have a layout this ganforge no longer builds."""
+    generator = ckpt.config.get("generator") if isinstance(ckpt.config, dict) else None
+    kind = generator.get("kind") if isinstance(generator, dict) else None
+    weights = ckpt.state.get("G") if isinstance(ckpt.state, dict) else None
+    for retired_kind, key, what in RETIRED_LAYOUTS:
+        if kind == retired_kind and isinstance(weights, dict) and key in weights:
+            raise RetiredLayoutError(f"{path} was written by an earlier ganforge and cannot be loaded: {what}; "
+                                  "train it again with this ganforge (or keep the earlier ganforge to use it)")
 
 
 @dataclass(frozen=True, kw_only=True)

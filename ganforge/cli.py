@@ -8,7 +8,7 @@ import sys
 
 import typer
 
-from ganforge import commands_data, commands_model, commands_runs, commands_train
+from ganforge import commands_data, commands_interop, commands_model, commands_runs, commands_train, help_examples
 from ganforge.commands_common import err
 
 app = typer.Typer(
@@ -26,6 +26,7 @@ COMMANDS = {
     "sample": commands_model.sample,
     "interpolate": commands_model.interpolate,
     "export": commands_model.export,
+    "import": commands_interop.import_command,
     "eval": commands_runs.evaluate,
     "info": commands_runs.info,
     "runs": commands_runs.runs,
@@ -37,12 +38,12 @@ COMMANDS = {
     "project": commands_model.project_command,
 }
 for name, command in COMMANDS.items():
-    app.command(name)(command)
+    app.command(name, epilog=help_examples.epilog(name))(command)
 
 
 def _print_version(value: bool) -> None:
     if value:
-        from ganforge import __version__
+        from ganforge.about import __version__
 
         typer.echo(f"ganforge {__version__}")
         raise typer.Exit()

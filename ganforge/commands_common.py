@@ -49,7 +49,9 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 CLASS_OPTION = typer.Option(None, "--class", "-c", min=0, help="Only this class (conditional generators).")
 TRUNCATION_OPTION = typer.Option(None, "--truncation", "-t", min=0.0, max=1.0,
-                                 help="Truncation psi (0 = the average, 1 = none), where the generator has it.")
+                                 help="The truncation trick: stylegan2's psi in w (0 = the average w, 1 = none); for "
+                                      "dcgan, resnet, biggan and mlp the threshold of the truncated normal z is "
+                                      "drawn from, in (0, 1] (BigGAN's).")
 QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="No progress bar.")
 JSON_OPTION = typer.Option(False, "--json", help="Print the result as JSON.")
 

@@ -21,31 +21,65 @@ DINOV2_OPTION = typer.Option(None, "--dinov2-weights", metavar="FILE",
                              help="fd_dinov2, prdc_dinov2: dinov2_vitl14_pretrain.pth (default: the torch hub cache).")
 
 
+def _cpu_count() -> int:
+    """The CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 @user_errors
 def dataset_command(
     src: Path = typer.Argument(..., help="A folder of images (sub-folders = classes) or a zip of images."),
-    out: Path = typer.Option(..., "--out", "-o", help="The zip to write (StyleGAN2-ADA's format)."),
+    out: Path = typer.Option(..., "--out", "-o", help="The zip to write (StyleGAN2-ADA's format), outside SRC."),
     resolution: int = typer.Option(..., "--resolution", "-r", help="Side of the square images, in pixels."),
+    crop: str = typer.Option("center", "--crop",
+                             help="center (the central square), center-wide (a centred strip of --aspect on black, "
+                                  "StyleGAN2-ADA's center-crop-wide), pad (the whole image letterboxed) or stretch."),
+    aspect: float = typer.Option(4 / 3, "--aspect", min=1.0, max=16.0,
+                                 help="center-wide: the strip's width / height (4/3: 512x384 in 512x512)."),
+    pad_mode: str = typer.Option("constant", "--pad-mode",
+                                 help="pad: fill the bars with constant (--pad-value), edge or reflect."),
+    pad_value: int = typer.Option(0, "--pad-value", min=0, max=255, help="pad with --pad-mode constant: grey level."),
+    alpha: str = typer.Option("composite", "--alpha",
+                              help="Transparency: composite (on --background) or refuse (stop, naming the file)."),
+    background: str = typer.Option("255,255,255", "--background", metavar="R,G,B",
+                                   help="The colour transparent pixels are composited on."),
     labels: str = typer.Option("auto", "--labels",
                                help="folders (sub-folder = class), json (SRC's dataset.json), none, or auto: "
                                     "json if there is one, else folders if every image is in one, else none."),
     channels: int = typer.Option(3, "--channels", help="3 (RGB) or 1 (greyscale)."),
-    workers: int = typer.Option(min(8, os.cpu_count() or 1), "--workers", min=0,
-                                help="Processes that decode and resize (0: this one)."),
+    workers: int = typer.Option(_cpu_count(), "--workers", min=0,
+                                help="Processes that decode and resize (default: the CPU count; 0: this one)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON (every skipped file listed)."),
 ) -> None:
-    """Check, centre-crop and resize images once into a zip that `data: {kind: zip}` reads in place."""
+    """Decode, check and frame images once into a zip that `data: {kind: zip}` reads in place."""
+    from ganforge.commands_common import err
+    from ganforge.data.decode import ImageOptions
     from ganforge.dataset_tool import make_dataset
 
-    summary = make_dataset(src, out, resolution, labels=labels, channels=channels, overwrite=overwrite,
-                           workers=workers, progress=not quiet)
+    options = ImageOptions(resolution, channels, crop, aspect, pad_mode, pad_value, alpha, _colour(background))
+    try:  # SIGTERM interrupts as Ctrl+C does (ganforge.cli); the partial zip is gone by then
+        summary = make_dataset(src, out, options, labels=labels, overwrite=overwrite, workers=workers,
+                               progress=not quiet, report=err)
+    except KeyboardInterrupt:
+        err(f"interrupted: nothing was written to {out}")
+        raise typer.Exit(130) from None
     if as_json:
         typer.echo(json.dumps(summary.to_dict(), indent=1))
         return
     typer.echo(summary.describe())
     typer.echo(f"train on it with: data: {{kind: zip, path: {out}}}")
+
+
+def _colour(text: str) -> tuple[int, int, int]:
+    """`R,G,B` (0-255 each) -> a tuple; anything else is a one-line error."""
+    from ganforge.errors import ConfigError
+
+    parts = text.replace(" ", "").split(",")
+    if len(parts) != 3 or not all(p.isdigit() and int(p) <= 255 for p in parts):
+        raise ConfigError(f"--background {text}: give R,G,B with each between 0 and 255, e.g. 255,255,255")
+    return int(parts[0]), int(parts[1]), int(parts[2])
 
 
 @user_errors

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from ganforge import RUNS_FOLDER
-from ganforge.commands_common import JSON_OPTION, refuse_overwriting, user_errors, write_json
+from ganforge.about import RUNS_FOLDER
+from ganforge.commands_common import JSON_OPTION, TRUNCATION_OPTION, refuse_overwriting, user_errors, write_json
 from ganforge.commands_data import (
     DINOV2_OPTION,
     KID_SUBSET_OPTION,
@@ -15,8 +16,13 @@ from ganforge.commands_data import (
     RESIZE_OPTION,
     describe_settings,
     eval_options,
+    load_data_section,
 )
 from ganforge.errors import GanforgeError
+
+if TYPE_CHECKING:
+    from ganforge.config import Config
+    from ganforge.data import DataInfo
 
 # --------------------------------------------------------------------------------------------
 # eval
@@ -30,8 +36,8 @@ def evaluate(
     images: Path | None = typer.Option(None, "--images", help="Score this folder of images instead of a checkpoint "
                                                              "(against --reference DIR or --data CONFIG)."),
     reference: Path | None = typer.Option(None, "--reference", help="With --images: a folder of real images."),
-    data: Path | None = typer.Option(None, "--data", help="With --images: a config whose data section is the "
-                                                         "real data."),
+    data: Path | None = typer.Option(None, "--data", help="A config whose data section is the real data: with "
+                                                         "--images, or for a checkpoint (an imported run has none)."),
     metrics: str | None = typer.Option(None, "--metrics", "-m",
                                           help="Comma-separated: fid,kid,is,pr,dc,ifid,knn,ppl,fd_dinov2,"
                                                "prdc_dinov2 (images) or modes (2D); default: the run's eval.metrics."),
@@ -55,6 +61,7 @@ def evaluate(
     batch_stats: bool = typer.Option(False, "--batch-stats",
                                      help="Generate with G's BatchNorm on each batch's own statistics (train mode; "
                                           "--batch-size samples a batch), as WGAN-GP's and BigGAN's CIFAR code do."),
+    truncation: float | None = TRUNCATION_OPTION,
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON instead of a table."),
@@ -65,6 +72,7 @@ def evaluate(
 
     from ganforge.build import build_data, evaluator_for, resolve_device
     from ganforge.config import Component, parse_config
+    from ganforge.generation import truncation_for
     from ganforge.metrics.catalog import default_metrics
     from ganforge.run import RunDir
     from ganforge.sample import load_generator
@@ -72,6 +80,8 @@ def evaluate(
     if images is not None:
         if checkpoint is not None:
             raise GanforgeError("give a checkpoint or --images DIR, not both")
+        if truncation is not None:
+            raise GanforgeError("--truncation goes with a checkpoint: --images scores the images as they are")
         from ganforge.commands_data import eval_images
 
         if lpips is not None:
@@ -83,13 +93,17 @@ def evaluate(
                            dinov2_weights=dinov2_weights, device=device, out=out, quiet=quiet, as_json=as_json)
     if checkpoint is None:
         raise GanforgeError("give a checkpoint or run folder to evaluate, or --images DIR to score a folder")
-    if reference is not None or data is not None:
-        raise GanforgeError("--reference and --data go with --images; a checkpoint is scored against its own data")
+    if reference is not None:
+        raise GanforgeError("--reference goes with --images; a checkpoint is scored against its own data, or the "
+                            "data of --data CONFIG")
     loaded = load_generator(checkpoint, use_ema=not no_ema, device=device)
+    trunc = truncation_for(loaded.G, truncation)
     if out is not None:
         weights = [Path(p) for p in (inception_weights, dinov2_weights, lpips) if p is not None]
         refuse_overwriting([out], [*loaded.files, *weights])
     cfg = parse_config(loaded.config)
+    if data is not None:
+        cfg = with_data_of(cfg, data, loaded.info)
     extractor = cfg.eval.extractor
     if inception_weights is not None:
         extractor = Component(extractor.kind, {**extractor.params, "weights": inception_weights})
@@ -104,10 +118,11 @@ def evaluate(
                               num_samples=num, real_samples=real_num, batch_size=batch_size, cache_dir=cache_dir,
                               extractor_cfg=extractor, resize=resize, protocol=protocol,
                               kid_subset_size=kid_subset_size, dinov2_weights=dinov2_weights, lpips=lpips,
-                              batch_stats=batch_stats)
+                              truncation=truncation, batch_stats=batch_stats)
     result = evaluator(loaded.G, seed=seed)
     report = {"checkpoint": str(loaded.checkpoint), "step": loaded.step, "seed": seed, "ema": not no_ema,
-              "batch_stats": batch_stats, **result.to_dict()}
+              "batch_stats": batch_stats, "truncation": truncation, "truncation_rule": trunc.describe(),
+              **result.to_dict()}
     run_dir = RunDir.of_checkpoint(loaded.checkpoint)
     if out is None:
         out = run_dir.eval_file(loaded.step)
@@ -120,8 +135,9 @@ def evaluate(
     if as_json:
         typer.echo(json.dumps(report, indent=1))
         return
-    typer.echo(f"{loaded.checkpoint} (step {loaded.step}), {result.num_samples} generated samples, "
-               f"{result.seconds:.0f} s")
+    typer.echo(f"{loaded.checkpoint} (step {loaded.step}), {result.num_samples} generated samples"
+               + (f" (truncation {truncation:g}: {trunc.describe()})" if truncation is not None else "")
+               + f", {result.seconds:.0f} s")
     for name, value in result.figures.items():
         typer.echo(f"  {name:<18} {value:.6g}")
     describe_settings(result)
@@ -132,6 +148,22 @@ def evaluate(
     for sheet in report.get("sheets", {}).values():
         typer.echo(f"  sheet: {sheet}")
     typer.echo(f"  written to {out}")
+
+
+def with_data_of(cfg: Config, config: Path, info: DataInfo) -> Config:
+    """`cfg` with the data section of the config file `config`, whose samples must have the shape
+    that the run's networks make (`info`)."""
+    import dataclasses
+
+    from ganforge.accepts import describe
+    from ganforge.build import build_data
+
+    data_cfg = load_data_section(config)
+    given = build_data(dataclasses.replace(cfg, data=data_cfg)).info
+    if given.shape != info.shape:
+        raise GanforgeError(f"--data {config}: its samples are {describe(given)}, but this generator makes "
+                            f"{describe(info)}")
+    return dataclasses.replace(cfg, data=data_cfg)
 
 
 # --------------------------------------------------------------------------------------------
@@ -155,7 +187,11 @@ def info(
         return
     typer.echo(f"checkpoint   {d['checkpoint']}")
     typer.echo(f"step         {d['step']} of {d['steps']}")
-    typer.echo(f"data         {d['data']['kind']} {tuple(d['data']['shape'])}, {d['data']['num_classes']} classes")
+    data = d["data"]
+    items = data["items"]
+    size = "" if items is None else (f", {items:,} an epoch ({items // 2:,} images and their mirror images)"
+                                     if data["xflip"] else f", {items:,} an epoch")
+    typer.echo(f"data         {data['kind']} {tuple(data['shape'])}, {data['num_classes']} classes{size}")
     g = d["generator"]
     typer.echo(f"generator    {g['kind']}: {g['parameters']:,} parameters, latent {g['latent_dim']}"
                + (f", conditioned on {g['conditional_classes']} classes" if g["conditional_classes"] else ""))
@@ -166,6 +202,15 @@ def info(
     if d["latest_metrics"]:
         typer.echo("metrics      " + ", ".join(f"{k}={v:.5g}" for k, v in d["latest_metrics"].items()))
     typer.echo(f"versions     ganforge {d['ganforge_version']}, torch {d['torch_version']}")
+    for s in d["environment"]:  # each session that trained up to this checkpoint (RUN/environment.json)
+        hardware = ", ".join(s.get("gpus") or []) or f"CPU {s.get('cpu') or '?'}"
+        git = s.get("git") or {}
+        commit = f", config at git {git['commit'][:12]}" + (" (uncommitted changes)" if git.get("dirty") else "") \
+            if git.get("commit") else ""
+        typer.echo(f"ran from step {s.get('step', 0)}: host {s.get('host')}, {hardware}; torch {s.get('torch')} "
+                   f"(CUDA {s.get('cuda') or 'none'}, cuDNN {s.get('cudnn') or 'none'}), ganforge {s.get('ganforge')}"
+                   f"{commit}; started {s.get('started')}")
+        typer.echo(f"  command    {s.get('command')}")
     for f in d["files"]:
         extra = f" (best: {f['best']})" if "best" in f else ""
         typer.echo(f"  {f['file']:<22} step {f['step']:>8}  {f['bytes'] / 2**20:7.1f} MiB{extra}")

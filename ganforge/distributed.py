@@ -14,6 +14,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -22,7 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ganforge.errors import ConfigError
+from ganforge.errors import ConfigError, PeerError
 
 if TYPE_CHECKING:
     from ganforge.config.schema import TrainConfig
@@ -50,8 +51,16 @@ def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-def init(device: torch.device) -> tuple[Dist, torch.device]:
-    """Join the process group torchrun set up (if any); each rank gets its own CUDA device."""
+# How long the processes of a (re)started group may take to join it. Under torchrun they start
+# together, so this bounds a lost peer or a stale rendezvous, not a slow start.
+JOIN_TIMEOUT = datetime.timedelta(minutes=5)
+
+
+def init(device: torch.device, timeout: datetime.timedelta = datetime.timedelta(minutes=30)
+         ) -> tuple[Dist, torch.device]:
+    """Join the process group torchrun set up (if any); each rank gets its own CUDA device.
+    Joining waits at most JOIN_TIMEOUT; a collective or barrier then waits at most `timeout`
+    for the other processes (PeerError either way)."""
     if not launched_by_torchrun() or int(os.environ["WORLD_SIZE"]) <= 1:
         return Dist(), device
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
@@ -61,8 +70,63 @@ def init(device: torch.device) -> tuple[Dist, torch.device]:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, timeout=datetime.timedelta(minutes=60))
+        store = _join(rank, world, min(timeout, JOIN_TIMEOUT))
+        try:
+            dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=timeout)
+        except (RuntimeError, dist.DistError) as e:
+            raise PeerError(f"process {rank} of {world}: could not connect to the other processes "
+                            f"({_first_line(e)})") from None
     return Dist(rank, world, local_rank), device
+
+
+def _join(rank: int, world: int, bound: datetime.timedelta) -> dist.Store:
+    """This attempt's rendezvous store, once all `world` processes have checked in (at most `bound`).
+
+    torchrun's agent keeps one store across the restarts of a group (`--max-restarts`), and the
+    keys that the last attempt's processes left there would be read as this attempt's: a
+    restarted group then fails to connect or waits forever. Each attempt gets its own key prefix
+    (TORCHELASTIC_RESTART_COUNT), as torch's own env:// rendezvous once did.
+    """
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
+    try:
+        store, _, _ = next(dist.rendezvous("env://", rank, world, timeout=bound))
+        store = dist.PrefixStore(f"ganforge/attempt-{attempt}", store)
+        store.add("joined", 1)
+        deadline = time.monotonic() + bound.total_seconds()
+        while (joined := store.add("joined", 0)) < world:
+            if time.monotonic() > deadline:
+                raise PeerError(f"process {rank} of {world}: only {joined} of {world} processes joined within "
+                                f"{bound.total_seconds():g} s (rendezvous at {where}, restart {attempt}); "
+                                "one of them did not start or died")
+            time.sleep(0.05)
+    except (RuntimeError, dist.DistError, ValueError) as e:
+        raise PeerError(f"process {rank} of {world}: could not join the rendezvous at {where} ({_first_line(e)})"
+                        ) from None
+    return store
+
+
+def peer_failure(error: BaseException) -> str | None:
+    """What a collective's failure says about the other processes (a peer died, timed out or
+    closed its connection), in a few words; None for an error that is not about them."""
+    if isinstance(error, (dist.DistError, PeerError)):
+        return _first_line(error)
+    if isinstance(error, RuntimeError) and _PEER_LOST.search(str(error)):
+        return _first_line(error)
+    return None
+
+
+# How gloo and NCCL report a peer that is gone or silent (gloo's come as plain RuntimeErrors
+# from DDP's gradient all-reduce inside backward).
+_PEER_LOST = re.compile(r"gloo|nccl|connection (reset|closed|refused)|broken pipe|timed? ?out|"
+                        r"ProcessGroup|peer", re.IGNORECASE)
+
+
+def _first_line(error: BaseException) -> str:
+    """The message of a distributed error, without gloo's source location and trailing advice."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    text = re.sub(r"\[[^\]]*\.(cc|cpp|h):\d+\]\s*", "", text)  # [/path/pair.cc:545]
+    return text.split(". ")[0][:160]
 
 
 def shutdown() -> None:
@@ -115,8 +179,22 @@ def any_rank(flag: bool, ctx: Dist, device: torch.device) -> bool:
 
 
 def barrier(ctx: Dist) -> None:
+    """Wait for every process (at most the group's timeout, then a DistError)."""
     if ctx.enabled:
         dist.barrier()
+
+
+def check_same(value: int, ctx: Dist, device: torch.device, what: str) -> None:
+    """Refuse to go on when the processes disagree about an integer (`what` names it), e.g. the
+    step they resume from."""
+    if not ctx.enabled:
+        return
+    t = torch.tensor([value, -value], device=device, dtype=torch.float64)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    high, low = int(t[0].item()), -int(t[1].item())
+    if high != low:
+        raise PeerError(f"process {ctx.rank} of {ctx.world_size}: the processes disagree about {what} "
+                        f"({low} to {high}; this one: {value}); every node must see the run folder alike")
 
 
 def stream_seed(*parts: int) -> int:

@@ -28,6 +28,13 @@ class RunFolderError(GanforgeError):
     """The run folder cannot be used (exists, locked, unwritable)."""
 
 
+class PeerError(GanforgeError):
+    """Another process of a multi-process run died, never joined or stopped answering; the
+    message says where this process was and what was saved."""
+
+    exit_code = 1
+
+
 class TrainingAborted(GanforgeError):
     """Training stopped early (signal, non-finite values, full disk); the message says what to do."""
 

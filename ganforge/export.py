@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ganforge import __version__
+from ganforge.about import __version__
 from ganforge.checkpoint import atomic_write_bytes
 from ganforge.errors import GanforgeError
 from ganforge.sample import LoadedGenerator
@@ -75,9 +75,13 @@ def _example(loaded: LoadedGenerator, batch: int = 2) -> tuple[Tensor, ...]:
 
 def export(loaded: LoadedGenerator, fmt: str, out: Path, truncation: float | None = None) -> dict[str, Any]:
     """Write the generator to `out` as `fmt` (torchscript or onnx); returns its metadata."""
-    from ganforge.sample import check_truncation
+    from ganforge.generation import truncation_for
 
-    extra = check_truncation(loaded.G, truncation)
+    trunc = truncation_for(loaded.G, truncation)
+    if truncation is not None and not trunc.in_w:
+        raise GanforgeError(f"--truncation: the {type(loaded.G).__name__} is truncated in z, which the file takes as "
+                            "input: export without --truncation and draw z from the truncated normal")
+    extra = dict(trunc.g_kwargs)
     if "const" in getattr(loaded.G, "noise_modes", ()):
         # An exported stylegan2 uses its constant noise: the same z gives the same image, and the
         # graph holds no random-number operator (ONNX's differ between runtimes).

@@ -14,16 +14,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from ganforge.checkpoint import load_checkpoint
 from ganforge.config import NETWORKS
+from ganforge.config.parse import retired_parameter
 from ganforge.data import DataInfo
 from ganforge.errors import CheckpointError, ConfigError
 from ganforge.run import find_checkpoint
 
 SHOWN = 3  # names listed in one message before "and N more"
 ROLE = {"G": "generator", "G_ema": "generator", "D": "discriminator"}
+# Linear layers with equalized learning rate (stylegan2) keep their weight as a plain parameter.
+EQUALIZED_LINEAR = ("FullyConnectedLayer",)
 
 
 def _shape(t: Tensor) -> str:
@@ -37,17 +41,24 @@ def _names(keys: Sequence[str]) -> str:
 
 def class_parameter_names(module: nn.Module, num_classes: int) -> set[str]:
     """State-dict names of the class-indexed layers: embedding tables and linear layers fed
-    one-hot labels or producing class logits (a dimension equal to the class count)."""
+    one-hot labels or producing class logits (a dimension equal to the class count), and every
+    tensor of the sub-modules a network lists in `class_modules` (stylegan2 D's label mapping
+    network, which exists only with labels)."""
     if num_classes <= 0:
         return set()
-    names = set()
+    names = {k for k in module.state_dict() if k.startswith(class_prefixes(module))}
     for prefix, m in module.named_modules():
-        if not isinstance(m, nn.Embedding) and not (isinstance(m, nn.Linear) or type(m).__name__ == "EqualLinear"):
+        if not isinstance(m, (nn.Embedding, nn.Linear)) and type(m).__name__ not in EQUALIZED_LINEAR:
             continue
         tensors = m.state_dict()
         if any(num_classes in tuple(value.shape) for value in tensors.values()):
             names.update(f"{prefix}.{key}" if prefix else key for key in tensors)
     return names
+
+
+def class_prefixes(module: nn.Module) -> tuple[str, ...]:
+    """State-dict prefixes of the sub-modules that exist only for class labels."""
+    return tuple(f"{name}." for name in getattr(module, "class_modules", ()))
 
 
 def _differs_by_classes(old: tuple[int, ...], new: tuple[int, ...], old_classes: int, new_classes: int) -> bool:
@@ -74,6 +85,9 @@ def merge_weights(name: str, module: nn.Module, source: dict[str, Tensor], old_c
                                                        new_classes):
             warnings.append(f"init.checkpoint: {name} parameter {key} is re-initialised: the checkpoint has "
                             f"{old_classes} classes, this config {new_classes}")
+        elif key.startswith(class_prefixes(module)):  # conditional in one, not in the other
+            warnings.append(f"init.checkpoint: {name} parameter {key} is re-initialised: its shape depends on "
+                            f"conditioning, which differs ({_shape(loaded)} in the checkpoint, {_shape(value)} here)")
         else:
             mismatched.append(key)
     # Keys in one and not the other. Class layers come and go with conditioning (a conditional
@@ -83,7 +97,8 @@ def merge_weights(name: str, module: nn.Module, source: dict[str, Tensor], old_c
     # class-count dimension, with all their tensors.
     class_layers = {k.rpartition(".")[0] for k, v in source.items()
                     if k not in target and old_classes > 0 and v.dim() <= 2 and old_classes in tuple(v.shape)}
-    dropped = [k for k in source if k not in target and k.rpartition(".")[0] in class_layers]
+    dropped = [k for k in source if k not in target and (k.rpartition(".")[0] in class_layers or
+                                                          (old_classes > 0 and k.startswith(class_prefixes(module))))]
     missing = [k for k in target if k not in source and k not in fresh]
     unexpected = [k for k in source if k not in target and k not in dropped]
     if fresh or dropped:
@@ -115,11 +130,13 @@ def merge_weights(name: str, module: nn.Module, source: dict[str, Tensor], old_c
 
 
 def load_init(state: Any, checkpoint: str | Path, num_classes: int, load: Sequence[str] = NETWORKS,
-              strict_shapes: bool = True) -> list[str]:
+              strict_shapes: bool = True, regularizers: Sequence[tuple[str, Any]] = (), ada_p: bool = True
+              ) -> list[str]:
     """Copy the weights of the networks named in `load` from a checkpoint (file or run folder)
     into `state.G`, `state.D`, `state.G_ema`; returns one warning line per adjustment.
     Optimizers, schedules and the step are left as they are (fresh). `num_classes`: this
-    config's data classes. G loaded without G_ema: G_ema starts as a copy of G, as in training."""
+    config's data classes. G loaded without G_ema: G_ema starts as a copy of G, as in training.
+    With `ada_p`, an `ada` among `regularizers` (kind, object) starts at the checkpoint's p."""
     unknown = [n for n in load if n not in NETWORKS]
     if unknown or not load:
         raise ConfigError(f"init.load: {'unknown network ' + repr(unknown[0]) if unknown else 'empty'}; "
@@ -129,11 +146,14 @@ def load_init(state: Any, checkpoint: str | Path, num_classes: int, load: Sequen
         ckpt = load_checkpoint(file, sha)
         stored = ckpt.state
         old_classes = DataInfo.from_dict(ckpt.data_info).num_classes
+        retired = retired_parameter(ckpt.config)
     except CheckpointError as e:
         raise ConfigError(f"init.checkpoint: {e}") from None
     except (KeyError, TypeError, ValueError):
         raise ConfigError(f"init.checkpoint: {checkpoint} holds no network weights (not a training "
                           "checkpoint of ganforge)") from None
+    if retired:  # the weights of a network ganforge no longer builds: say so, not which keys differ
+        raise ConfigError(f"init.checkpoint: {file}: {retired}")
     warnings: list[str] = []
     merged: dict[str, dict[str, Tensor]] = {}
     for name in load:
@@ -151,7 +171,23 @@ def load_init(state: Any, checkpoint: str | Path, num_classes: int, load: Sequen
     if "G_ema" in load and "G" not in load:
         warnings.append("init.load: G_ema is loaded but G is not; the moving average will drift towards the "
                         "fresh G (load both, or G alone)")
+    p = stored_ada_p(ckpt.config, stored) if ada_p else None
+    for kind, reg in regularizers:
+        if kind == "ada" and p is not None:
+            reg.p = torch.tensor(p)
+            warnings.append(f"init.checkpoint: ADA's p starts at {p:.4g}, where the checkpoint's run left it "
+                            "(init.ada_p: false starts it at initial_p)")
     return warnings
+
+
+def stored_ada_p(config: Any, state: dict[str, Any]) -> float | None:
+    """ADA's p in a checkpoint (its config's `ada` regularizer's saved state), or None."""
+    kinds = [r.get("kind") if isinstance(r, dict) else None for r in (config or {}).get("regularizers") or []]
+    saved = state.get("regularizers") or []
+    for kind, reg_state in zip(kinds, saved):
+        if kind == "ada" and isinstance(reg_state, dict) and isinstance(reg_state.get("p"), (int, float)):
+            return float(reg_state["p"])
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -163,25 +199,20 @@ def discriminator_blocks(D: nn.Module) -> list[list[nn.Module]]:
     """D's feature blocks from the input side, each a list of modules (none for an architecture
     not known here); the output head (final layer, minibatch-std epilogue, class projection) is not among them.
     dcgan / mlp: each strided conv or linear layer with its norm and activation; stylegan2: each
-    residual block (the first with from_rgb, as StyleGAN2-ADA counts); resnet / biggan: each
-    residual block (a self-attention layer belongs to the block before it)."""
+    block b<resolution> ... b8 (the first holds from_rgb); resnet / biggan: each residual block (a
+    self-attention layer belongs to the block before it)."""
+    from ganforge.models.biggan import BigGANDiscriminator
     from ganforge.models.dcgan import DCGANDiscriminator
     from ganforge.models.mlp import MLPDiscriminator
-    from ganforge.models.resnet import ResNetDiscriminator, SelfAttention
+    from ganforge.models.resnet import ResNetDiscriminator
     from ganforge.models.stylegan2 import StyleGAN2Discriminator
 
+    if isinstance(D, BigGANDiscriminator):
+        return [list(group) for group in D.blocks]  # blocks.i: the residual block, then its attention
     if isinstance(D, StyleGAN2Discriminator):
-        blocks = [[b] for b in D.blocks]
-        blocks[0].insert(0, D.from_rgb)
-        return blocks
+        return [[b] for b in D.blocks()]
     if isinstance(D, ResNetDiscriminator):
-        groups: list[list[nn.Module]] = []
-        for m in D.blocks:
-            if isinstance(m, SelfAttention) and groups:
-                groups[-1].append(m)
-            else:
-                groups.append([m])
-        return groups
+        return [[m] for m in D.blocks]
     if isinstance(D, (DCGANDiscriminator, MLPDiscriminator)):
         groups = []
         for m in D.net:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from ganforge.errors import GanforgeError
+from ganforge.progress import Progress
 
 if TYPE_CHECKING:
     from ganforge.config import Config
@@ -30,7 +32,7 @@ def generate(G: nn.Module, z: Tensor, labels: Tensor | None, batch_size: int = 2
             raise GanforgeError(f"--noise-mode {noise_mode}: use one of {', '.join(modes)}")
         kwargs["noise_mode"] = noise_mode
     parts = []
-    with tqdm(total=len(z), unit="img", desc="generating", disable=not progress, leave=False) as bar:
+    with Progress(len(z), desc="generating", unit="images", enabled=progress, leave=False) as bar:
         for start in range(0, len(z), batch_size):
             lab = labels[start : start + batch_size] if labels is not None else None
             parts.append(G(z[start : start + batch_size], lab, **kwargs).float())
@@ -49,6 +51,15 @@ def seeded_global_rng(seed: int, device: torch.device) -> Iterator[None]:
         yield
 
 
+def running_stats_layers(module: nn.Module) -> list[nn.Module]:
+    """The layers that keep running statistics the way torch's BatchNorm does (track_running_stats,
+    reset_running_stats, momentum None for the cumulative average): torch's BatchNorm, and
+    layers with buffers of their own names (biggan's stored_mean / stored_var)."""
+    return [m for m in module.modules()
+            if getattr(m, "track_running_stats", False) and hasattr(m, "reset_running_stats")
+            and hasattr(m, "momentum")]
+
+
 @torch.no_grad()
 def standing_stats(G: nn.Module, batches: int, batch_size: int, seed: int) -> bool:
     """Recompute G's BatchNorm statistics from its own outputs (BigGAN's "standing statistics"):
@@ -56,7 +67,7 @@ def standing_stats(G: nn.Module, batches: int, batch_size: int, seed: int) -> bo
     (and uniform class labels) from `seed`, with only the BatchNorm layers in train mode. For an
     average of G's weights (G_ema), whose copied statistics belong to G's weights instead. False,
     and G untouched, when G has no BatchNorm. The global RNGs are left where they were."""
-    norms = [m for m in G.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    norms = running_stats_layers(G)
     if not norms or batches <= 0:
         return False
     device = next(G.parameters()).device
@@ -111,10 +122,34 @@ def run_standing_stats(G: nn.Module, cfg: Config) -> bool:
     return standing_stats(G, cfg.train.ema.standing_stats, cfg.train.batch_size, cfg.train.seed + 2**31 + 1)
 
 
-def sample_noise(num: int, latent_dim: int, seed: int, device: torch.device) -> torch.Tensor:
-    """Gaussian noise drawn on the CPU from `seed`, so the same seed gives the same samples anywhere."""
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(num, latent_dim, generator=g).to(device)
+def sample_noise(num: int, latent_dim: int, seed: int, device: torch.device, threshold: float | None = None
+                 ) -> torch.Tensor:
+    """Gaussian noise drawn on the CPU from `seed`, so the same seed gives the same samples anywhere;
+    with `threshold`, the truncated normal (see TruncatedDraws)."""
+    return NoiseStream(num, latent_dim, seed, threshold).take(num).to(device)
+
+
+# The truncated normal's least threshold: below it, each value kept costs over a thousand draws.
+MIN_THRESHOLD = 1e-3
+
+
+class TruncatedDraws:
+    """The standard normal truncated to [-threshold, threshold], by BigGAN's truncation trick
+    (Brock et al. 2019, 3.1): values beyond the threshold are resampled. Here each one is dropped
+    and the next draw inside the threshold takes its place, so the values depend only on the
+    stream `draw` (fixed-size calls) and not on how many are taken at a time."""
+
+    def __init__(self, draw: Callable[[], Tensor], threshold: float) -> None:
+        self.draw, self.threshold = draw, threshold
+        self.kept = torch.empty(0)
+
+    def take(self, n: int) -> Tensor:
+        """The next `n` values (1D, float32, on the CPU)."""
+        while len(self.kept) < n:
+            values = self.draw().float()
+            self.kept = torch.cat([self.kept, values[values.abs() <= self.threshold]])
+        out, self.kept = self.kept[:n], self.kept[n:]
+        return out
 
 
 class NoiseStream:
@@ -122,18 +157,24 @@ class NoiseStream:
     memory for a batch whatever `num`. The CPU's normal sampler turns uniforms into normals in
     blocks of 16 values and redraws the last 16 of a call whose size is no multiple of 16: so the
     draw is cut into calls of whole blocks, and the last call (at least 16 values) ends as the
-    one big call does. tests/test_nothing_lost.py checks the equality."""
+    one big call does. tests/test_nothing_lost.py checks the equality. With `threshold`, the
+    truncated normal, drawn in calls of TRUNCATED_CHUNK values whatever the rows taken."""
 
     BLOCK = 16
+    TRUNCATED_CHUNK = 1 << 14
 
-    def __init__(self, num: int, latent_dim: int, seed: int) -> None:
+    def __init__(self, num: int, latent_dim: int, seed: int, threshold: float | None = None) -> None:
         self.dim, self.left = latent_dim, num * latent_dim
         self.generator = torch.Generator().manual_seed(seed)
         self.buffer = torch.empty(0)
+        self.truncated = None if threshold is None else TruncatedDraws(
+            lambda: torch.randn(self.TRUNCATED_CHUNK, generator=self.generator), threshold)
 
     def take(self, rows: int) -> Tensor:
         """The next `rows` rows of noise, on the CPU."""
         need = rows * self.dim
+        if self.truncated is not None:
+            return self.truncated.take(need).view(rows, self.dim)
         while len(self.buffer) < need:
             size = self.left  # a draw of fewer than 16 values is one call, as it is in one piece
             if size >= self.BLOCK:
@@ -144,6 +185,46 @@ class NoiseStream:
             self.left -= size
         rows_out, self.buffer = self.buffer[:need], self.buffer[need:]
         return rows_out.view(rows, self.dim)
+
+
+# --------------------------------------------------------------------------------------------
+# Per-seed latents (`sample --seeds`)
+# --------------------------------------------------------------------------------------------
+
+# The most seeds one `--seeds` may name.
+MAX_SEEDS = 100_000
+
+
+def parse_seeds(text: str) -> list[int]:
+    """`0-35,100` -> [0, 1, ..., 35, 100]: numbers and inclusive ranges, as StyleGAN2-ADA's
+    generate.py reads them; a seed named twice is drawn once. Seeds are numpy's, 0 to 2**32 - 1."""
+    seeds: dict[int, None] = {}
+    for part in text.split(","):
+        part = part.strip()
+        low, dash, high = part.partition("-")
+        if not low.strip().isdigit() or (dash and not high.strip().isdigit()):
+            raise GanforgeError(f"--seeds {text}: {part!r} is not a seed or a range; write seeds as 0-35,100")
+        first, last = int(low), int(high) if dash else int(low)
+        if last < first:
+            raise GanforgeError(f"--seeds {text}: the range {part} runs backwards; write it as {last}-{first}")
+        if last >= 2**32:
+            raise GanforgeError(f"--seeds {text}: seeds go from 0 to {2**32 - 1}")
+        if last - first >= MAX_SEEDS:  # refused before a long range is expanded
+            raise GanforgeError(f"--seeds {text}: more than {MAX_SEEDS:,} seeds; ask for fewer at a time")
+        seeds.update(dict.fromkeys(range(first, last + 1)))
+        if len(seeds) > MAX_SEEDS:
+            raise GanforgeError(f"--seeds {text}: more than {MAX_SEEDS:,} seeds; ask for fewer at a time")
+    return list(seeds)
+
+
+def seed_latent(seed: int, latent_dim: int, threshold: float | None = None) -> Tensor:
+    """The latent of one seed, as StyleGAN2-ADA's generate.py draws it:
+    `np.random.RandomState(seed).randn(latent_dim)` (float32); with `threshold`, the truncated
+    normal, drawn on from the same RandomState. The same seed gives the same latent whatever else is drawn."""
+    state = np.random.RandomState(seed)
+    if threshold is None:
+        return torch.from_numpy(state.randn(latent_dim)).float()
+    return TruncatedDraws(lambda: torch.from_numpy(state.randn(latent_dim)), threshold).take(latent_dim)
 
 
 class GlobalRngStream:
@@ -194,12 +275,50 @@ def grid_columns(num: int, num_classes: int) -> int | None:
     return -(-num // num_classes) if num_classes else None
 
 
+@dataclass(frozen=True)
+class Truncation:
+    """The truncation trick for one generator: in w space (stylegan2: w pulled towards its
+    average, `psi` 0 = the average, 1 = none), or in z for generators fed the standard normal
+    (dcgan, resnet, biggan, mlp: z from the normal truncated at `psi`, BigGAN's threshold)."""
+
+    psi: float | None = None
+    in_w: bool = False
+
+    @property
+    def g_kwargs(self) -> dict[str, float]:
+        """Keyword arguments for G's forward."""
+        return {"truncation": self.psi} if self.in_w and self.psi is not None else {}
+
+    @property
+    def threshold(self) -> float | None:
+        """The truncated normal's threshold for drawing z (None: the plain normal)."""
+        return None if self.in_w else self.psi
+
+    def describe(self) -> str | None:
+        """What it does, in words (for JSON and model cards); None without truncation."""
+        if self.psi is None:
+            return None
+        if self.in_w:
+            return f"w = w_avg + {self.psi:g} (w - w_avg)"
+        return f"z from the standard normal truncated to [-{self.psi:g}, {self.psi:g}] (values beyond redrawn)"
+
+
+def truncation_for(G: nn.Module, psi: float | None) -> Truncation:
+    """G's truncation at `psi`; a one-line error for a value it cannot take."""
+    if psi is None:
+        return Truncation()
+    if getattr(G, "supports_truncation", False):
+        if not 0.0 <= psi <= 1.0:
+            raise GanforgeError(f"--truncation {psi}: use a value from 0 (the average w) to 1 (no truncation)")
+        return Truncation(psi, in_w=True)
+    if not MIN_THRESHOLD <= psi <= 1.0:
+        raise GanforgeError(f"--truncation {psi}: the {type(G).__name__} draws z from the truncated normal, whose "
+                            f"threshold must be in (0, 1] (at least {MIN_THRESHOLD:g}; smaller costs over a "
+                            "thousand draws per value)")
+    return Truncation(psi, in_w=False)
+
+
 def check_truncation(G: nn.Module, truncation: float | None) -> dict[str, float]:
-    """Keyword arguments for G's forward; an error if G has no truncation trick."""
-    if truncation is None:
-        return {}
-    if not getattr(G, "supports_truncation", False):
-        raise GanforgeError(f"--truncation: the {type(G).__name__} has no truncation trick (stylegan2 has)")
-    if not 0.0 <= truncation <= 1.0:
-        raise GanforgeError(f"--truncation {truncation}: use a value from 0 (the average) to 1 (no truncation)")
-    return {"truncation": truncation}
+    """Keyword arguments for G's forward (w-space truncation); {} for generators truncated in z
+    (draw z with `truncation_for(G, psi).threshold`); an error for an invalid value."""
+    return truncation_for(G, truncation).g_kwargs

@@ -24,7 +24,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from ganforge.errors import CheckpointError, ConfigError, GanforgeError
 from ganforge.finetune import discriminator_blocks
@@ -36,6 +35,7 @@ from ganforge.metrics.lpips import VGG_FILE as VGG_FILE
 from ganforge.metrics.lpips import load_lpips as load_lpips
 from ganforge.metrics.lpips import lpips_files as lpips_files
 from ganforge.models import conditioning_classes
+from ganforge.progress import Progress
 from ganforge.sample import LoadedGenerator
 
 W_AVG_SEED = 123  # StyleGAN2-ADA draws its 10,000 z for w_avg from RandomState(123)
@@ -80,8 +80,9 @@ class DiscriminatorFeatures(nn.Module):
             block[-1].register_forward_hook(self._hook(last=i == len(self.blocks) - 1))
 
     def _hook(self, last: bool):  # noqa: ANN202
-        def hook(module: nn.Module, inputs: object, output: Tensor) -> None:
-            self.captured.append(output)
+        def hook(module: nn.Module, inputs: object, output: Tensor | tuple[Tensor, ...]) -> None:
+            # stylegan2's blocks return (features, downsampled image): the features.
+            self.captured.append(output[0] if isinstance(output, tuple) else output)
             if last:
                 raise _Stop
 
@@ -119,6 +120,7 @@ def noise_regularization(maps: list[Tensor]) -> Tensor:
     at every scale down to 8x8, so the maps stay white noise and cannot carry the image."""
     total = maps[0].new_zeros(()) if maps else torch.zeros(())
     for noise in maps:
+        noise = noise.reshape(1, 1, *noise.shape[-2:])  # stylegan2 keeps each map as (H, W)
         while True:
             total = total + (noise * torch.roll(noise, shifts=1, dims=3)).mean() ** 2
             total = total + (noise * torch.roll(noise, shifts=1, dims=2)).mean() ** 2
@@ -237,7 +239,8 @@ def project(
     if 0 in frame_at:
         result.frames.append(start_image[0].cpu())
         result.frame_steps.append(0)
-    for step in tqdm(range(steps), desc="projecting", unit="step", disable=not progress, leave=False):
+    bar = Progress(steps, desc="projecting", enabled=progress, leave=False)
+    for step in range(steps):
         t = step / steps
         for group in optimizer.param_groups:
             group["lr"] = lr * learning_rate_ramp(t)
@@ -260,6 +263,8 @@ def project(
             if step + 1 in frame_at:
                 result.frames.append(draw(latent).float()[0].cpu())
                 result.frame_steps.append(step + 1)
+        bar.update()
+    bar.close()
 
     with torch.no_grad():
         final = draw(latent).float()
@@ -277,8 +282,9 @@ def project(
 
 
 def load_networks(path: str | Path, use_ema: bool = True, device: str = "auto"
-                  ) -> tuple[LoadedGenerator, nn.Module]:
-    """The (EMA) generator and the discriminator of a checkpoint file or run folder."""
+                  ) -> tuple[LoadedGenerator, nn.Module | None]:
+    """The (EMA) generator and the discriminator (None where the checkpoint has none) of a
+    checkpoint file or run folder."""
     from ganforge.build import build_networks, resolve_device
     from ganforge.checkpoint import load_checkpoint
     from ganforge.config import parse_config
@@ -292,34 +298,30 @@ def load_networks(path: str | Path, use_ema: bool = True, device: str = "auto"
         cfg = parse_config(ckpt.config, default_source=str(file))
         G, D, _ = build_networks(cfg, info)
         G.load_state_dict(ckpt.state["G_ema" if use_ema else "G"])
-        D.load_state_dict(ckpt.state["D"])
+        if isinstance(ckpt.state.get("D"), dict):
+            D.load_state_dict(ckpt.state["D"])
+        else:
+            D = None  # an imported generator without its discriminator: pixels (or LPIPS) only
     except ConfigError as e:
         raise CheckpointError(f"{file}: its stored config is not valid for this ganforge ({e})") from None
     except (KeyError, TypeError, RuntimeError) as e:
         raise CheckpointError(f"{file}: network weights missing or of the wrong shape ({type(e).__name__})") from None
     dev = resolve_device(device)
     G = G.to(dev).eval().requires_grad_(False)
-    D = D.to(dev).eval().requires_grad_(False)
+    D = D.to(dev).eval().requires_grad_(False) if D is not None else None
     return LoadedGenerator(G, info, int(ckpt.step), file, ckpt.config), D
 
 
 def load_target(path: str | Path, channels: int, resolution: int) -> Tensor:
     """An image file, centre-cropped to a square and resized (Lanczos) to the generator's size,
-    as (C, H, W) in [-1, 1]."""
-    from PIL import Image, UnidentifiedImageError
+    as (C, H, W) in [-1, 1]; decoded as the data loaders decode (ganforge.data.decode)."""
+    from ganforge.data.decode import BadImage, ImageOptions, decode
 
     path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--target: no image file at {path}")
     try:
-        with Image.open(path) as im:
-            im = im.convert("L" if channels == 1 else "RGB")
-    except FileNotFoundError:
-        raise ConfigError(f"--target: no image file at {path}") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise ConfigError(f"--target: {path} could not be read as an image ({type(e).__name__})") from None
-    w, h = im.size
-    s = min(w, h)
-    im = im.crop(((w - s) // 2, (h - s) // 2, (w + s) // 2, (h + s) // 2))
-    im = im.resize((resolution, resolution), Image.Resampling.LANCZOS)
-    arr = np.asarray(im, dtype=np.float32)
-    arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
-    return torch.from_numpy(arr / 127.5 - 1.0)
+        arr = decode(path, ImageOptions(resolution, channels)).pixels.astype(np.float32)
+    except BadImage as e:
+        raise ConfigError(f"--target: {path} could not be read as an image ({e})") from None
+    return torch.from_numpy(arr.transpose(2, 0, 1) / 127.5 - 1.0)

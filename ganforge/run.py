@@ -9,6 +9,8 @@ Layout (the attributes of RunDir):
                                names the latest; best_checkpoint: best.pt
     RUN/eval/step-N.json       eval_file(N): results of `ganforge eval`
     RUN/tensorboard/           tensorboard_dir: event files (log.tensorboard)
+    RUN/trackers.json          the W&B and MLflow run ids (log.wandb, log.mlflow); RUN/wandb/: W&B's files
+    RUN/environment.json       environment_file: where and how each session of the run ran (runinfo.py)
     RUN/report.html            report_file: `ganforge report`
     RUN/.lock                  lock_file: the process writing the run
 
@@ -31,18 +33,22 @@ from typing import Any
 
 from PIL import Image
 
+from ganforge import trackers
 from ganforge.checkpoint import (
     INDEX_NAME,
     TMP_GLOB,
     Checkpoint,
     CheckpointIndex,
     IndexEntry,
+    RetiredLayoutError,
     atomic_write_bytes,
     load_checkpoint,
     serialize,
 )
 from ganforge.errors import CheckpointError, RunFolderError, TrainingAborted
-from ganforge.logrecord import EVAL, STEP
+from ganforge.liveness import process_alive
+from ganforge.logrecord import STEP
+from ganforge.trackers import Tracker
 
 # Files named by step (step-00000042.pt) sort by step.
 STEP_PREFIX = "step-"
@@ -51,6 +57,24 @@ STEP_PREFIX = "step-"
 def step_file_name(step: int, suffix: str) -> str:
     """The name of a file written at `step` (`suffix` with its dot)."""
     return f"{STEP_PREFIX}{step:08d}{suffix}"
+
+
+def step_of(name: str, suffix: str = ".pt") -> int | None:
+    """The step in a name that `step_file_name` wrote (None for any other name)."""
+    digits = name[len(STEP_PREFIX):-len(suffix)] if name.startswith(STEP_PREFIX) and name.endswith(suffix) else ""
+    return int(digits) if digits.isdigit() else None
+
+
+def _init_file(config: dict[str, Any]) -> Path | None:
+    """The checkpoint file a run's config starts from (init.checkpoint), if it names a file."""
+    named = (config.get("init") or {}).get("checkpoint")
+    if not named:
+        return None
+    path = Path(named).expanduser()
+    try:
+        return path.resolve() if path.is_file() else None
+    except OSError:
+        return None
 
 
 class RunDir:
@@ -71,8 +95,9 @@ class RunDir:
         self.tensorboard_dir = self.path / "tensorboard"
         self.report_file = self.path / "report.html"
         self.lock_file = self.path / ".lock"
+        self.environment_file = self.path / "environment.json"
         self._locked = False
-        self._tensorboard: Any = None
+        self.trackers: list[Tracker] = []  # mirrors of the log, samples and config (trackers.py)
         self._made: list[Path] = []  # the folders `create` made, innermost first
 
     @classmethod
@@ -162,7 +187,8 @@ class RunDir:
     def _holds_anything(self) -> bool:
         """Whether the folder holds more than a run that never took a step leaves: its config,
         empty sample and checkpoint folders, TensorBoard's first event file, a lock."""
-        leftovers = {self.config_file, self.samples, self.checkpoints, self.tensorboard_dir, self.lock_file}
+        leftovers = {self.config_file, self.samples, self.checkpoints, self.tensorboard_dir, self.lock_file,
+                     self.environment_file, self.path / trackers.IDS_FILE, self.path / "wandb"}
         for child in self.path.iterdir():
             if child not in leftovers or (child in (self.samples, self.checkpoints) and any(child.iterdir())):
                 return True
@@ -225,7 +251,7 @@ class RunDir:
                     pid, holder_host = int(holder["pid"]), str(holder["host"])
                 except (OSError, ValueError, KeyError, TypeError):
                     pid, holder_host = -1, host
-                if holder_host == host and pid != os.getpid() and _alive(pid):
+                if holder_host == host and pid != os.getpid() and process_alive(pid):
                     raise RunFolderError(f"{self.path} is being written by process {pid} on {host}; "
                                          "stop it first or use another output.dir") from None
                 if holder_host != host:
@@ -241,10 +267,9 @@ class RunDir:
             return
 
     def release_lock(self) -> None:
-        """Give up `.lock` (at the end of training), closing the TensorBoard writer."""
-        if self._tensorboard is not None:
-            self._tensorboard.close()
-            self._tensorboard = None
+        """Give up `.lock` (at the end of training), closing the trackers."""
+        trackers.call(self.trackers, "close")
+        self.trackers = []
         if self._locked:
             self.lock_file.unlink(missing_ok=True)
             self._locked = False
@@ -259,19 +284,32 @@ class RunDir:
     @staticmethod
     def check_tensorboard() -> Any:
         """TensorBoard's SummaryWriter class, or a one-line error saying how to install it."""
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise RunFolderError("log.tensorboard needs the tensorboard package: pip install 'ganforge[tensorboard]'"
-                                 ) from None
-        return SummaryWriter
+        return trackers.tensorboard_writer_class()
 
     def start_tensorboard(self, config_text: str) -> None:
         """Mirror scalars, sample grids and the config into TensorBoard event files."""
-        if not self._writes("start TensorBoard"):
+        if self._writes("start TensorBoard"):
+            self.trackers.append(trackers.TensorBoard(self.tensorboard_dir, config_text))
+
+    def start_trackers(self, log_cfg: Any, config: dict[str, Any], config_text: str) -> None:
+        """Mirror the log, sample grids and config into the W&B and MLflow runs `log_cfg` asks
+        for (those of a resumed run continued); one that cannot start is a warning."""
+        if self._writes("start the trackers"):
+            self.trackers += trackers.start_services(log_cfg, self.path, config, config_text)
+
+    def record_environment(self, session: dict[str, Any]) -> None:
+        """Add a session (runinfo.environment) to environment.json; a failed write warns."""
+        if not self._writes("record the environment"):
             return
-        self._tensorboard = self.check_tensorboard()(log_dir=str(self.tensorboard_dir))
-        self._tensorboard.add_text("config", f"<pre>{config_text}</pre>")
+        try:
+            sessions = json.loads(self.environment_file.read_text()) if self.environment_file.is_file() else []
+        except (OSError, ValueError):
+            sessions = []
+        sessions = [*(sessions if isinstance(sessions, list) else []), session]
+        try:
+            atomic_write_bytes(self.environment_file, (json.dumps(sessions, indent=1) + "\n").encode())
+        except OSError as e:
+            warnings.warn(f"could not write {self.environment_file} ({e.strerror}); training goes on", stacklevel=2)
 
     def append_log(self, record: dict[str, Any]) -> None:
         """One JSON line in log.jsonl."""
@@ -283,14 +321,7 @@ class RunDir:
         except OSError as e:
             warnings.warn(f"could not append to {self.log_file} ({e.strerror}); training goes on",
                           stacklevel=2)
-        if self._tensorboard is not None:
-            step = record.get(STEP, 0)
-            for key, value in record.items():
-                if key != STEP and isinstance(value, (int, float)) and not isinstance(value, bool):
-                    self._tensorboard.add_scalar(f"train/{key}", value, step)
-            for key, value in (record.get(EVAL) or {}).items():
-                self._tensorboard.add_scalar(f"eval/{key}", value, step)
-            self._tensorboard.flush()
+        trackers.call(self.trackers, "log", record)
 
     def save_sample(self, image: Image.Image, step: int) -> Path | None:
         """samples/step-N.png and samples/latest.png; a failed write warns and training goes on."""
@@ -303,10 +334,7 @@ class RunDir:
         except OSError as e:
             warnings.warn(f"could not write sample grid {path} ({e.strerror}); training goes on", stacklevel=2)
             return None
-        if self._tensorboard is not None:
-            import numpy as np
-
-            self._tensorboard.add_image("samples", np.asarray(image.convert("RGB")), step, dataformats="HWC")
+        trackers.call(self.trackers, "image", path, step)
         return path
 
     def save_checkpoint(self, ckpt: Checkpoint, keep: int) -> Path | None:
@@ -323,8 +351,7 @@ class RunDir:
             index.add(name, ckpt.step, sha, len(data))
             # Forget the oldest in the index first, then delete them: the index never names a
             # file that is gone.
-            pruned = [e.file for e in index.newest_first()[keep:] if e.file != name]
-            for old in pruned:
+            for old in [e.file for e in index.newest_first()[keep:] if e.file != name]:
                 index.remove(old)
             index.save()
         except OSError as e:
@@ -333,12 +360,27 @@ class RunDir:
             why = "disk full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else (e.strerror or type(e).__name__)
             raise TrainingAborted(f"could not write checkpoint {path} ({why}{room}); the previous checkpoint "
                                   f"is intact: free space in {self.checkpoints.parent}, then --resume") from None
-        for old in pruned:
-            try:
-                (self.checkpoints / old).unlink(missing_ok=True)
-            except OSError as e:
-                warnings.warn(f"could not delete old checkpoint {self.checkpoints / old} ({e.strerror})", stacklevel=2)
+        self._prune(index, keep_file=_init_file(ckpt.config))
         return path
+
+    def _prune(self, index: CheckpointIndex, keep_file: Path | None = None) -> None:
+        """Delete the step-N.pt files that the index does not name and that are older than its
+        newest entry: those it just dropped, and any that a kill between an index update and
+        the deletion left behind. The folder, not the index alone, says what is there. Never
+        deleted: best.pt, `*.skipped`, files named otherwise, newer unindexed files (a write
+        the index has not caught up with), and `keep_file` (the run's init checkpoint)."""
+        newest = max((e.step for e in index.entries), default=None)
+        if newest is None:
+            return
+        named = {e.file for e in index.entries}
+        for path in self.checkpoint_files():
+            step = step_of(path.name)
+            if path.name in named or step is None or step >= newest or path.resolve() == keep_file:
+                continue
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as e:
+                warnings.warn(f"could not delete old checkpoint {path} ({e.strerror})", stacklevel=2)
 
     def save_best(self, ckpt: Checkpoint, figure: str, value: float) -> Path | None:
         """Write best_checkpoint (the best evaluation so far), recorded in the index."""
@@ -417,18 +459,6 @@ class RunDir:
         atomic_write_bytes(log, "".join(f"{line}\n" for line in kept).encode())
 
 
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _free_bytes(folder: Path) -> int | None:
     try:
         return shutil.disk_usage(folder).free
@@ -479,6 +509,34 @@ def load_latest_good(run: str | Path) -> Checkpoint:
     for path, sha in candidates:
         try:
             return load_checkpoint(path, sha)
+        except RetiredLayoutError:
+            raise  # not damage: an older checkpoint of the run is no better
         except CheckpointError as e:
             warnings.warn(f"skipping {path}: {e}", stacklevel=2)
     raise CheckpointError(f"none of the {len(candidates)} checkpoints in {folder} is readable; start a new run")
+
+
+def read_log(run: Path) -> list[dict[str, Any]]:
+    """Records of the run's log (a line cut short by a crash is skipped)."""
+    path = RunDir(run, read_only=True).log_file
+    records = []
+    if path.is_file():
+        # Undecodable bytes (a damaged disk block) spoil their line only: it is skipped like a cut-short one.
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+    return records
+
+
+def read_environment(run: Path) -> list[dict[str, Any]]:
+    """The sessions recorded in a run folder's environment.json, oldest first (none if absent or damaged)."""
+    path = RunDir(run, read_only=True).environment_file
+    try:
+        sessions = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+    except (OSError, ValueError):
+        return []
+    return [s for s in sessions if isinstance(s, dict)] if isinstance(sessions, list) else []

@@ -1,11 +1,18 @@
-"""Reading run folders back: logs, checkpoints, summaries (for `info`, `runs` and `report`).
+"""Run records: the environment a session runs in (written to RUN/environment.json), and reading
+run folders back: logs, checkpoints, summaries (for `info`, `runs`, `report` and model cards).
 
-Every function here opens its run folder as a read-only RunDir: reading a run changes nothing in it.
+Every reading function here opens its run folder as a read-only RunDir: reading a run changes nothing in it.
 """
 
 from __future__ import annotations
 
-import json
+import datetime
+import os
+import platform
+import shlex
+import socket
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,23 +21,85 @@ from typing import Any
 from ganforge.checkpoint import INDEX_NAME, CheckpointIndex, IndexEntry
 from ganforge.errors import CheckpointError
 from ganforge.logrecord import EVAL, LOSSES, STEP, is_eval_record, is_training_record
-from ganforge.run import RunDir, find_checkpoint
+from ganforge.run import RunDir, find_checkpoint, read_environment, read_log  # noqa: F401  (for the readers of runs)
+
+# --------------------------------------------------------------------------------------------
+# The environment of a session
+# --------------------------------------------------------------------------------------------
 
 
-def read_log(run: Path) -> list[dict[str, Any]]:
-    """Records of the run's log (a line cut short by a crash is skipped)."""
-    path = RunDir(run, read_only=True).log_file
-    records = []
-    if path.is_file():
-        # Undecodable bytes (a damaged disk block) spoil their line only: it is skipped like a cut-short one.
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict):
-                records.append(record)
-    return records
+def environment(config_file: Path | None = None, step: int = 0, argv: list[str] | None = None) -> dict[str, Any]:
+    """Where and how this process runs a run from `step`: the command line, ganforge's, torch's,
+    CUDA's and cuDNN's versions, the GPUs, the CPU model, the host, and the git commit of the
+    config file's folder when it lies in a repository (None where a value cannot be read)."""
+    import torch
+
+    from ganforge import __version__
+
+    cuda = torch.cuda.is_available()
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else []
+    cudnn = torch.backends.cudnn.version() if cuda and torch.backends.cudnn.is_available() else None
+    return {
+        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "step": step,
+        "command": shlex.join(argv if argv is not None else _command_line()),
+        "cwd": os.getcwd(),
+        "ganforge": __version__,
+        "torch": str(torch.__version__),
+        "python": platform.python_version(),
+        "cuda": torch.version.cuda,  # the CUDA torch was built with (None for CPU builds)
+        "cudnn": cudnn,
+        "gpus": gpus,
+        "cpu": cpu_model(),
+        "host": socket.gethostname(),
+        "os": platform.platform(),
+        "git": git_commit(config_file.parent) if config_file is not None else None,
+    }
+
+
+def _command_line() -> list[str]:
+    """This process's command line as typed: `ganforge ...` or `python -m ganforge ...`."""
+    program = Path(sys.argv[0]).name
+    head = ["python", "-m", "ganforge"] if program == "__main__.py" else [program]
+    return [*head, *sys.argv[1:]]
+
+
+def cpu_model() -> str | None:
+    """The CPU's model name (Linux's /proc/cpuinfo, macOS's sysctl, platform.processor elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.split(":")[0].strip() in ("model name", "Hardware", "cpu model"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    if sys.platform == "darwin":
+        try:
+            return subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
+                                  timeout=5).stdout.strip() or None
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return platform.processor() or None
+
+
+def git_commit(folder: Path) -> dict[str, Any] | None:
+    """{commit, dirty} of the git repository `folder` lies in; None outside one or without git."""
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if not commit:
+        return None
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": bool(status), "root": git("rev-parse", "--show-toplevel")}
+
+
+# --------------------------------------------------------------------------------------------
+# Reading runs back
+# --------------------------------------------------------------------------------------------
 
 
 def is_run(path: Path) -> bool:
@@ -157,7 +226,9 @@ def checkpoint_details(path: Path) -> dict[str, Any]:
         "checkpoint": str(file),
         "step": ckpt.step,
         "steps": cfg.train.steps,
-        "data": {"kind": cfg.data.kind, "shape": list(info.shape), "num_classes": info.num_classes},
+        # items: the epoch's length, 2N with data.xflip (None in checkpoints from before it was recorded)
+        "data": {"kind": cfg.data.kind, "shape": list(info.shape), "num_classes": info.num_classes,
+                 "items": ckpt.data.get("items"), "xflip": bool(cfg.data.params.get("xflip", False))},
         "generator": {"kind": cfg.generator.kind, "parameters": count_parameters(loaded.G),
                       "latent_dim": loaded.G.latent_dim, "conditional_classes": loaded.num_classes},
         "discriminator": {"kind": cfg.discriminator.kind, "parameters": count_parameters(D)},
@@ -168,4 +239,6 @@ def checkpoint_details(path: Path) -> dict[str, Any]:
         "ganforge_version": ckpt.ganforge_version,
         "torch_version": ckpt.torch_version,
         "files": files,
+        # The sessions that trained up to this checkpoint (resumes included).
+        "environment": [s for s in read_environment(RunDir.of_checkpoint(file).path) if s.get("step", 0) <= ckpt.step],
     }

@@ -362,9 +362,11 @@ def anchor_config(batch: int) -> dict:
     return {
         "data": {"kind": "digits", "resolution": 128},
         # channels min(16384 / res, 512): 512 up to 32 px, 256 at 64, 128 at 128
-        "generator": {"kind": "stylegan2", "latent_dim": 512, "w_dim": 512, "mapping_layers": 2, "base_width": 128,
-                      "max_width": 512, "style_mixing": 0.9},
-        "discriminator": {"kind": "stylegan2", "base_width": 128, "max_width": 512},
+        "generator": {"kind": "stylegan2", "latent_dim": 512, "w_dim": 512, "mapping_layers": 2,
+                      "channel_base": 16384, "channel_max": 512, "conv_clamp": 256, "num_fp16_res": 4,
+                      "style_mixing": 0.9},
+        "discriminator": {"kind": "stylegan2", "channel_base": 16384, "channel_max": 512, "conv_clamp": 256,
+                          "num_fp16_res": 4},
         "loss": {"kind": "non_saturating"},
         # gamma = 0.0002 * res^2 / batch = 0.1024 at batch 32
         "regularizers": [{"kind": "r1", "weight": 0.0002 * 128**2 / batch, "every": 16},

@@ -17,6 +17,7 @@ run's, each once, and no temporary file may be left.
 
     python scripts/kill_resume.py --kills 20 --seed 0    # fresh processes, a longer run (minutes)
     python scripts/kill_resume.py --quick                # forked processes, a tiny run (seconds; the tests run this)
+    python scripts/kill_resume.py --quick --xflip        # the same with data.xflip: true
 """
 
 from __future__ import annotations
@@ -302,12 +303,14 @@ class Outcome:
     log_steps: list[int] = field(default_factory=list)
     reference_log_steps: list[int] = field(default_factory=list)
     leftovers: list[str] = field(default_factory=list)  # temporary files after the final resume
+    orphans: list[str] = field(default_factory=list)  # checkpoint files the final index does not name
     tracebacks: int = 0
     finished_early: bool = False
 
     @property
     def ok(self) -> bool:
         return not self.differ and self.final_step == self.reference_step and not self.leftovers and \
+            not self.orphans and \
             self.log_steps == self.reference_log_steps and self.tracebacks == 0 and \
             not any(k.damaged for k in self.kills)
 
@@ -407,7 +410,15 @@ def kill_and_resume(cfg: dict[str, Any], plan: list[str], tmp: Path, fork: bool,
     outcome.differ = compare(a.state, b.state)
     outcome.log_steps, outcome.reference_log_steps = log_steps(run), log_steps(tmp / "reference")
     outcome.leftovers = sorted(str(p.relative_to(run)) for p in run.rglob(".*.tmp-*"))
+    outcome.orphans = orphans(run)
     return outcome
+
+
+def orphans(run: Path) -> list[str]:
+    """step-N.pt files in the run's checkpoint folder that its index does not name: what a kill
+    between an index update and pruning leaves, unless the next pruning finds it."""
+    named = {e["file"] for e in (index_of(run) or {"checkpoints": []})["checkpoints"]}
+    return sorted(p.name for p in (run / "checkpoints").glob("step-*.pt") if p.name not in named)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -419,6 +430,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="a tiny run in forked children: each write phase once and two random kills")
     parser.add_argument("--workdir", type=Path, default=None, help="folder for the runs (default: a new temp folder)")
+    parser.add_argument("--xflip", action="store_true", help="data.xflip: true (each digit also mirrored, 2N an epoch)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child-phase", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child-marker", type=Path, default=None, help=argparse.SUPPRESS)
@@ -440,6 +452,8 @@ def main(argv: list[str] | None = None) -> None:
         delays = (0.5, 3.0 + args.max_delay)
     if args.steps is not None:
         cfg = {**cfg, "train": {**cfg["train"], "steps": args.steps}}
+    if args.xflip:
+        cfg = {**cfg, "data": {**cfg["data"], "xflip": True}}
     outcome = kill_and_resume(cfg, plan, tmp, fork=args.quick, seed=args.seed, delays=delays)
     missing = [p for p in WRITE_PHASES if not any(k.what == p and k.evidence for k in outcome.kills)]
     print(f"SIGKILLs: {len(outcome.kills)}; final step {outcome.final_step} (reference {outcome.reference_step}); "
@@ -451,13 +465,15 @@ def main(argv: list[str] | None = None) -> None:
         print(f"half-written checkpoints left by a kill: {', '.join(damaged)}")
     if outcome.leftovers:
         print(f"temporary files left behind: {', '.join(outcome.leftovers)}")
+    if outcome.orphans:
+        print(f"checkpoints left behind that the index does not name: {', '.join(outcome.orphans)}")
     if outcome.log_steps != outcome.reference_log_steps:
         print(f"log.jsonl steps {outcome.log_steps} differ from the uninterrupted run's {outcome.reference_log_steps}")
     if outcome.differ:
         print(f"NOT identical: {len(outcome.differ)} tensors differ, e.g. {outcome.differ[:3]}")
     if not outcome.ok or missing:
         sys.exit(1)
-    print("bit-identical: G, D, G_ema and both optimizer states match the uninterrupted run")
+    print("bit-identical: G, D, G_ema and both optimizer states match the uninterrupted run; no orphaned checkpoint")
 
 
 if __name__ == "__main__":

@@ -56,6 +56,16 @@ def assert_one_line_error(result, code: int, *fragments: str) -> None:
         assert fragment in errors[0], (fragment, errors[0])
 
 
+def one_line_error(result, code: int, *fragments: str) -> str:
+    """The in-process CLI's one `error:` line, with exit code `code` and every fragment."""
+    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], (fragment, errors[0])
+    return errors[0]
+
+
 @pytest.fixture
 def cli():
     """In-process CLI runner (fast: torch is already imported)."""
@@ -80,3 +90,104 @@ class LinearD(nn.Module):
 
     def forward(self, x, labels=None):
         return (x.flatten(1) * self.w).sum(1)
+
+
+# -- test-strength: stand-in networks and the collected test ids --------------------------------
+
+
+def stand_in_inception_state(seed: int = 0) -> dict[str, torch.Tensor]:
+    """A state dict of the FID Inception architecture whose features vary strongly with the input:
+    He-scaled random weights (std sqrt(2 / fan_in)), identity BatchNorm statistics and no biases,
+    so every layer keeps its activations at unit scale. (PyTorch's default initialisation shrinks
+    them layer after layer: features then move by 1e-8 when the input changes, and a wrong resize
+    or rounding before the network would pass any tolerance.)"""
+    import math
+
+    from ganforge.metrics.inception import FIDInception
+
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, value in FIDInception().net.state_dict().items():
+        if key.endswith("running_var") or (key.endswith("weight") and value.dim() == 1):
+            value = torch.ones_like(value)
+        elif value.dim() >= 2:  # conv and linear weights
+            value = torch.randn(value.shape, generator=g) * math.sqrt(2.0 / value[0].numel())
+        elif value.is_floating_point():  # biases, running means
+            value = torch.zeros_like(value)
+        state[key] = value
+    return state
+
+
+# The test ids of this session's collection, for the guards in tests/test_guards.py.
+COLLECTED_IDS: list[str] = []
+
+
+def pytest_collection_finish(session) -> None:
+    COLLECTED_IDS[:] = [item.nodeid for item in session.items]
+
+
+# Tests left out of this session by -k, -m or --deselect (the guards then collect the suite anew).
+DESELECTED: list[str] = []
+
+
+def pytest_deselected(items) -> None:
+    DESELECTED.extend(item.nodeid for item in items)
+
+
+# Networks a regularizer needs, where configs/tiny.yaml's dcgan does not do (a tiny version).
+REGULARIZER_NETWORKS = {
+    "path_length": {  # synthesis with styles: stylegan2 only
+        "generator": {"kind": "stylegan2", "latent_dim": 8, "w_dim": 8, "mapping_layers": 1, "channel_base": 64,
+                      "channel_max": 8},
+        "discriminator": {"kind": "stylegan2", "channel_base": 64, "channel_max": 8},
+    },
+    "ac_gan": {  # a conditional G and a D with an auxiliary classifier
+        "generator": {"kind": "resnet", "latent_dim": 8, "base_width": 4, "max_width": 8, "conditional": True},
+        "discriminator": {"kind": "resnet", "base_width": 4, "max_width": 8, "auxiliary_classifier": True},
+    },
+}
+TINY_DCGAN = {"generator": {"kind": "dcgan", "latent_dim": 8, "base_width": 4, "max_width": 8},
+              "discriminator": {"kind": "dcgan", "base_width": 4, "max_width": 8}}
+
+
+def networks_for(kinds) -> dict:
+    """The generator and discriminator sections for a run with the regularizers `kinds`."""
+    for kind in kinds:
+        if kind in REGULARIZER_NETWORKS:
+            return REGULARIZER_NETWORKS[kind]
+    return TINY_DCGAN
+# --------------------------------------------------------------------------------------------
+# CI=true: a test that skips itself fails instead
+# --------------------------------------------------------------------------------------------
+# CI (.ci/run) installs every extra the tests exercise, so a test or module that skips itself
+# while running (`pytest.importorskip`, or `pytest.skip` because an optional package is missing)
+# means the install is incomplete: under CI=true it fails, naming why it would have skipped.
+# Platform conditions are declared as `skip`/`skipif` marks and still skip.
+
+
+def _ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1")
+
+
+def _skip_reason(report) -> str:
+    longrepr = report.longrepr
+    return str(longrepr[2]) if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    declared = any(item.iter_markers("skip")) or any(item.iter_markers("skipif"))
+    if _ci() and report.skipped and not declared and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"CI=true: this test skipped itself ({_skip_reason(report)}); install what it needs"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield
+    report = outcome.get_result()
+    if _ci() and report.skipped:
+        report.outcome = "failed"
+        report.longrepr = f"CI=true: {collector.nodeid} skipped itself ({_skip_reason(report)}); install what it needs"

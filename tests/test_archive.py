@@ -79,13 +79,16 @@ def test_dataset_tool_writes_stylegan_zip_with_labels_and_a_summary(photos, tmp_
     result = run("dataset", str(root), "--out", str(out), "--resolution", "8", "--workers", "0", "-q")
     assert result.exit_code == 0, result.stderr
     summary = result.stdout
-    assert "wrote 5 images (8x8 RGB PNG)" in summary and "2 classes from folders (cat 3, dog 2)" in summary
-    assert "skipped 2 of 7 image files" in summary and "cat/broken.png (cannot decode" in summary
-    assert "dog/deep.png (I;16 pixels" in summary and "1 images had a side under 8 px" in summary
+    assert "wrote 6 images (8x8 RGB PNG, crop center)" in summary and "2 classes from folders (cat 3, dog 3)" in summary
+    assert "skipped 1 of 7 image files" in summary and "cat/broken.png (cannot decode" in summary
+    assert "1 images were enlarged to reach 8 px" in summary
+    assert "skipped cat/broken.png: cannot decode" in result.stderr  # each skipped file, as it happens
     meta, images = read_zip(out)
     # Sorted source order, StyleGAN2-ADA's names, labels by sub-folder.
-    order = ["cat/0.png", "cat/1.png", "cat/2.png", "dog/0.png", "dog/1.png"]
-    names = [f"00000/img{i:08d}.png" for i in range(5)]
+    order = ["cat/0.png", "cat/1.png", "cat/2.png", "dog/0.png", "dog/1.png", "dog/deep.png"]
+    # The 16-bit image is scaled to 8 bits (4000 / 257 -> 16), not clipped to white.
+    arrays = {**arrays, "dog/deep.png": np.full((10, 10, 3), 16, dtype=np.uint8)}
+    names = [f"00000/img{i:08d}.png" for i in range(6)]
     assert sorted(images) == names
     assert meta == {"labels": [[n, int(o.startswith("dog"))] for n, o in zip(names, order)],
                     "class_names": ["cat", "dog"]}
@@ -96,7 +99,7 @@ def test_dataset_tool_writes_stylegan_zip_with_labels_and_a_summary(photos, tmp_
     # Read in place: the same pixels and labels, in [-1, 1].
     src = source("zip", path=str(out), num_workers=0)
     assert src.info.shape == (3, 8, 8) and src.info.num_classes == 2 and src.classes == ["cat", "dog"]
-    x, y = next(src.batches(5, 0, torch.device("cpu")))
+    x, y = next(src.batches(6, 0, torch.device("cpu")))
     expected = {(int(o.startswith("dog")), stylegan_center_crop(arrays[o], 8).tobytes()) for o in order}
     got = {(int(label), ((img + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy().tobytes())
            for img, label in zip(x, y)}
@@ -113,8 +116,8 @@ def test_dataset_tool_from_a_zip_with_json_labels_in_processes(photos, tmp_path)
                  "--json", "-q")
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
-    assert report["written"] == 5 and report["labels_from"] == "json" and report["class_names"] == ["cat", "dog"]
-    assert report["class_counts"] == [3, 2] and report["skipped"] == []
+    assert report["written"] == 6 and report["labels_from"] == "json" and report["class_names"] == ["cat", "dog"]
+    assert report["class_counts"] == [3, 3] and report["skipped"] == []
     parallel = tmp_path / "parallel.zip"
     assert run("dataset", str(first), "--out", str(parallel), "--resolution", "4", "--workers", "2",
                "-q").exit_code == 0

@@ -19,7 +19,8 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # CPU autocast takes b
 
 # Tiny sizes, applied where an architecture has the parameter.
 TINY = {"base_width": 4, "max_width": 8, "width": 16, "w_dim": 8, "mapping_layers": 1, "shared_dim": 4,
-        "attention_resolution": 8, "mbstd_group": 2}
+        "ch": 2, "attention": [8], "mbstd_group": 2, "channel_base": 64, "channel_max": 8,
+        "num_fp16_res": 2, "conv_clamp": 256.0}  # stylegan2: 16 and 8 px in the reduced precision, 4 px not
 TINY_LATENT = 12  # splits into biggan's 3 hierarchical chunks at 16 px
 
 
@@ -47,8 +48,9 @@ def build(registry, kind: str, info: DataInfo, conditional: bool) -> nn.Module:
     entry = registry.get(kind)
     params = {p.name: p.default for p in component_params(entry.builder, registry.injected)}
     params = {k: TINY.get(k, v) for k, v in params.items()}
-    if "latent_dim" in params:
-        params["latent_dim"] = TINY_LATENT
+    for name in ("latent_dim", "dim_z"):  # dim_z: biggan's
+        if name in params:
+            params[name] = TINY_LATENT
     if "conditional" in params:
         params["conditional"] = conditional
     make = build_generator if registry is GENERATORS else build_discriminator
@@ -125,6 +127,35 @@ def test_stylegan2_tracks_w_avg_in_float32_under_autocast():
     assert torch.allclose(G.w_avg, expected, rtol=1e-5, atol=1e-7)
 
 
+def test_stylegan2_runs_only_its_num_fp16_res_highest_resolutions_in_reduced_precision():
+    """StyleGAN2-ADA's num_fp16_res: here 1 of 16, 8 and 4 px; the rest, the mapping networks, the
+    styles and D's epilogue stay float32, and the image accumulates in float32."""
+    from ganforge.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
+
+    torch.manual_seed(0)
+    G = StyleGAN2Generator(1, 16, 3, latent_dim=8, w_dim=8, mapping_layers=1, channel_base=64, channel_max=8,
+                           num_fp16_res=1, conv_clamp=256, conditional=True)
+    D = StyleGAN2Discriminator(1, 16, 3, channel_base=64, channel_max=8, num_fp16_res=1, conditional=True)
+    seen: dict[str, torch.dtype] = {}
+    modules = {"G.b4": G.synthesis.b4, "G.b16": G.synthesis.b16, "G.b16.conv1.affine": G.synthesis.b16.conv1.affine,
+               "D.b16": D.b16, "D.b8": D.b8, "D.b4": D.b4, "D.mapping": D.mapping, "G.mapping": G.mapping}
+    def record(name: str):  # noqa: ANN202
+        def hook(_module: nn.Module, _inputs: object, out: object) -> None:
+            seen[name] = (out[0] if isinstance(out, tuple) else out).dtype
+        return hook
+
+    for name, m in modules.items():
+        m.register_forward_hook(record(name))
+    labels = torch.tensor([0, 1, 2, 0])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        image = G(torch.randn(4, 8), labels)
+        logits = D(image, labels)
+    assert image.dtype == logits.dtype == torch.float32
+    assert seen["G.b16"] == seen["D.b16"] == torch.bfloat16
+    assert {seen[k] for k in ("G.b4", "D.b8", "D.b4", "D.mapping", "G.mapping", "G.b16.conv1.affine")} == \
+        {torch.float32}
+
+
 def digits_overrides(name: str, out) -> list[str]:
     """A shipped *_digits config shrunk to a two-step CPU run."""
     from ganforge.config import load_config
@@ -133,11 +164,17 @@ def digits_overrides(name: str, out) -> list[str]:
     sets = ["train.steps=2", "train.batch_size=8", "train.device=cpu", "samples.num=8", "checkpoint.every=2",
             "log.every=1", "eval.every=0", f"output.dir={out}"]
     for part in ("generator", "discriminator"):
-        sets += [f"{part}.base_width=4", f"{part}.max_width=8"]
+        params = getattr(cfg, part).params
+        if "base_width" in params:
+            sets += [f"{part}.base_width=4", f"{part}.max_width=8"]
+        if "channel_base" in params:
+            sets += [f"{part}.channel_base=64", f"{part}.channel_max=8"]
+        if "ch" in params:  # biggan
+            sets += [f"{part}.ch=2"]
     if cfg.generator.kind == "stylegan2":
         sets += ["generator.latent_dim=8", "generator.w_dim=8"]
     if cfg.generator.kind == "biggan":
-        sets += ["generator.latent_dim=24", "generator.shared_dim=4"]
+        sets += ["generator.dim_z=24", "generator.shared_dim=4"]
     return sets
 
 

@@ -80,7 +80,7 @@ def test_old_checkpoint_resumes_to_completion(old_run: Path, monkeypatch: pytest
     # A continuation from step 3, not a new run.
     assert executed == [3, 4, 5] and result.step == result.total_steps == 6 and not result.interrupted
     final = load_checkpoint(*find_checkpoint(old_run))
-    assert final.step == 6 and final.data == {"epoch": 0, "cursor": 6 * 8}
+    assert final.step == 6 and final.data == {"epoch": 0, "cursor": 6 * 8, "items": 1797}
     assert list(final.state) == list(ckpt.state)
     assert load_generator(old_run, device="cpu").step == 6
 

@@ -120,11 +120,17 @@ def test_resolved_config_round_trips_through_yaml(tmp_path):
 
 @pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
 def test_shipped_configs_validate(name):
-    from ganforge.build import build_data, build_discriminator, build_generator
+    """At full size: the config resolves and parses back, its networks and regularizers build
+    together, and G's samples have the data's shape and D rates each of them."""
+    import torch
+
+    from ganforge.build import build_data, build_networks
     from ganforge.data import DataInfo
     from ganforge.errors import DataError
+    from ganforge.models import conditioning_classes
 
-    cfg, _ = load_config(CONFIGS / name)
+    cfg, resolved = load_config(CONFIGS / name)
+    assert parse_config(resolved) == cfg
     try:
         info = build_data(cfg).info
     except DataError:
@@ -132,8 +138,14 @@ def test_shipped_configs_validate(name):
         channels = 3 if cfg.data.kind == "cifar10" else 1
         resolution = cfg.data.params["resolution"]
         info = DataInfo(cfg.data.kind, (channels, resolution, resolution), 10)
-    build_generator(cfg.generator, info)
-    build_discriminator(cfg.discriminator, info)
+    G, D, regularizers = build_networks(cfg, info)
+    assert [kind for kind, _ in regularizers] == [c.kind for c in cfg.regularizers]
+    classes = conditioning_classes(G)
+    labels = torch.arange(2) % classes if classes else None
+    with torch.no_grad():
+        samples = G.eval()(torch.randn(2, G.latent_dim), labels)
+        logits = D.eval()(samples, labels)
+    assert samples.shape == (2, *info.shape) and logits.shape == (2,) and torch.isfinite(logits).all()
 
 
 # -- the CLI's side of config errors --------------------------------------------------------------
@@ -177,8 +189,11 @@ def test_resume_may_change_exactly_the_fields_marked_resumable(tmp_path):
     # The changes a resume allowed when cli.py kept them as a list of strings: the same set.
     assert set(resumable_keys()) == {
         "train.steps", "train.device", "train.accumulate", "train.compile", "train.channels_last",
-        "train.deterministic", "train.sync_batchnorm", "train.max_minutes", "log.every", "samples.every",
-        "checkpoint.every", "checkpoint.keep", "eval."}
+        "train.deterministic", "train.sync_batchnorm", "train.max_minutes", "train.auto_resume",
+        "train.peer_timeout_minutes", "log.every", "samples.every",
+        "checkpoint.every", "checkpoint.keep", "eval.",
+        # Trackers: adding one on resume mirrors the rest of the run (whole section or any key in it).
+        "log.wandb", "log.wandb.", "log.mlflow", "log.mlflow."}
     for key, value in [("train.steps", 99), ("train.device", "cuda"), ("checkpoint.keep", 9),
                        ("eval.num_samples", 64), ("eval.extractor.kind", "other")]:
         check_resumable(before, changed(before, key, value))

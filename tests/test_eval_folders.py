@@ -22,7 +22,7 @@ from ganforge.errors import ConfigError
 from ganforge.metrics import folders, scores
 from ganforge.metrics.catalog import METRICS, MetricInputs, check_metrics, is_better
 from ganforge.metrics.evaluate import Evaluator
-from ganforge.metrics.features import FeatureExtractor, Features
+from ganforge.metrics.features import FeatureExtractor, Features, InceptionExtractor
 from ganforge.metrics.inception import FIDInception
 
 
@@ -258,9 +258,17 @@ def test_eval_images_against_a_data_config(stand_in_weights, tmp_path):
     assert result.exit_code == 0, result.stderr
     assert "fid" in result.stdout and "reference: digits (3 real samples)" in result.stdout
     report = json.loads((tmp_path / "r.json").read_text())
-    assert report["metrics"]["fid"] > 0 and report["reference"]["data"]["kind"] == "digits"
+    assert report["reference"]["data"]["kind"] == "digits"
     [stats] = list(cache.iterdir())
     assert stats.name.startswith("digits-3-")
+    # The FID of the folder's features against the cached digits' features, by SciPy.
+    state, _ = stand_in_weights
+    generated = torch.from_numpy(np.stack([np.asarray(Image.open(p)) for p in sorted((tmp_path / "gen").iterdir())]))
+    with torch.no_grad():
+        features, _ = InceptionExtractor(state, "stand-in")(generated[:, None])
+    real = torch.load(stats, weights_only=True)["values"]
+    expected = reference_fid(features.double().numpy(), real.double().numpy())
+    assert report["metrics"]["fid"] == pytest.approx(expected, rel=1e-4)
 
 
 def test_eval_images_errors_are_one_line(tmp_path):

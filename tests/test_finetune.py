@@ -158,18 +158,18 @@ def test_bad_paths_and_names_are_config_errors(tmp_path, tiny_run):
 
 
 @pytest.mark.parametrize("arch,g_class_keys,d_class_keys", [
-    # BigGAN: a shared nn.Embedding in G, the projection embedding in D.
-    ("biggan", {"shared.weight"}, {"embed.weight"}),
-    # StyleGAN2: one-hot labels through EqualLinear layers (weight: out x classes) in both.
-    ("stylegan2", {"mapping.embed.weight"}, {"embed.weight"}),
+    # BigGAN: a shared nn.Embedding in G, the projection embedding in D (and its spectral norm's u).
+    ("biggan", {"shared.weight"}, {"embed.weight", "embed.u0"}),
+    # StyleGAN2: one-hot labels through the label embedding of a mapping network (weight: out x
+    # classes) in both, as StyleGAN2-ADA.
+    ("stylegan2", {"mapping.embed.weight"}, {"mapping.embed.weight"}),
 ])
 def test_class_count_change_reinitialises_the_class_layers(tmp_path, arch, g_class_keys, d_class_keys):
-    widths = {"base_width": 4, "max_width": 8}
-    g = {"biggan": {"latent_dim": 6, "shared_dim": 4, "attention_resolution": 0},
-         "stylegan2": {"latent_dim": 8, "w_dim": 8, "mapping_layers": 1, "conditional": True}}[arch]
-    d = {"biggan": {"attention_resolution": 0}, "stylegan2": {"conditional": True}}[arch]
-    raw = {"data": {"kind": "digits"}, "generator": {"kind": arch, **widths, **g},
-           "discriminator": {"kind": arch, **widths, **d}}
+    widths = {"channel_base": 64, "channel_max": 8}
+    g = {"biggan": {"dim_z": 6, "ch": 2, "shared_dim": 4, "attention": []},
+         "stylegan2": {"latent_dim": 8, "w_dim": 8, "mapping_layers": 1, "conditional": True, **widths}}[arch]
+    d = {"biggan": {"ch": 2, "attention": []}, "stylegan2": {"conditional": True, **widths}}[arch]
+    raw = {"data": {"kind": "digits"}, "generator": {"kind": arch, **g}, "discriminator": {"kind": arch, **d}}
     ten, five = DataInfo("digits", (1, 16, 16), 10), DataInfo("folder", (1, 16, 16), 5)
     old = Nets(raw, ten, seed=1)
     perturb(old)
@@ -190,9 +190,9 @@ def test_class_count_change_reinitialises_the_class_layers(tmp_path, arch, g_cla
 
 
 def test_unconditional_checkpoint_into_a_conditional_config(tmp_path):
-    # A projection discriminator only adds the class embedding (EqualLinear(classes, 4 x 4 width)).
-    g = {"kind": "stylegan2", "latent_dim": 8, "w_dim": 8, "mapping_layers": 1, "base_width": 4, "max_width": 8}
-    d = {"kind": "stylegan2", "base_width": 4, "max_width": 8}
+    # A conditional stylegan2 D only adds its label mapping network (embedding and FC layers).
+    g = {"kind": "stylegan2", "latent_dim": 8, "w_dim": 8, "mapping_layers": 1, "channel_base": 64, "channel_max": 8}
+    d = {"kind": "stylegan2", "channel_base": 64, "channel_max": 8}
     info = DataInfo("digits", (1, 16, 16), 10)
     old = Nets({"data": {"kind": "digits"}, "generator": g, "discriminator": d}, info)
     perturb(old)
@@ -200,14 +200,19 @@ def test_unconditional_checkpoint_into_a_conditional_config(tmp_path):
     new = Nets({"data": {"kind": "digits"}, "generator": {**g, "conditional": True},
                 "discriminator": {**d, "conditional": True}}, info)
     warnings = load_init(new, ckpt, num_classes=10, load=("D",))
-    assert warnings == ["init.checkpoint: D class layers differ from the checkpoint's (10 classes there, 10 here): "
-                        "initialised fresh: embed.weight, embed.bias"]
+    # Its output layer makes the projection's cmap_dim features instead of one logit: fresh too.
+    output = [f"init.checkpoint: D parameter b4.out.{p} is re-initialised: its shape depends on conditioning, which "
+              f"differs ({a} in the checkpoint, {b} here)" for p, a, b in (("weight", (1, 8), (8, 8)),
+                                                                              ("bias", (1,), (8,)))]
+    assert warnings == [*output, "init.checkpoint: D class layers differ from the checkpoint's (10 classes there, 10 "
+                        "here): initialised fresh: mapping.embed.weight, mapping.embed.bias, mapping.fc0.weight (and "
+                        "15 more)"]
     for key, value in old.D.state_dict().items():
-        assert torch.equal(new.D.state_dict()[key], value), key
-    # And back: the checkpoint's class layer is left out.
-    assert load_init(old, save_checkpoint(tmp_path / "d.pt", new, info), num_classes=10, load=("D",)) == [
+        assert torch.equal(new.D.state_dict()[key], value) != key.startswith("b4.out."), key
+    # And back: the checkpoint's class layers are left out.
+    assert load_init(old, save_checkpoint(tmp_path / "d.pt", new, info), num_classes=10, load=("D",))[-1] == (
         "init.checkpoint: D class layers differ from the checkpoint's (10 classes there, 10 here): "
-        "not used: embed.weight, embed.bias"]
+        "not used: mapping.embed.weight, mapping.embed.bias, mapping.fc0.weight (and 15 more)")
 
 
 def test_spectral_norm_weights_load_and_a_spectral_norm_mismatch_is_named(tmp_path):
@@ -253,15 +258,14 @@ def test_freeze_counts_dcgan_blocks_from_the_input_side():
     assert freeze_d_layers(D, 0) == []
 
 
-def test_freeze_stylegan2_takes_from_rgb_with_the_first_block_and_the_optimizer_skips_frozen():
+def test_freeze_stylegan2_takes_the_first_block_with_its_from_rgb_and_the_optimizer_skips_frozen():
     raw = {"data": {"kind": "digits"},
-           "generator": {"kind": "stylegan2", "latent_dim": 8, "w_dim": 8, "mapping_layers": 1, "base_width": 4},
-           "discriminator": {"kind": "stylegan2", "base_width": 4, "max_width": 16}}
+           "generator": {"kind": "stylegan2", "latent_dim": 8, "w_dim": 8, "mapping_layers": 1, "channel_base": 64},
+           "discriminator": {"kind": "stylegan2", "channel_base": 64, "channel_max": 16}}
     D = Nets(raw, DIGITS16).D
     assert len(discriminator_blocks(D)) == 2  # 16 -> 8 -> 4
     frozen = freeze_d_layers(D, 1)
-    assert {n.split(".")[0] + ("." + n.split(".")[1] if n.startswith("blocks") else "") for n in frozen} == \
-        {"from_rgb", "blocks.0"}
+    assert {n.split(".")[0] for n in frozen} == {"b16"} and "b16.fromrgb.weight" in frozen
     before = {n: p.detach().clone() for n, p in D.named_parameters()}
     opt = build_optimizer(parse_config({**raw, "optim": {"d": {"kind": "adam", "lr": 0.1}}}).optim.d, D, "optim.d")
     assert sum(len(g["params"]) for g in opt.param_groups) == len(before) - len(frozen)
@@ -273,8 +277,8 @@ def test_freeze_stylegan2_takes_from_rgb_with_the_first_block_and_the_optimizer_
 
 @pytest.mark.parametrize("kind", DISCRIMINATORS.names())
 def test_every_discriminator_has_blocks_and_freezing_all_leaves_only_the_head(kind):
-    extra = {"biggan": {"attention_resolution": 0, "base_width": 4}, "resnet": {"base_width": 4},
-             "dcgan": {"base_width": 4}, "stylegan2": {"base_width": 4}, "mlp": {"width": 8}}.get(kind, {})
+    extra = {"biggan": {"attention": [], "ch": 1}, "resnet": {"base_width": 4},
+             "dcgan": {"base_width": 4}, "stylegan2": {"channel_base": 64}, "mlp": {"width": 8}}.get(kind, {})
     D = build_discriminator(Component(kind, extra), DIGITS16)
     blocks = discriminator_blocks(D)
     assert blocks, kind

@@ -33,11 +33,12 @@ EXAMPLES = int(os.environ.get("GANFORGE_FUZZ_EXAMPLES", "250"))
 NAMES = sorted(p.name for p in CONFIGS.glob("*.yaml"))
 RAW = {name: yaml.safe_load((CONFIGS / name).read_text()) for name in NAMES}
 
-# Values of the wrong type, out of range, huge and negative. Integers that reach a constructor
-# stay small (a 10**9-layer network would take the machine's memory before anything refuses
-# it); the huge ones are beyond 64 bits, where the parser refuses every integer.
+# Values of the wrong type, out of range, huge and negative. Sizes such as mapping_layers: 100000,
+# depth, extra_blocks, widths or batch_size: 10000000 reach the size check (ganforge/footprint.py),
+# which counts the networks on the meta device and refuses them before anything is allocated;
+# those beyond 64 bits the parser refuses.
 BAD_VALUES: list[Any] = [
-    -1, 0, 1, 2, 3, -0.5, 0.5, 1.5, 1e-12, -(10**30), 10**30, 2**63, 10**400, 1e30, 1e308, -1e308,
+    -1, 0, 1, 2, 3, 100_000, 10_000_000, -0.5, 0.5, 1.5, 1e-12, -(10**30), 10**30, 2**63, 10**400, 1e30, 1e308, -1e308,
     float("inf"), float("-inf"), float("nan"), True, False, None, "", "0", "1e-4", "yes", "auto",
     "not a value", "é", "\x00", [], [1, 2], ["a"], {}, {"kind": "nope"}, {"a": 1},
 ]
@@ -115,12 +116,13 @@ def config_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def memory_limit():
-    """Cap this process's address space for the test: a mutant that asks for a huge network then
-    fails to allocate (and is refused) instead of taking a shared machine's memory."""
+    """Cap this process's address space for the test at 2 GiB more than it holds: the size check
+    then compares a mutant with those 2 GiB, and one that got past it would fail to allocate
+    instead of taking a shared machine's memory."""
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     with open("/proc/self/statm") as f:
         in_use = int(f.read().split()[0]) * resource.getpagesize()
-    cap = in_use + 6 * 2**30
+    cap = in_use + 2 * 2**30
     resource.setrlimit(resource.RLIMIT_AS, (cap if hard == resource.RLIM_INFINITY else min(cap, hard), hard))
     yield
     resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
@@ -158,3 +160,27 @@ def test_every_mutant_of_a_shipped_config_validates_or_is_one_line(config_dir, m
     print(f"\nfuzz: {sum(outcomes.values())} mutants: {outcomes['valid']} valid, {outcomes['refused']} refused")
     # Both sides were explored: some mutants stay valid (a harmless value), most are refused.
     assert outcomes["valid"] > 0 and outcomes["refused"] > outcomes["valid"]
+
+
+HUGE = [("stylegan2_cifar10.yaml", "generator.mapping_layers=100000"),
+        ("gaussian_grid.yaml", "generator.depth=100000"),
+        ("gaussian_grid.yaml", "discriminator.width=10000000"),
+        ("wgan_gp_cifar10.yaml", "discriminator.extra_blocks=100000"),
+        ("tiny.yaml", "train.batch_size=10000000"),
+        ("wgan_gp_digits.yaml", "train.batch_size=10000000")]
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="the memory cap reads /proc (Linux)")
+def test_huge_sizes_are_refused_by_the_size_check_within_the_cap(config_dir, memory_limit, monkeypatch):
+    """The sizes that used to validate and then fill memory: one line naming the key, with the
+    estimate against the 2 GiB this test may use."""
+    from typer.testing import CliRunner
+
+    from ganforge.cli import app
+
+    monkeypatch.chdir(config_dir)
+    for name, override in HUGE:
+        result = CliRunner().invoke(app, ["train", name, "--dry-run", "--set", override], catch_exceptions=False)
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert result.exit_code == 2 and len(errors) == 1 and "Traceback" not in result.output, (name, result.output)
+        assert errors[0].startswith(f"error: {override}") and "of address space left to this process" in errors[0]

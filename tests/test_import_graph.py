@@ -26,9 +26,12 @@ def _is_type_checking(test: ast.expr) -> bool:
         (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
-def imported_names(node: ast.AST, package: str, module_level: bool) -> Iterator[str]:
+def imported_names(node: ast.AST, package: str, module_level: bool, known: set[str] | frozenset[str] = frozenset()
+                   ) -> Iterator[str]:
     """Dotted names that the code under `node` imports when it runs: not under `if TYPE_CHECKING`,
-    and with `module_level`, not inside functions (which import only when called)."""
+    and with `module_level`, not inside functions (which import only when called). `from pkg
+    import a` names pkg itself only when `a` is not one of the `known` modules (then it takes
+    something from pkg's __init__)."""
     for child in ast.iter_child_nodes(node):
         if isinstance(child, ast.Import):
             yield from (alias.name for alias in child.names)
@@ -37,14 +40,15 @@ def imported_names(node: ast.AST, package: str, module_level: bool) -> Iterator[
             if child.level:  # relative: from the package `level - 1` above this module's
                 parent = package.split(".")[: len(package.split(".")) - child.level + 1]
                 base = ".".join(parent + ([child.module] if child.module else []))
-            yield base
+            if any(f"{base}.{alias.name}" not in known for alias in child.names):
+                yield base
             yield from (f"{base}.{alias.name}" for alias in child.names)  # `from pkg import submodule`
         elif isinstance(child, ast.If) and _is_type_checking(child.test):
-            yield from imported_names(ast.Module(body=child.orelse, type_ignores=[]), package, module_level)
+            yield from imported_names(ast.Module(body=child.orelse, type_ignores=[]), package, module_level, known)
         elif module_level and isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
             continue
         else:
-            yield from imported_names(child, package, module_level)
+            yield from imported_names(child, package, module_level, known)
 
 
 def import_graph(module_level: bool) -> dict[str, set[str]]:
@@ -55,7 +59,7 @@ def import_graph(module_level: bool) -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {}
     for name, path in known.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        targets = imported_names(ast.parse(path.read_text(), str(path)), package, module_level)
+        targets = imported_names(ast.parse(path.read_text(), str(path)), package, module_level, set(known))
         graph[name] = {t for t in targets if t in known} - {name}
     return graph
 
@@ -98,6 +102,12 @@ def test_the_checker_finds_a_cycle():
     tree = ast.parse("import ganforge.x\nif TYPE_CHECKING:\n    import ganforge.y\ndef f():\n    import ganforge.z\n")
     assert set(imported_names(tree, "ganforge", module_level=True)) == {"ganforge.x"}
     assert set(imported_names(tree, "ganforge", module_level=False)) == {"ganforge.x", "ganforge.z"}
+    # `from pkg import name` depends on pkg's __init__ only when the name is not a submodule.
+    tree = ast.parse("from ganforge import sub, __version__\nfrom ganforge import sub\n")
+    known = {"ganforge", "ganforge.sub"}
+    assert set(imported_names(ast.Module(body=tree.body[1:], type_ignores=[]), "ganforge", True, known)) == \
+        {"ganforge.sub"}
+    assert "ganforge" in set(imported_names(tree, "ganforge", True, known))
 
 
 def test_the_graph_sees_the_package():

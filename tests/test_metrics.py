@@ -11,7 +11,7 @@ import pytorch_fid.fid_score as fid_score  # a dev dependency: missing, the suit
 import pytorch_fid.inception as pytorch_fid_inception
 import torch
 
-from conftest import assert_one_line_error, run_cli, tiny_config, write_config
+from conftest import assert_one_line_error, run_cli, stand_in_inception_state, tiny_config, write_config
 from ganforge.metrics import scores
 from ganforge.metrics.inception import FIDInception
 from ganforge.metrics.modes import mode_coverage
@@ -19,15 +19,9 @@ from ganforge.metrics.modes import mode_coverage
 
 @pytest.fixture(scope="module")
 def random_inception_weights(tmp_path_factory):
-    """A state dict of the FID Inception architecture with random weights and BN statistics."""
-    torch.manual_seed(0)
-    net = FIDInception()
-    state = net.net.state_dict()
-    for key, value in state.items():
-        if key.endswith("running_mean"):
-            value.normal_(0, 0.1)
-        elif key.endswith("running_var"):
-            value.uniform_(0.5, 1.5)
+    """A state dict of the FID Inception architecture whose features vary with the input
+    (conftest.stand_in_inception_state), and its file."""
+    state = stand_in_inception_state()
     path = tmp_path_factory.mktemp("weights") / "pt_inception-random.pth"
     torch.save(state, path)
     return state, path
@@ -145,7 +139,22 @@ def test_eval_command_writes_json_with_provenance_and_caches_real_stats(cli, tmp
     report = json.loads((run / "eval" / "step-00000006.json").read_text())
     figures = report["metrics"]
     assert set(figures) == {"fid", "kid", "kid_std", "is", "is_std", "precision", "recall", "density", "coverage"}
-    assert figures["fid"] > 0 and math.isfinite(figures["fid"])
+    # FID and IS recomputed here: the run's G_ema on seed 0's noise, its 8-bit images through the
+    # extractor (checked against pytorch-fid above), the cached real features, SciPy's square root.
+    from test_eval_folders import reference_fid
+
+    from ganforge.metrics.features import InceptionExtractor, to_uint8
+    from ganforge.sample import load_generator, sample
+
+    state, _ = random_inception_weights
+    with torch.no_grad():
+        fake, logits = InceptionExtractor(state, "random")(to_uint8(sample(load_generator(run, device="cpu"), 24)))
+    [cached] = list(cache.iterdir())
+    real = torch.load(cached, weights_only=True)["values"]
+    assert figures["fid"] == pytest.approx(reference_fid(fake.double().numpy(), real.double().numpy()), rel=1e-4)
+    splits = [logits[i * 24 // 10:(i + 1) * 24 // 10].double().softmax(1) for i in range(10)]
+    expected_is = np.mean([math.exp((p * (p.log() - p.mean(0).log())).sum(1).mean().item()) for p in splits])
+    assert figures["is"] == pytest.approx(expected_is, rel=1e-6)
     # The Inception Score of a split is exp(mutual information of sample and class), at most the
     # split's size: 24 samples in 10 splits of 2 or 3 (OpenAI's i*n//10 bounds) average at most 2.4.
     assert 1.0 <= figures["is"] <= 2.4 and figures["is_std"] >= 0

@@ -18,7 +18,7 @@ import torch
 import yaml
 from PIL import Image
 
-from conftest import ROOT, tiny_config, write_config
+from conftest import ROOT, one_line_error, tiny_config, write_config
 from ganforge.build import build_networks
 from ganforge.config import parse_config
 from ganforge.data import DataInfo
@@ -37,16 +37,6 @@ def hashes(*roots: Path, skip: Path | None = None) -> dict[str, str]:
             if p.is_file() and (skip is None or skip not in p.parents):
                 found[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
     return found
-
-
-def one_line_error(result, code: int, *fragments: str) -> str:
-    """The in-process CLI's one `error:` line, with exit code `code` and every fragment."""
-    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
-    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
-    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
-    for fragment in fragments:
-        assert fragment in errors[0], (fragment, errors[0])
-    return errors[0]
 
 
 def write_images(folder: Path, n: int, size: int = 16) -> list[Path]:
@@ -280,8 +270,8 @@ def test_streamed_samples_equal_the_one_piece_draw_with_classes_and_noise_maps()
     # stylegan2 draws its per-pixel noise from the global generator inside the forward: the
     # stream must resume that generator between batches, whatever runs between them.
     raw = {"data": {"kind": "digits", "resolution": 8}, "generator": {"kind": "stylegan2", "latent_dim": 8,
-           "w_dim": 8, "base_width": 8, "max_width": 8, "mapping_layers": 1, "conditional": True},
-           "discriminator": {"kind": "stylegan2", "base_width": 8, "max_width": 8}}
+           "w_dim": 8, "channel_base": 64, "channel_max": 8, "mapping_layers": 1, "conditional": True},
+           "discriminator": {"kind": "stylegan2", "channel_base": 64, "channel_max": 8}}
     info = DataInfo("digits", (1, 8, 8), 10)
     torch.manual_seed(0)
     G = build_networks(parse_config(raw), info)[0].eval().requires_grad_(False)
@@ -368,6 +358,8 @@ def test_every_command_leaves_its_inputs_as_they_were(cli, world):
     torch.manual_seed(0)
     weights = tmp / "inception.pth"
     torch.save(FIDInception().net.state_dict(), weights)
+    # Another tool's network (a StyleGAN2-ADA pickle), for `import`.
+    network = shutil.copyfile(FIXTURE.parent / "reference" / "stylegan2_ada" / "orig-32.pkl", tmp / "network.pkl")
     # (arguments, exit code): successes first, then refusals; outputs go to out/, which is not hashed.
     cases = [
         (["eval", str(ring), "--metrics", "modes", "--num", "100", "--out", str(out / "e.json"), "-q"], 0),
@@ -386,6 +378,7 @@ def test_every_command_leaves_its_inputs_as_they_were(cli, world):
         (["runs", str(tmp)], 0),
         (["config", str(config)], 0),
         (["dataset", str(images[0].parent), "--out", str(out / "d.zip"), "-r", "8", "--workers", "0", "-q"], 0),
+        (["import", str(network), "--out", str(out / "imported")], 0),
         (["train", str(config), "--set", f"output.dir={run}"], 2),
         (["train", str(config), "--init", str(run), "--overwrite", "--set", f"output.dir={run}",
           "--set", "init.freeze_d_layers=9"], 2),
@@ -404,10 +397,12 @@ def test_every_command_leaves_its_inputs_as_they_were(cli, world):
         (["runs", str(tmp / "gone")], 2),
         (["config", str(bad)], 2),
         (["dataset", str(images[0].parent), "--out", str(out / "d2.zip"), "-r", "8", "--channels", "2", "-q"], 2),
+        (["import", str(network), "--out", str(run)], 2),
+        (["import", str(config), "--out", str(out / "imported2")], 2),
     ]
     commands = {args[0] for args, _ in cases}
     assert commands == {"train", "sample", "interpolate", "export", "project", "report", "info", "runs", "config",
-                        "dataset", "eval", "eval-images"}
+                        "dataset", "eval", "eval-images", "import"}
     for args, code in cases:
         before = hashes(tmp, skip=out)
         result = cli(*args)

@@ -106,9 +106,9 @@ def test_interpolate_gif_and_strip(cli, image_run, tmp_path):
     png = tmp_path / "strip.png"
     assert cli("interpolate", str(image_run), "--num-frames", "5", "--rows", "3", "--out", str(png)).exit_code == 0
     assert Image.open(png).size == ((5 * 18 + 2) * 4, (3 * 18 + 2) * 4)
-    assert_one_line_error(run_cli("interpolate", str(image_run), "--out", str(tmp_path / "x.mp4")), 2, ".gif")
-    assert_one_line_error(run_cli("interpolate", str(image_run), "--out", str(gif), "--truncation", "0.5"), 2,
-                          "no truncation trick")
+    assert_one_line_error(run_cli("interpolate", str(image_run), "--out", str(tmp_path / "x.avi")), 2, ".gif")
+    assert_one_line_error(run_cli("interpolate", str(image_run), "--out", str(gif), "--truncation", "0.0001"), 2,
+                          "--truncation 0.0001", "truncated normal")
     assert_one_line_error(run_cli("interpolate", str(image_run), "--out", str(gif), "--class", "3"), 2,
                           "--class", "unconditional")
 

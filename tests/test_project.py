@@ -33,9 +33,9 @@ from ganforge.registry import DISCRIMINATORS
 from ganforge.run import RunDir
 from ganforge.training.loop import train
 
-STYLEGAN2 = {"generator": {"kind": "stylegan2", "latent_dim": 8, "w_dim": 16, "mapping_layers": 2, "base_width": 8,
-                           "max_width": 16},
-             "discriminator": {"kind": "stylegan2", "base_width": 8, "max_width": 16}}
+STYLEGAN2 = {"generator": {"kind": "stylegan2", "latent_dim": 8, "w_dim": 16, "mapping_layers": 2, "channel_base": 128,
+                           "channel_max": 16},
+             "discriminator": {"kind": "stylegan2", "channel_base": 128, "channel_max": 16}}
 
 
 def trained_run(folder, steps: int, **sections):
@@ -112,8 +112,8 @@ def test_feature_distance_uses_unit_feature_vectors():
 
 @pytest.mark.parametrize("kind", DISCRIMINATORS.names())
 def test_discriminator_features_of_every_architecture(kind):
-    extra = {"biggan": {"attention_resolution": 0, "base_width": 4}, "resnet": {"base_width": 4},
-             "dcgan": {"base_width": 4}, "stylegan2": {"base_width": 4}, "mlp": {"width": 8}}.get(kind, {})
+    extra = {"biggan": {"attention": [], "ch": 1}, "resnet": {"base_width": 4},
+             "dcgan": {"base_width": 4}, "stylegan2": {"channel_base": 64}, "mlp": {"width": 8}}.get(kind, {})
     D = build_discriminator(Component(kind, extra), DataInfo("digits", (1, 16, 16), 10))  # biggan: conditional
     features = DiscriminatorFeatures(D)
     x, y = torch.rand(2, 1, 16, 16) * 2 - 1, torch.rand(2, 1, 16, 16) * 2 - 1

@@ -8,9 +8,11 @@ import math
 import pytest
 import torch
 
-from conftest import tiny_config, write_config
+from conftest import networks_for, tiny_config, write_config
 from ganforge.checkpoint import load_checkpoint
 from ganforge.config import load_config
+from ganforge.registry import REGULARIZERS
+from ganforge.regularizers import Regularizer
 from ganforge.run import RunDir, find_checkpoint
 from ganforge.training import loop
 from ganforge.training.loop import train
@@ -70,9 +72,9 @@ SETTINGS = {
     "stylegan2_ada": {
         # Noise drawn inside G's forward (per-pixel noise, style mixing), lazy R1 and path length,
         # and ADA stopped between two of its adjustments (its running sums must travel too).
-        "generator": {"kind": "stylegan2", "latent_dim": 8, "w_dim": 8, "mapping_layers": 1, "base_width": 4,
-                      "max_width": 8},
-        "discriminator": {"kind": "stylegan2", "base_width": 4, "max_width": 8},
+        "generator": {"kind": "stylegan2", "latent_dim": 8, "w_dim": 8, "mapping_layers": 1, "channel_base": 64,
+                      "channel_max": 8},
+        "discriminator": {"kind": "stylegan2", "channel_base": 64, "channel_max": 8},
         "regularizers": [{"kind": "r1", "weight": 0.1, "every": 2}, {"kind": "path_length", "every": 2},
                          {"kind": "ada", "interval": 2, "speed_images": 50, "initial_p": 0.3}],
         "train": {"steps": 8, "batch_size": 8, "seed": 2, "device": "cpu"},
@@ -109,6 +111,31 @@ def test_resume_is_bit_identical(tmp_path, setting):
     assert_same_weights(final_state(tmp_path / "full"), final_state(resumed_dir))
 
 
+@pytest.mark.parametrize("in_memory", [False, True])
+def test_resume_with_xflip_is_bit_identical_across_epochs(tmp_path, in_memory):
+    """data.xflip: the epoch (and so the checkpointed position) runs over 2N items, the second half
+    mirrored; a run resumed mid-way, after several epochs, is the uninterrupted run."""
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(5):
+        Image.fromarray(torch.randint(0, 256, (16, 20, 3), generator=torch.Generator().manual_seed(i),
+                                      dtype=torch.uint8).numpy()).save(folder / f"{i}.png")
+    sections = {"data": {"kind": "image_folder", "path": str(folder), "resolution": 16, "xflip": True,
+                         "num_workers": 0, "in_memory": in_memory},
+                "train": {"steps": 8, "batch_size": 4, "seed": 5, "device": "cpu"},  # 10 items: 2 batches an epoch
+                "checkpoint": {"every": 3, "keep": 10}}
+    run_training(tmp_path, "full", sections)
+    payload = load_checkpoint(tmp_path / "full" / "checkpoints" / "step-00000003.pt")
+    assert payload.data == {"epoch": 1, "cursor": 4, "items": 10}
+    executed = []
+    (tmp_path / "resumed").mkdir()
+    run_training(tmp_path, "resumed", sections, resume=payload, executed=executed)
+    assert executed == list(range(3, 8))
+    assert_same_weights(final_state(tmp_path / "full"), final_state(tmp_path / "resumed"))
+
+
 def test_checkpoint_holds_the_complete_state(tmp_path):
     run_training(tmp_path, "full", SETTINGS["everything"])
     payload = load_checkpoint(*find_checkpoint(tmp_path / "full"))
@@ -117,7 +144,7 @@ def test_checkpoint_holds_the_complete_state(tmp_path):
     assert set(payload.state) >= {"G", "D", "G_ema", "opt_g", "opt_d", "sched_g", "sched_d", "scaler_g",
                                      "scaler_d", "fixed_z", "step"}
     assert set(payload.rng) >= {"python", "numpy", "torch", "cuda"}
-    assert payload.data == {"epoch": 0, "cursor": 8 * 2 * 8}
+    assert payload.data == {"epoch": 0, "cursor": 8 * 2 * 8, "items": 1797}
     assert payload.data_info == {"name": "digits", "shape": [1, 16, 16], "num_classes": 10}
     # Raw weights, no wrapper prefixes.
     assert not any(k.startswith(("module.", "_orig_mod.")) for k in payload.state["G"])
@@ -192,3 +219,46 @@ def test_a_longer_budget_stretches_the_schedules_to_the_new_total(cli, tmp_path,
     assert [r["step"] for r in records] == list(range(1, 13))
     for r in records[6:]:
         assert r["lr_g"] == pytest.approx(lr_g * (1 - r["step"] / 12), abs=1e-15)
+
+
+# -- every regularizer whose behaviour depends on the past -----------------------------------
+
+
+def carries_the_past(kind: str) -> bool:
+    """A regularizer with state of its own (a non-empty state_dict: ADA's p, LeCam's anchors, path
+    length's mean) or one whose hooks read the step or epoch (augmentation schedules, top-k's decay)."""
+    builder = REGULARIZERS.get(kind).builder
+    reads_time = any(getattr(builder, hook) is not getattr(Regularizer, hook) for hook in ("augment", "g_logits"))
+    return bool(builder().state_dict()) or reads_time
+
+
+STATEFUL = [k for k in REGULARIZERS.names() if carries_the_past(k)]
+# What makes each one's state move within a few steps.
+MOVING = {
+    "ada": {"regularizers": [{"kind": "ada", "speed_images": 100}]},  # p moves by 32/100 per adjustment
+    "top_k": {"data": {"kind": "gaussian_grid", "num_samples": 16},  # an epoch every 2 steps: k decays
+              "generator": {"kind": "mlp", "width": 16}, "discriminator": {"kind": "mlp", "width": 16},
+              "samples": {"every": 3, "num": 16}},
+}
+
+
+def test_the_sweep_finds_the_regularizers_with_state():
+    assert {"ada", "lecam", "path_length", "top_k", "diffaugment"} <= set(STATEFUL)
+    assert set(MOVING) <= set(STATEFUL)
+
+
+@pytest.mark.parametrize("kind", STATEFUL)
+def test_resume_is_bit_identical_for_every_regularizer_with_state(tmp_path, kind):
+    # 6 steps against 3 + a resume; default intervals (ADA every 4 D steps, path length every 4 G
+    # steps) put an adjustment after the resume that depends on what happened before it.
+    sections = {**networks_for([kind]), "regularizers": [{"kind": kind}], **MOVING.get(kind, {})}
+    run_training(tmp_path, "full", sections)
+    middle = load_checkpoint(tmp_path / "full" / "checkpoints" / "step-00000003.pt")
+    [saved] = middle.state["regularizers"]
+    fresh = REGULARIZERS.get(kind).builder(**{k: v for k, v in sections["regularizers"][0].items() if k != "kind"})
+    assert not fresh.state_dict() or repr(saved) != repr(fresh.state_dict())  # the state has moved
+    (tmp_path / "resumed").mkdir()
+    run_training(tmp_path, "resumed", sections, resume=middle)
+    full, resumed = final_state(tmp_path / "full"), final_state(tmp_path / "resumed")
+    assert_same_weights(full, resumed)
+    assert repr(full["regularizers"]) == repr(resumed["regularizers"])

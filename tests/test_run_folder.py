@@ -75,3 +75,22 @@ def test_a_read_only_run_folder_refuses_every_write(run):
             write()
     folder.release_lock()  # it holds nothing to give up
     assert snapshot(run) == before
+
+
+def test_pruning_deletes_what_the_index_forgot_and_nothing_else(run, tmp_path):
+    """Pruning compares the folder with the index: an older checkpoint the index does not name
+    (a kill between an index update and the deletion) goes; best.pt, skipped and newer
+    unindexed files, other names and the run's own init checkpoint stay."""
+    folder = RunDir(run)
+    ckpt = load_checkpoint(folder.checkpoint_file(3))
+    source = folder.checkpoint_file(3).read_bytes()
+    for name in ("step-00000001.pt", "step-00000002.pt", "step-00000002.pt.skipped", "step-00000009.pt",
+                 "best.pt", "pretrained.pt", "step-1b.pt"):
+        (folder.checkpoints / name).write_bytes(source)
+    ckpt.config = {**ckpt.config, "init": {**ckpt.config["init"], "checkpoint": str(folder.checkpoints /
+                                                                                   "step-00000001.pt")}}
+    ckpt.step = 6
+    folder.save_checkpoint(ckpt, keep=1)  # drops step 3 from the index, as keep=1 asks
+    assert sorted(p.name for p in folder.checkpoints.iterdir() if p.name != "index.json") == [
+        "best.pt", "pretrained.pt", "step-00000001.pt", "step-00000002.pt.skipped", "step-00000006.pt",
+        "step-00000009.pt", "step-1b.pt"]

@@ -6,7 +6,7 @@ type-checking engine that turns a raw mapping into them, and `load` the YAML fil
 
 from ganforge.config.load import apply_overrides, dump_yaml, load_config
 from ganforge.config.parse import component_params, config_to_dict, parse_config, type_name
-from ganforge.config.schema import NETWORKS, Component, Config, check_resumable, resumable_keys
+from ganforge.config.schema import NETWORKS, Component, Config, check_resumable, resumable_keys, unresumable_changes
 
 __all__ = [
     "NETWORKS",
@@ -21,4 +21,5 @@ __all__ = [
     "parse_config",
     "resumable_keys",
     "type_name",
+    "unresumable_changes",
 ]

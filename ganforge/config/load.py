@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from ganforge import RUNS_FOLDER
+from ganforge.about import RUNS_FOLDER
 from ganforge.config.parse import Origins, config_to_dict, parse_config
 from ganforge.config.schema import Config
 from ganforge.errors import ConfigError, reading

@@ -166,13 +166,16 @@ class _Parser:
                 (*path, "kind"),
                 f"unknown {registry.what} {kind!r}{hint}; valid: {', '.join(registry.names())}",
             )
-        specs = {s.name: s for s in component_params(registry.get(kind).builder, registry.injected)}
+        builder = registry.get(kind).builder
+        specs = {s.name: s for s in component_params(builder, registry.injected)}
         params: dict[str, Any] = {}
         for key, v in value.items():
             if key == "kind":
                 continue
             if key in registry.injected:
                 raise self.fail((*path, key), "is set by ganforge from the data and training sections")
+            if retired_message(builder, kind, str(key)):
+                raise self.fail((*path, key), retired_message(builder, kind, str(key)))  # type: ignore[arg-type]
             if key not in specs:
                 raise self.unknown_key(path, str(key), ["kind", *specs])
             params[key] = self.value(specs[key].type, v, (*path, key))
@@ -180,7 +183,9 @@ class _Parser:
             if name not in params:
                 if spec.required:
                     raise self.fail((*path, name), f"missing (a {type_name(spec.type)}) for {kind}")
-                params[name] = spec.default
+                # Through the same coercion as a value given in the file (a tuple default of a list
+                # parameter becomes a list), so that the resolved config parses back to an equal one.
+                params[name] = self.value(spec.type, spec.default, (*path, name))
         return Component(kind, params)
 
     # -- plain values ---------------------------------------------------------------------
@@ -282,6 +287,30 @@ def _strip_annotated(tp: Any) -> tuple[Any, list[Range]]:
         base, *extras = typing.get_args(tp)
         return base, [e for e in extras if isinstance(e, Range)]
     return tp, []
+
+
+def retired_message(builder: Any, kind: str, key: str) -> str | None:
+    """What became of parameter `key` of a component that no longer has it (its builder's
+    `retired_params`), or None."""
+    retired = getattr(builder, "retired_params", {})
+    return f"{kind} has no such parameter: {retired[key]}" if key in retired else None
+
+
+def retired_parameter(raw: Mapping[str, Any]) -> str | None:
+    """`generator.key: what became of it` for the first network parameter of a raw (stored)
+    config that its component has retired, or None: a checkpoint of an earlier network."""
+    from ganforge.registry import ALL_REGISTRIES
+
+    for section in ("generator", "discriminator"):
+        value = raw.get(section)
+        registry = ALL_REGISTRIES[section]
+        if isinstance(value, Mapping) and isinstance(value.get("kind"), str) and value["kind"] in registry:
+            builder = registry.get(value["kind"]).builder
+            for key in value:
+                message = retired_message(builder, value["kind"], str(key))
+                if message:
+                    return f"{section}.{key}: {message}"
+    return None
 
 
 def parse_config(raw: Mapping[str, Any], origins: Origins | None = None, default_source: str = "config") -> Config:

@@ -8,6 +8,7 @@ Fields that a resumed run may change carry `RESUMABLE` in their metadata.
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -105,6 +106,13 @@ class TrainConfig:
     # Wall-clock budget of one `ganforge train` invocation: when spent, training stops as on SIGTERM
     # (finishes the step, saves a checkpoint); --resume continues. null: no budget.
     max_minutes: Annotated[float, Range(gt=0.0)] | None = field(default=None, metadata=RESUMABLE)
+    # `ganforge train CONFIG` continues the run in output.dir from its newest good checkpoint
+    # when there is one of this config (a requeued or restarted job), and starts it otherwise.
+    auto_resume: bool = field(default=False, metadata=RESUMABLE)
+    # Several processes: the longest one waits for the others at a barrier or an all-reduce
+    # before it stops with one line. Rank 0 evaluates alone (eval.every) while the others wait,
+    # so keep it above an evaluation's time.
+    peer_timeout_minutes: Annotated[float, Range(gt=0.0)] = field(default=30.0, metadata=RESUMABLE)
     # Multi-GPU: BatchNorm statistics over all processes (CUDA only).
     sync_batchnorm: bool = field(default=False, metadata=RESUMABLE)
     # On CUDA: deterministic cuDNN kernels; false lets cuDNN autotune.
@@ -133,11 +141,32 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class WandbConfig:
+    """A Weights & Biases run that mirrors the log, the sample grids and the config (pip install 'ganforge[wandb]')."""
+
+    project: str = "ganforge"
+    entity: str | None = None  # a W&B user or team; null: the logged-in user's default
+    # offline writes the run's files under RUN/wandb (`wandb sync` uploads them later).
+    mode: Literal["online", "offline"] = "online"
+
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    """An MLflow run that mirrors the log, the sample grids and the config (pip install 'ganforge[mlflow]')."""
+
+    tracking_uri: str | None = None  # http://host:5000, sqlite:///mlflow.db, file:...; null: MLFLOW_TRACKING_URI
+    experiment: str = "ganforge"
+
+
+@dataclass(frozen=True)
 class LogConfig:
-    """How often losses, learning rates and speed go to the progress bar and log.jsonl."""
+    """How often losses, learning rates and speed go to the progress bar and log.jsonl, and the
+    experiment trackers that mirror it (a resumed run continues the same tracker run)."""
 
     every: Annotated[int, Range(ge=1)] = field(default=100, metadata=RESUMABLE)
     tensorboard: bool = False  # also write event files to RUN/tensorboard (pip install 'ganforge[tensorboard]')
+    wandb: WandbConfig | None = field(default=None, metadata=RESUMABLE)
+    mlflow: MlflowConfig | None = field(default=None, metadata=RESUMABLE)
 
 
 @dataclass(frozen=True)
@@ -188,6 +217,9 @@ class InitConfig:
     freeze_d_layers: Annotated[int, Range(ge=0)] = 0
     # false: layers whose shapes differ (another resolution or class count) keep their fresh weights.
     strict_shapes: bool = True
+    # With an `ada` regularizer here and in the checkpoint's run: start at the checkpoint's p
+    # instead of `initial_p` (false starts at initial_p, as StyleGAN2-ADA's --resume does).
+    ada_p: bool = True
 
     def __post_init__(self) -> None:
         if self.checkpoint is not None and not self.load:
@@ -231,9 +263,13 @@ def resumable_keys(schema: type = Config, prefix: str = "") -> list[str]:
     hints = typing.get_type_hints(schema)
     keys = []
     for f in dataclasses.fields(schema):
-        section = dataclasses.is_dataclass(hints[f.name])
+        # A section, or an optional one (`log.wandb`: null or a mapping).
+        optional = typing.get_args(hints[f.name]) if isinstance(hints[f.name], types.UnionType) else ()
+        section = any(dataclasses.is_dataclass(t) for t in (hints[f.name], *optional))
         if f.metadata.get("resumable"):
             keys.append(f"{prefix}{f.name}" + ("." if section else ""))
+            if section and not dataclasses.is_dataclass(hints[f.name]):
+                keys.append(f"{prefix}{f.name}")  # the optional section itself, added or removed
         elif section:
             keys += resumable_keys(hints[f.name], f"{prefix}{f.name}.")
     return keys
@@ -247,11 +283,17 @@ def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [prefix.rstrip(".")]
 
 
+def unresumable_changes(before: Mapping[str, Any], after: Mapping[str, Any], schema: type = Config) -> list[str]:
+    """Dotted keys that differ between two plain configs and are not marked RESUMABLE, in config order."""
+    allowed = resumable_keys(schema)
+    return [key for key in changed_keys(dict(before), dict(after))
+            if not any(key == k or (k.endswith(".") and key.startswith(k)) for k in allowed)]
+
+
 def check_resumable(before: Mapping[str, Any], after: Mapping[str, Any], schema: type = Config) -> None:
     """Refuse a resumed run's config that changes a key not marked RESUMABLE (ConfigError naming it)."""
-    allowed = resumable_keys(schema)
-    for key in changed_keys(dict(before), dict(after)):
-        if not any(key == k or (k.endswith(".") and key.startswith(k)) for k in allowed):
-            listed = ", ".join(k + "*" if k.endswith(".") else k for k in allowed)
-            raise ConfigError(f"--set {key}: cannot change when resuming (it would alter the networks, data or "
-                              f"optimizer state); resumable changes: {listed}")
+    changes = unresumable_changes(before, after, schema)
+    if changes:
+        listed = ", ".join(k + "*" if k.endswith(".") else k for k in resumable_keys(schema))
+        raise ConfigError(f"--set {changes[0]}: cannot change when resuming (it would alter the networks, data or "
+                          f"optimizer state); resumable changes: {listed}")

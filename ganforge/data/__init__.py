@@ -8,15 +8,20 @@ checkpoint, so a resumed run sees exactly the batches an uninterrupted run would
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Any
 
 from ganforge.errors import DataError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+
+# torch is imported where it is used, not here: `ganforge dataset` reads image files through this
+# package (decode.py, zipfiles.py) without loading torch, which would cost it seconds and 500 MB.
 
 
 @dataclass(frozen=True)
@@ -45,22 +50,41 @@ class DataInfo:
         return cls(str(d["name"]), tuple(int(s) for s in d["shape"]), int(d["num_classes"]))
 
 
-Batch = tuple[Tensor, "Tensor | None"]
+Batch = tuple["Tensor", "Tensor | None"]
 
 
 class Batches(Iterator[Batch]):
     """An endless, resumable stream of (samples, labels) batches on the training device."""
 
     skipped = 0  # unreadable samples passed over so far (image folders)
+    position: Position
+    mirrored = False  # data.xflip: the epoch holds every image twice, the second time mirrored
 
     @abstractmethod
     def __next__(self) -> Batch: ...
 
-    @abstractmethod
-    def state_dict(self) -> dict[str, int]: ...
+    def state_dict(self) -> dict[str, int]:
+        """The position (epoch, cursor) and the epoch's length, for checkpoints."""
+        return self.position.state_dict()
 
-    @abstractmethod
-    def load_state_dict(self, state: dict[str, int]) -> None: ...
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue from a checkpoint's position."""
+        self.position.load_state_dict(state)
+
+    def stop_on(self, stop: threading.Event) -> None:
+        """Give up a wait for data once `stop` is set (Ctrl+C, SIGTERM): raise StopWaiting."""
+
+    def describe(self, info: DataInfo) -> str:
+        """`digits: 1,797 images, 3,594 an epoch with their mirror images (data.xflip)`, for the start-up line."""
+        items = self.position.num_samples
+        if self.mirrored:
+            return f"{info.name}: {items // 2:,} images, {items:,} an epoch with their mirror images (data.xflip)"
+        return f"{info.name}: {items:,} {'images' if info.is_image else 'samples'} an epoch"
+
+
+class StopWaiting(KeyboardInterrupt):
+    """A stop request (Ctrl+C, SIGTERM) arrived while the stream waited for data: there is no
+    step to finish, so the run ends as on a second Ctrl+C (its last checkpoint intact)."""
 
 
 class DataSource(ABC):
@@ -74,14 +98,19 @@ class DataSource(ABC):
         """Load the data (if not yet) and return a stream of shuffled batches: each global batch
         of `batch_size` samples, of which this rank gets its 1/world_size share."""
 
+    def require_samples(self) -> None:
+        """Raise a DataError saying what to do when the source has no samples (kind: shape)."""
+        return None
+
     def prepare(self) -> None:
         """Fetch what is missing (data sets with `download: true`). Training calls it on one
         process while the others wait, so that they never download into one folder at once."""
         return None
 
     def count(self) -> int | None:
-        """How many samples the data set holds, found without fetching or decoding them (None:
-        known only once `prepare` has fetched them). `train --dry-run` checks the batch with it."""
+        """How many samples an epoch holds (with `xflip`, every image twice), found without
+        fetching or decoding them (None: known only once `prepare` has fetched them).
+        `train --dry-run` checks the batch with it."""
         return None
 
     def reference_points(self, num: int) -> Tensor | None:
@@ -96,6 +125,8 @@ class DataSource(ABC):
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> Tensor:
     """The sample order of one epoch: a function of (seed, epoch) alone, so it can be replayed."""
+    import torch
+
     g = torch.Generator().manual_seed((seed * 1_000_003 + epoch) % (2**63))
     return torch.randperm(n, generator=g)
 
@@ -124,7 +155,8 @@ class Position:
         return self.epoch, start
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "cursor": self.cursor}
+        # `items` (the epoch's length) is a record for `ganforge info`; resuming reads epoch and cursor.
+        return {"epoch": self.epoch, "cursor": self.cursor, "items": self.num_samples}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.epoch = int(state["epoch"])
@@ -133,6 +165,8 @@ class Position:
 
 def to_unit_range(x: Tensor) -> Tensor:
     """uint8 pixels [0, 255] -> float [-1, 1]; float data passes through."""
+    import torch
+
     if x.dtype == torch.uint8:
         return x.float().div_(127.5).sub_(1.0)
     return x
@@ -141,6 +175,8 @@ def to_unit_range(x: Tensor) -> Tensor:
 def dequantized(x: Tensor, gen: torch.Generator) -> Tensor:
     """uint8 pixels -> x/128 - 1 + U(0, 1/128), in [-1, 1): each 8-bit level spread uniformly over
     its bin, as SNGAN's and WGAN-GP's CIFAR-10 code feed D (`data.dequantize: true`)."""
+    import torch
+
     noise = torch.rand(x.shape, device=x.device, generator=gen)
     return x.float().div_(128.0).sub_(1.0).add_(noise.div_(128.0))
 
@@ -153,11 +189,15 @@ def local_slice(batch_size: int, rank: int, world_size: int) -> slice:
 
 class TensorBatches(Batches):
     """Batches from a data set held whole in memory, on the training device. Every rank walks
-    the same global order (the position is global) and takes its own slice of each batch."""
+    the same global order (the position is global) and takes its own slice of each batch.
+    `mirrored`: the epoch has 2N items, item N + i being image i flipped left to right."""
 
     def __init__(self, x: Tensor, y: Tensor | None, batch_size: int, seed: int, device: torch.device,
-                 rank: int = 0, world_size: int = 1, dequantize: bool = False) -> None:
-        self.position = Position(len(x), batch_size)
+                 rank: int = 0, world_size: int = 1, mirrored: bool = False, dequantize: bool = False) -> None:
+        import torch
+
+        self.mirrored = mirrored
+        self.position = Position(len(x) * (2 if mirrored else 1), batch_size)
         self.dequantize = dequantize and x.dtype == torch.uint8
         self.noise = torch.Generator(device)
         self.local = local_slice(batch_size, rank, world_size)
@@ -170,25 +210,28 @@ class TensorBatches(Batches):
         self._order_epoch = -1
 
     def __next__(self) -> Batch:
+        import torch
+
         epoch, start = self.position.advance()
         if epoch != self._order_epoch:
-            self._order = epoch_permutation(len(self.x), self.seed, epoch).to(self.device)
+            self._order = epoch_permutation(self.position.num_samples, self.seed, epoch).to(self.device)
             self._order_epoch = epoch
         assert self._order is not None
-        batch = self._order[start : start + self.position.batch_size]
-        labels = self.y[batch[self.local]] if self.y is not None else None
-        if self.dequantize:
-            # Noise for the whole global batch from (seed, epoch, start): the same on every rank
-            # split and after a resume; this rank takes its slice.
-            self.noise.manual_seed((self.seed * 1_000_003 + epoch) * 1_000_003 + start)
-            return dequantized(self.x[batch], self.noise)[self.local], labels
-        return to_unit_range(self.x[batch[self.local]]), labels
-
-    def state_dict(self) -> dict[str, int]:
-        return self.position.state_dict()
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.position.load_state_dict(state)
+        order = self._order[start : start + self.position.batch_size]
+        # Dequantization noise is drawn for the whole global batch (below), so its rows stay until then.
+        idx = order if self.dequantize else order[self.local]
+        n = len(self.x)
+        x = self.x[idx % n]
+        if self.mirrored:
+            flip = (idx >= n).view(-1, *[1] * (x.dim() - 1))
+            x = torch.where(flip, x.flip(-1), x)
+        labels = self.y[idx % n] if self.y is not None else None
+        if not self.dequantize:
+            return to_unit_range(x), labels
+        # Noise from (seed, epoch, start): the same on every rank split and after a resume; this
+        # rank takes its slice.
+        self.noise.manual_seed((self.seed * 1_000_003 + epoch) * 1_000_003 + start)
+        return dequantized(x, self.noise)[self.local], (labels[self.local] if labels is not None else None)
 
 
 class TensorSource(DataSource):
@@ -196,8 +239,9 @@ class TensorSource(DataSource):
 
     dequantize = False  # uint8 images as x/128 - 1 + U(0, 1/128) (`data.dequantize`), else x/127.5 - 1
 
-    def __init__(self, info: DataInfo) -> None:
+    def __init__(self, info: DataInfo, xflip: bool = False) -> None:
         self.info = info
+        self.xflip = xflip  # StyleGAN2-ADA's --mirror: each image also mirrored, 2N an epoch
         self._cache: tuple[Tensor, Tensor | None] | None = None
 
     def with_dequantize(self, dequantize: bool) -> TensorSource:
@@ -224,12 +268,13 @@ class TensorSource(DataSource):
         return True
 
     def count(self) -> int | None:
-        return len(self.tensors()[0]) if self.fetched() else None
+        return len(self.tensors()[0]) * (2 if self.xflip else 1) if self.fetched() else None
 
     def batches(self, batch_size: int, seed: int, device: torch.device, rank: int = 0, world_size: int = 1
                 ) -> Batches:
         x, y = self.tensors()
-        return TensorBatches(x, y, batch_size, seed, device, rank, world_size, self.dequantize)
+        return TensorBatches(x, y, batch_size, seed, device, rank, world_size, mirrored=self.xflip,
+                             dequantize=self.dequantize)
 
     def reference_points(self, num: int) -> Tensor | None:
         if self.info.is_image:

@@ -9,64 +9,28 @@ each DataLoader worker opens its own handle on the archive and decodes the image
 from __future__ import annotations
 
 import io
-import json
 import os
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
 from ganforge.data import DataInfo
+from ganforge.data.decode import WHITE, WIDE_ASPECT, Alpha, Aspect, Byte, Channels, Colour, Crop, ImageOptions, PadMode
 from ganforge.data.decoded import DecodedImages, DecodingDataset
-from ganforge.data.images import IMAGE_SUFFIXES, Channels, Crop, LabelSource, OnBadImage, Resolution
+from ganforge.data.images import IMAGE_SUFFIXES, LabelSource, OnBadImage, Resolution
+from ganforge.data.zipfiles import LABELS_FILE, image_names, read_labels_file
 from ganforge.errors import DataError
 from ganforge.params import Range
 from ganforge.registry import DATASETS
-
-LABELS_FILE = "dataset.json"
-
-
-def image_names(archive: zipfile.ZipFile) -> list[str]:
-    """The image files in an archive, sorted (folders and macOS resource forks left out)."""
-    return sorted(
-        info.filename for info in archive.infolist()
-        if not info.is_dir() and Path(info.filename).suffix.lower() in IMAGE_SUFFIXES
-        and not info.filename.startswith("__MACOSX/")
-    )
-
-
-def read_labels_file(raw: bytes, where: str) -> tuple[dict[str, int] | None, list[str]]:
-    """({image name: class index} or None when unlabelled, class names) from dataset.json's bytes."""
-    try:
-        meta = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{where} is not valid JSON ({e}); fix it or remove it") from None
-    if not isinstance(meta, dict) or "labels" not in meta:
-        raise DataError(f"{where}: expected {{\"labels\": [[name, label], ...]}} (or \"labels\": null)")
-    entries = meta["labels"]
-    if entries is None:
-        return None, []
-    if not isinstance(entries, list):
-        raise DataError(f"{where}: \"labels\" must be a list of [name, label] pairs or null")
-    labels: dict[str, int] = {}
-    for entry in entries:
-        if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)):
-            raise DataError(f"{where}: each label must be a [name, label] pair, got {entry!r}")
-        name, label = entry
-        if isinstance(label, bool) or not isinstance(label, int) or label < 0:
-            raise DataError(f"{where}: the label of {name} is {label!r}; ganforge needs class indices 0, 1, 2, ... "
-                            "(vector labels are not supported)")
-        labels[name.replace("\\", "/")] = label
-    names = meta.get("class_names")
-    class_names = [str(n) for n in names] if isinstance(names, list) else []
-    return labels, class_names
 
 
 class _ZipDataset(DecodingDataset):
     """Images read from a zip archive by name; every process opens its own handle."""
 
-    def __init__(self, path: Path, names: list[str], labels: list[int] | None, resolution: int, channels: int,
-                 crop: str, on_bad_image: str) -> None:
-        super().__init__(len(names), labels, resolution, channels, crop, on_bad_image)
+    def __init__(self, path: Path, names: list[str], labels: list[int] | None, options: ImageOptions,
+                 on_bad_image: str) -> None:
+        super().__init__(len(names), labels, options, on_bad_image, str(path))
         self.path, self.names = path, names
         self._archive: zipfile.ZipFile | None = None
         self._pid = -1
@@ -84,6 +48,9 @@ class _ZipDataset(DecodingDataset):
     def describe(self, i: int) -> str:
         return f"{self.path}:{self.names[i]}"
 
+    def name(self, i: int) -> str:
+        return self.names[i]
+
     def __getstate__(self) -> dict[str, Any]:
         # Workers started by pickling (spawn) open their own handle too.
         return {**self.__dict__, "_archive": None, "_pid": -1}
@@ -99,8 +66,9 @@ def _open_archive(path: Path) -> zipfile.ZipFile:
 
 
 class ZipImages(DecodedImages):
-    def __init__(self, path: str, resolution: int | None, channels: int, crop: str, labels: str,
-                 num_workers: int, in_memory: bool, on_bad_image: str) -> None:
+    def __init__(self, path: str, options: ImageOptions, labels: str, num_workers: int, in_memory: bool,
+                 on_bad_image: str, xflip: bool) -> None:
+        """`options.resolution` 0: the side of the archive's (square) images."""
         zip_path = Path(path).expanduser()
         with _open_archive(zip_path) as archive:
             names = image_names(archive)
@@ -109,8 +77,8 @@ class ZipImages(DecodedImages):
             label_map, class_names = None, []
             if labels == "auto" and LABELS_FILE in archive.namelist():
                 label_map, class_names = read_labels_file(archive.read(LABELS_FILE), f"{zip_path}:{LABELS_FILE}")
-            if resolution is None:
-                resolution = _first_resolution(archive, names[0], zip_path)
+            if not options.resolution:
+                options = replace(options, resolution=_first_resolution(archive, names[0], zip_path))
         label_list = None
         if label_map is not None:
             keys = [n.replace("\\", "/") for n in names]  # as read_labels_file normalises them
@@ -121,9 +89,10 @@ class ZipImages(DecodedImages):
             label_list = [label_map[n] for n in keys]
         num_classes = max(label_list) + 1 if label_list else 0
         self.classes = class_names if len(class_names) == num_classes else [str(k) for k in range(num_classes)]
-        info = DataInfo("zip", (channels, resolution, resolution), num_classes=num_classes)
-        dataset = _ZipDataset(zip_path, names, label_list, resolution, channels, crop, on_bad_image)
-        super().__init__(info, dataset, num_workers, in_memory)
+        side = options.resolution
+        info = DataInfo("zip", (options.channels, side, side), num_classes=num_classes)
+        dataset = _ZipDataset(zip_path, names, label_list, options, on_bad_image)
+        super().__init__(info, dataset, num_workers, in_memory, xflip)
 
 
 def _first_resolution(archive: zipfile.ZipFile, name: str, path: Path) -> int:
@@ -138,7 +107,7 @@ def _first_resolution(archive: zipfile.ZipFile, name: str, path: Path) -> int:
                         "set data.resolution") from None
     if w != h or not 4 <= w <= 1024:
         raise DataError(f"data.resolution: the images in {path} are {w}x{h}, not square between 4 and 1024 px; "
-                        "set data.resolution (they are resized and centre-cropped)")
+                        "set data.resolution (they are framed to squares as data.crop says)")
     return w
 
 
@@ -148,10 +117,17 @@ def zip_archive(
     resolution: Resolution | None = None,
     channels: Channels = 3,
     crop: Crop = "center",
+    aspect: Aspect = WIDE_ASPECT,
+    pad_mode: PadMode = "constant",
+    pad_value: Byte = 0,
+    alpha: Alpha = "composite",
+    background: Colour = WHITE,
+    xflip: bool = False,
     labels: LabelSource = "auto",
     num_workers: Annotated[int, Range(ge=0)] = 2,
     in_memory: bool = False,
     on_bad_image: OnBadImage = "skip",
 ) -> ZipImages:
     """Images in a zip read in place, labels from its dataset.json (StyleGAN2-ADA's format; ganforge dataset)."""
-    return ZipImages(path, resolution, channels, crop, labels, num_workers, in_memory, on_bad_image)
+    options = ImageOptions(resolution or 0, channels, crop, aspect, pad_mode, pad_value, alpha, background)
+    return ZipImages(path, options, labels, num_workers, in_memory, on_bad_image, xflip)

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from ganforge.data import DataInfo
+from ganforge.data.decode import WHITE, WIDE_ASPECT, Alpha, Aspect, Byte, Channels, Colour, Crop, ImageOptions, PadMode
 from ganforge.data.decoded import DecodedImages, DecodingDataset
-from ganforge.data.images import Channels, Crop, OnBadImage, Resolution
+from ganforge.data.images import OnBadImage, Resolution
 from ganforge.errors import DataError
 from ganforge.params import Range
 from ganforge.registry import DATASETS
@@ -58,10 +59,10 @@ def load_hf(path: str, split: str, cache_dir: str | None) -> Any:
 class _HFDataset(DecodingDataset):
     """Rows of one column of a Hugging Face data set, decoded as images."""
 
-    def __init__(self, table: Any, column: str, where: str, labels: list[int] | None, resolution: int,
-                 channels: int, crop: str, on_bad_image: str) -> None:
-        super().__init__(len(table), labels, resolution, channels, crop, on_bad_image)
-        self.table, self.column, self.where = table, column, where
+    def __init__(self, table: Any, column: str, where: str, labels: list[int] | None, options: ImageOptions,
+                 on_bad_image: str) -> None:
+        super().__init__(len(table), labels, options, on_bad_image, where)
+        self.table, self.column = table, column
 
     def open(self, i: int) -> Any:
         value = self.table[i][self.column]
@@ -86,11 +87,13 @@ class _HFDataset(DecodingDataset):
     def describe(self, i: int) -> str:
         return f"row {i} of {self.where}"
 
+    def name(self, i: int) -> str:
+        return f"row {i}"
+
 
 class HFImages(DecodedImages):
-    def __init__(self, path: str, split: str, image_column: str, label_column: str | None, resolution: int,
-                 channels: int, crop: str, num_workers: int, in_memory: bool, on_bad_image: str,
-                 cache_dir: str | None) -> None:
+    def __init__(self, path: str, split: str, image_column: str, label_column: str | None, options: ImageOptions,
+                 num_workers: int, in_memory: bool, on_bad_image: str, xflip: bool, cache_dir: str | None) -> None:
         datasets = import_datasets()
         table = load_hf(path, split, cache_dir)
         where = f"{path} ({split})"
@@ -110,9 +113,10 @@ class HFImages(DecodedImages):
             # Keep the encoded bytes: ganforge decodes (and skips damaged images) in the workers.
             table = table.cast_column(image_column, datasets.Image(decode=False))
         table = table.select_columns([image_column])
-        info = DataInfo("hf", (channels, resolution, resolution), num_classes=len(self.classes))
-        dataset = _HFDataset(table, image_column, where, labels, resolution, channels, crop, on_bad_image)
-        super().__init__(info, dataset, num_workers, in_memory)
+        side = options.resolution
+        info = DataInfo("hf", (options.channels, side, side), num_classes=len(self.classes))
+        dataset = _HFDataset(table, image_column, where, labels, options, on_bad_image)
+        super().__init__(info, dataset, num_workers, in_memory, xflip)
 
 
 def _class_labels(table: Any, column: str, where: str, datasets: Any) -> tuple[list[int], list[str]]:
@@ -142,11 +146,18 @@ def hugging_face(
     resolution: Resolution = 64,
     channels: Channels = 3,
     crop: Crop = "center",
+    aspect: Aspect = WIDE_ASPECT,
+    pad_mode: PadMode = "constant",
+    pad_value: Byte = 0,
+    alpha: Alpha = "composite",
+    background: Colour = WHITE,
+    xflip: bool = False,
     num_workers: Annotated[int, Range(ge=0)] = 2,
     in_memory: bool = False,
     on_bad_image: OnBadImage = "skip",
     cache_dir: str | None = None,
 ) -> HFImages:
     """Hugging Face datasets: a save_to_disk folder, parquet files or the Hub (pip install 'ganforge[hf]')."""
-    return HFImages(path, split, image_column, label_column, resolution, channels, crop, num_workers, in_memory,
-                    on_bad_image, cache_dir)
+    options = ImageOptions(resolution, channels, crop, aspect, pad_mode, pad_value, alpha, background)
+    return HFImages(path, split, image_column, label_column, options, num_workers, in_memory, on_bad_image, xflip,
+                    cache_dir)

@@ -8,7 +8,6 @@ that can build nothing but arrays), so no file from elsewhere can run code.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import importlib.util
 import io
@@ -22,14 +21,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ganforge.data import DataInfo, TensorSource
+from ganforge.data.decode import IMAGE_SUFFIXES  # noqa: F401  (the image file kinds, here for their callers)
 from ganforge.errors import DataError
 from ganforge.params import Range
 from ganforge.registry import DATASETS
 
 Resolution = Annotated[int, Range(ge=4, le=1024)]
-# Options of the data sets of image files (image_folder, zip, hugging_face).
-Channels = Literal[1, 3]
-Crop = Literal["center", "stretch"]  # centre-crop to a square, or stretch to it
+# Options of the data sets of image files (image_folder, zip, hugging_face); see also decode.py.
 LabelSource = Literal["auto", "none"]  # auto: class sub-folders or dataset.json, where there are any
 OnBadImage = Literal["skip", "error"]
 
@@ -52,8 +50,8 @@ def resize_images(x: Tensor, resolution: int, chunk: int = 2048) -> Tensor:
 
 
 class Digits(TensorSource):
-    def __init__(self, resolution: int) -> None:
-        super().__init__(DataInfo("digits", (1, resolution, resolution), num_classes=10))
+    def __init__(self, resolution: int, xflip: bool = False) -> None:
+        super().__init__(DataInfo("digits", (1, resolution, resolution), num_classes=10), xflip)
         self.resolution = resolution
 
     def load(self) -> tuple[Tensor, Tensor]:
@@ -76,11 +74,11 @@ class Digits(TensorSource):
 
 
 @DATASETS.register("digits")
-def digits(resolution: Resolution = 32, dequantize: bool = False) -> Digits:
+def digits(resolution: Resolution = 32, xflip: bool = False, dequantize: bool = False) -> Digits:
     """scikit-learn's 1,797 8x8 handwritten digits (10 classes), resized; works offline. dequantize (here
     and for mnist, fashion_mnist, cifar10): pixels as x/128 - 1 + U(0, 1/128), as SNGAN's and WGAN-GP's
     code feed D, instead of x/127.5 - 1."""
-    return Digits(resolution).with_dequantize(dequantize)
+    return Digits(resolution, xflip).with_dequantize(dequantize)
 
 
 # --------------------------------------------------------------------------------------------
@@ -113,8 +111,9 @@ def read_idx(path: Path) -> np.ndarray:
 class IdxImages(TensorSource):
     """MNIST-format data: {root}/{folder}/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]."""
 
-    def __init__(self, name: str, tv_class: str, root: str, split: str, resolution: int, download: bool):
-        super().__init__(DataInfo(name, (1, resolution, resolution), num_classes=10))
+    def __init__(self, name: str, tv_class: str, root: str, split: str, resolution: int, download: bool,
+                 xflip: bool = False):
+        super().__init__(DataInfo(name, (1, resolution, resolution), num_classes=10), xflip)
         self.tv_class = tv_class
         self.raw = Path(root).expanduser() / tv_class / "raw"
         self.splits = ["train", "t10k"] if split == "all" else ["train" if split == "train" else "t10k"]
@@ -185,18 +184,17 @@ Split = Literal["train", "test", "all"]
 
 @DATASETS.register("mnist")
 def mnist(root: str = "data", split: Split = "train", resolution: Resolution = 32, download: bool = False,
-          dequantize: bool = False) -> IdxImages:
+          xflip: bool = False, dequantize: bool = False) -> IdxImages:
     """MNIST handwritten digits (60k train / 10k test, 10 classes), resized; torchvision download."""
-    return IdxImages("mnist", "MNIST", root, split, resolution, download).with_dequantize(dequantize)
+    return IdxImages("mnist", "MNIST", root, split, resolution, download, xflip).with_dequantize(dequantize)
 
 
 @DATASETS.register("fashion_mnist")
-def fashion_mnist(
-    root: str = "data", split: Split = "train", resolution: Resolution = 32, download: bool = False,
-    dequantize: bool = False,
-) -> IdxImages:
+def fashion_mnist(root: str = "data", split: Split = "train", resolution: Resolution = 32, download: bool = False,
+                  xflip: bool = False, dequantize: bool = False) -> IdxImages:
     """Fashion-MNIST clothing images (60k train / 10k test, 10 classes), resized; torchvision download."""
-    return IdxImages("fashion_mnist", "FashionMNIST", root, split, resolution, download).with_dequantize(dequantize)
+    return IdxImages("fashion_mnist", "FashionMNIST", root, split, resolution, download,
+                     xflip).with_dequantize(dequantize)
 
 
 # --------------------------------------------------------------------------------------------
@@ -251,8 +249,8 @@ def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 class Cifar10(TensorSource):
     FOLDER = "cifar-10-batches-py"
 
-    def __init__(self, root: str, split: str, resolution: int, download: bool) -> None:
-        super().__init__(DataInfo("cifar10", (3, resolution, resolution), num_classes=10))
+    def __init__(self, root: str, split: str, resolution: int, download: bool, xflip: bool = False) -> None:
+        super().__init__(DataInfo("cifar10", (3, resolution, resolution), num_classes=10), xflip)
         self.root = Path(root).expanduser()
         self.folder = self.root / self.FOLDER
         names = [f"data_batch_{i}" for i in range(1, 6)]
@@ -297,36 +295,6 @@ class Cifar10(TensorSource):
 
 @DATASETS.register("cifar10")
 def cifar10(root: str = "data", split: Split = "train", resolution: Resolution = 32, download: bool = False,
-            dequantize: bool = False) -> Cifar10:
+            xflip: bool = False, dequantize: bool = False) -> Cifar10:
     """CIFAR-10 32x32 colour images (50k train / 10k test, 10 classes); torchvision download."""
-    return Cifar10(root, split, resolution, download).with_dequantize(dequantize)
-
-
-# --------------------------------------------------------------------------------------------
-# Image files (png, jpg, ...), as folders, zips and Hugging Face data sets hold them
-# --------------------------------------------------------------------------------------------
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-
-
-def decode_image(source: Any, resolution: int, channels: int, crop: str) -> Tensor:
-    """One image (a path, a binary file object or a PIL image) -> uint8 tensor (channels, resolution, resolution)."""
-    from PIL import Image
-
-    with contextlib.ExitStack() as stack:
-        img = source if isinstance(source, Image.Image) else stack.enter_context(Image.open(source))
-        img = img.convert("L" if channels == 1 else "RGB")
-        if crop == "center":
-            # Scale the shorter side to `resolution`, then cut the centre square.
-            w, h = img.size
-            scale = resolution / min(w, h)
-            nw, nh = max(resolution, round(w * scale)), max(resolution, round(h * scale))
-            img = img.resize((nw, nh), Image.Resampling.BICUBIC)
-            left, top = (nw - resolution) // 2, (nh - resolution) // 2
-            img = img.crop((left, top, left + resolution, top + resolution))
-        else:
-            img = img.resize((resolution, resolution), Image.Resampling.BICUBIC)
-        arr = np.asarray(img, dtype=np.uint8)
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+    return Cifar10(root, split, resolution, download, xflip).with_dequantize(dequantize)

@@ -123,7 +123,8 @@ class Evaluator:
                  num_samples: int, extractor: FeatureExtractor | None, device: torch.device,
                  real_samples: int | None = None, batch_size: int = 100, cache_dir: str | None = None,
                  progress: bool = True, options: EvalOptions | None = None, dinov2_weights: str | None = None,
-                 lpips: nn.Module | None = None, batch_stats: bool = False) -> None:
+                 lpips: nn.Module | None = None, truncation: float | None = None,
+                 batch_stats: bool = False) -> None:
         self.metrics = check_evaluable(metrics, source.info, num_samples)
         self.options = options or EvalOptions()
         if source.info.is_image and extractor is None and {"main", "torch-fidelity"} & set(views_of(
@@ -131,6 +132,7 @@ class Evaluator:
             raise ValueError("image metrics need a feature extractor")
         self.data_cfg, self.source = data_cfg, source
         self.num_samples, self.device, self.batch_size, self.progress = num_samples, device, batch_size, progress
+        self.truncation = truncation  # of the generated samples (generation.truncation_for); None: none
         self.real_samples = real_samples or num_samples
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
         is_image = source.info.is_image
@@ -172,7 +174,7 @@ class Evaluator:
             item = dataset[0] if dataset is not None and len(dataset) else "the data set is empty"
         except GanforgeError as e:
             item = str(e)
-        if isinstance(item, str):
+        if not isinstance(item, tuple):  # an (image, label, notes) item, or why there is none
             raise DataError(f"{metric}: cannot read the run's training images ({item}); it shows the nearest of "
                             "them beside each sample: make the run's data readable again or leave knn out")
 
@@ -197,7 +199,7 @@ class Evaluator:
         for start in range(0, len(order), self.batch_size):
             part = order[start : start + self.batch_size]
             items = [(i, dataset[i]) for i in part]
-            good = [(i, it) for i, it in items if not isinstance(it, str)]
+            good = [(i, it) for i, it in items if isinstance(it, tuple)]  # failures are skipped
             if good:
                 yield (torch.stack([it[0] for _, it in good]),
                        torch.tensor([it[1] for _, it in good]) if labelled else None,
@@ -210,7 +212,7 @@ class Evaluator:
         dataset = self.source.dataset  # type: ignore[attr-defined]
         items = [dataset[int(i)] for i in indices]
         blank = torch.zeros(self.source.info.shape, dtype=torch.uint8)
-        return torch.stack([blank if isinstance(it, str) else it[0] for it in items])
+        return torch.stack([it[0] if isinstance(it, tuple) else blank for it in items])
 
     def real_views(self) -> dict[str, Features]:
         """Real-data features of every view the metrics compare with real data, from the on-disk
@@ -222,7 +224,10 @@ class Evaluator:
         paths, missing = {}, {}
         for view, num in counts.items():
             extractor = self.extractors[view.removesuffix(WHOLE_DATA)]
-            key_src = json.dumps({"data": data, "extractor": extractor.name if extractor is not None else "raw",
+            # The statistics are of the images as they are (data.xflip mirrors only training batches, as
+            # StyleGAN2-ADA's metrics set xflip=False): mirrored or not, one cache entry.
+            unmirrored = {k: v for k, v in data.items() if k != "xflip"}
+            key_src = json.dumps({"data": unmirrored, "extractor": extractor.name if extractor is not None else "raw",
                                   "num": num, "version": CACHE_VERSION}, sort_keys=True)
             key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
             paths[view] = (self.cache_dir / f"{self.source.info.name}-{num}-{key}.pt", key_src)
@@ -284,11 +289,13 @@ class Evaluator:
     # -- generated samples --------------------------------------------------------------------
 
     def fake_views(self, G: nn.Module, seed: int, on_batch: BatchHook | None = None) -> dict[str, Features]:
-        """Features of `num_samples` generated samples (noise from `seed`) in every view."""
-        from ganforge.generation import batch_statistics, sample_noise, seeded_global_rng
+        """Features of `num_samples` generated samples (noise from `seed`, truncated as `truncation`) in
+        every view."""
+        from ganforge.generation import batch_statistics, sample_noise, seeded_global_rng, truncation_for
 
         G_device = next(G.parameters()).device
-        z = sample_noise(self.num_samples, G.latent_dim, seed, G_device)
+        trunc = truncation_for(G, self.truncation)
+        z = sample_noise(self.num_samples, G.latent_dim, seed, G_device, trunc.threshold)
         num_classes = conditioning_classes(G)
         labels = (torch.arange(self.num_samples, device=G_device) % num_classes) if num_classes else None
         is_image = self.source.info.is_image
@@ -297,7 +304,7 @@ class Evaluator:
             for start in range(0, self.num_samples, self.batch_size):
                 lab = labels[start : start + self.batch_size] if labels is not None else None
                 with torch.inference_mode():
-                    out = G(z[start : start + self.batch_size], lab)
+                    out = G(z[start : start + self.batch_size], lab, **trunc.g_kwargs)
                 yield (to_uint8(out) if is_image else out.float()), lab
 
         was_training = G.training

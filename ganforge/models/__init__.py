@@ -27,6 +27,12 @@ def conditioning_classes(G: nn.Module) -> int:
     return int(getattr(G, "num_classes", 0) or 0)
 
 
+def reads_labels(D: nn.Module) -> bool:
+    """Whether a discriminator needs the class of every sample it judges (a projection D)."""
+    # `num_classes` says so; a class embedding (`embed`) says so for discriminators that do not set it.
+    return bool(conditioning_classes(D)) or isinstance(getattr(D, "embed", None), nn.Module)
+
+
 def count_parameters(module: nn.Module) -> int:
     """Number of parameters (frozen ones included)."""
     return sum(p.numel() for p in module.parameters())

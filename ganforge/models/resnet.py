@@ -1,14 +1,11 @@
-"""Residual GANs: the ResNet G/D of WGAN-GP and SNGAN, and BigGAN.
+"""Residual GANs: the ResNet G/D of WGAN-GP and SNGAN (BigGAN is models/biggan.py).
 
-One set of blocks serves both families. Generators upsample a 4x4 map through residual blocks
-whose batch norms may be class-conditional (SNGAN's conditional BN; BigGAN's shared class
-embedding plus a chunk of the noise per block). Discriminators downsample through residual
-blocks and end in global pooling (a sum, or a mean for the WGAN-GP critic) and a linear layer,
-with an optional projection of the class embedding (Miyato & Koyama 2018) and an optional
-auxiliary classifier (AC-GAN). Spectral normalisation is the `spectral_norm` regularizer.
-Widths and depth follow the resolution: SNGAN's layout for `resnet`, BigGAN-PyTorch's `G_arch` /
-`D_arch` tables for `biggan`. Self-attention follows every block whose output has the chosen
-resolution, in G and D, as in BigGAN.
+Generators upsample a 4x4 map through residual blocks whose batch norms may be class-conditional
+(SNGAN's conditional BN). Discriminators downsample through residual blocks and end in global
+pooling (a sum, or a mean for the WGAN-GP critic) and a linear layer, with an optional projection
+of the class embedding (Miyato & Koyama 2018) and an optional auxiliary classifier (AC-GAN).
+Spectral normalisation is the `spectral_norm` regularizer. Widths and depth follow the
+resolution (SNGAN's layout).
 """
 
 from __future__ import annotations
@@ -25,23 +22,9 @@ from ganforge.params import Range
 from ganforge.registry import DISCRIMINATORS, GENERATORS
 
 Width = Annotated[int, Range(ge=1, le=4096)]
-AttentionAt = Annotated[int, Range(ge=0)] | None
-BIGGAN_ATTENTION = 64  # BigGAN's G_attn / D_attn default
 Pool = Literal["sum", "mean"]
-Init = Literal["orthogonal", "normal"]
 ResNetInit = Literal["glorot", "default"]
 IMAGES_FROM_16 = Accepts(images=True, vectors=False, min_resolution=16)
-
-# BigGAN-PyTorch's architectures (BigGAN.py, G_arch and D_arch), in multiples of its width `ch`
-# (our base_width). G: channels from the 4x4 map to the full resolution. D: channels after each
-# block, and whether the block halves the resolution. 16 px is not in BigGAN: it follows the
-# CIFAR layout (down to 8x8, then two blocks at 8x8).
-BIGGAN_G = {16: [4, 4, 4], 32: [4, 4, 4, 4], 64: [16, 16, 8, 4, 2], 128: [16, 16, 8, 4, 2, 1],
-            256: [16, 16, 8, 8, 4, 2, 1]}
-BIGGAN_D = {16: ([4, 4, 4], [True, False, False]), 32: ([4, 4, 4, 4], [True, True, False, False]),
-            64: ([1, 2, 4, 8, 16], [True] * 4 + [False]), 128: ([1, 2, 4, 8, 16, 16], [True] * 5 + [False]),
-            256: ([1, 2, 4, 8, 8, 16, 16], [True] * 6 + [False])}
-
 
 def _stages(resolution: int) -> int:
     if resolution not in (16, 32, 64, 128, 256):
@@ -64,47 +47,10 @@ def sngan_d_layout(resolution: int, base_width: int, max_width: int, extra_block
     return widths[1 : downs + 1] + [widths[downs]] * extra_blocks, [True] * downs + [False] * extra_blocks
 
 
-def biggan_g_widths(resolution: int, base_width: int, max_width: int) -> list[int]:
-    """BigGAN's G channels from the 4x4 map up (`G_arch`), capped at `max_width`."""
-    _stages(resolution)
-    return [min(m * base_width, max_width) for m in BIGGAN_G[resolution]]
-
-
-def biggan_d_layout(resolution: int, base_width: int, max_width: int) -> tuple[list[int], list[bool]]:
-    """BigGAN's D (`D_arch`): channels after each block, capped, and which blocks downsample."""
-    _stages(resolution)
-    multiples, downs = BIGGAN_D[resolution]
-    return [min(m * base_width, max_width) for m in multiples], list(downs)
-
-
-def _attention_after(outputs: list[int], attention_resolution: int | None) -> list[bool]:
-    """Which blocks self-attention follows: every one whose output has `attention_resolution`
-    (0: none; None: BigGAN's default, 64 where a block has it). A resolution no block has is an
-    error rather than silently no attention."""
-    if attention_resolution is None:
-        attention_resolution = BIGGAN_ATTENTION if BIGGAN_ATTENTION in outputs else 0
-    if attention_resolution and attention_resolution not in outputs:
-        listed = ", ".join(str(r) for r in dict.fromkeys(outputs))
-        raise ValueError(f"attention_resolution {attention_resolution} matches no block; blocks output {listed} "
-                         "(0: no attention)")
-    return [r == attention_resolution for r in outputs]
-
-
 def _check_classes(conditional: bool, num_classes: int) -> int:
     if conditional and num_classes < 2:
         raise ValueError(f"conditional needs a labelled data set (this one has {num_classes} classes)")
     return num_classes if conditional else 0
-
-
-def init_weights(module: nn.Module, init: str) -> None:
-    """BigGAN's initialisation of every conv, linear and embedding weight: `orthogonal` or
-    `normal` (N(0, 0.02), BigGAN's 'N02'); biases keep PyTorch's default, as there."""
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear, nn.Embedding)):
-            if init == "orthogonal":
-                nn.init.orthogonal_(m.weight)
-            else:
-                nn.init.normal_(m.weight, 0.0, 0.02)
 
 
 def init_resnet_weights(module: nn.Module, scheme: str) -> None:
@@ -136,20 +82,16 @@ def _glorot(layer: nn.Module, gain: float) -> None:
 
 
 class ConditionalBatchNorm2d(nn.Module):
-    """BatchNorm whose gain (1 + .) and bias are linear in a conditioning vector.
+    """BatchNorm whose gain (1 + .) and bias are linear in a one-hot class (SNGAN's categorical
+    BN): per-class embeddings that start at zero (plain BN) and are never spectrally normalised
+    (a zero matrix has no spectrum)."""
 
-    per_class: the vector holds a one-hot class (SNGAN's categorical BN, BigGAN's CIFAR script):
-    the layers are per-class embeddings, start at zero (plain BN) and are never spectrally
-    normalised (BigGAN keeps embeddings plain; a zero matrix has no spectrum). Otherwise they
-    are BigGAN's linear layers of the shared class embedding and a noise chunk, spectrally
-    normalised with the rest of G."""
-
-    def __init__(self, channels: int, cond_dim: int, per_class: bool = True) -> None:
+    def __init__(self, channels: int, cond_dim: int) -> None:
         super().__init__()
         self.bn = nn.BatchNorm2d(channels, affine=cond_dim == 0)
         self.gain = nn.Linear(cond_dim, channels, bias=False) if cond_dim else None
         self.bias = nn.Linear(cond_dim, channels, bias=False) if cond_dim else None
-        if self.gain is not None and per_class:
+        if self.gain is not None:
             nn.init.zeros_(self.gain.weight)
             nn.init.zeros_(self.bias.weight)
             self.gain.spectral_norm_exempt = self.bias.spectral_norm_exempt = True
@@ -161,34 +103,13 @@ class ConditionalBatchNorm2d(nn.Module):
         return x * (1 + self.gain(cond)[:, :, None, None]) + self.bias(cond)[:, :, None, None]
 
 
-class SelfAttention(nn.Module):
-    """SAGAN self-attention (Zhang et al. 2019), with BigGAN's pooled keys and values."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.theta = nn.Conv2d(channels, channels // 8, 1, bias=False)
-        self.phi = nn.Conv2d(channels, channels // 8, 1, bias=False)
-        self.g = nn.Conv2d(channels, channels // 2, 1, bias=False)
-        self.out = nn.Conv2d(channels // 2, channels, 1, bias=False)
-        self.gamma = nn.Parameter(torch.zeros(()))  # starts as the identity
-
-    def forward(self, x: Tensor) -> Tensor:
-        n, c, h, w = x.shape
-        theta = self.theta(x).flatten(2)
-        phi = F.max_pool2d(self.phi(x), 2).flatten(2)
-        g = F.max_pool2d(self.g(x), 2).flatten(2)
-        attention = torch.softmax(theta.transpose(1, 2) @ phi, dim=-1)
-        o = (g @ attention.transpose(1, 2)).view(n, c // 2, h, w)
-        return x + self.gamma * self.out(o)
-
-
 class GBlock(nn.Module):
     """BN-ReLU-up-conv-BN-ReLU-conv, plus an upsampled 1x1 shortcut."""
 
-    def __init__(self, c_in: int, c_out: int, cond_dim: int, per_class: bool = True) -> None:
+    def __init__(self, c_in: int, c_out: int, cond_dim: int) -> None:
         super().__init__()
-        self.bn1 = ConditionalBatchNorm2d(c_in, cond_dim, per_class)
-        self.bn2 = ConditionalBatchNorm2d(c_out, cond_dim, per_class)
+        self.bn1 = ConditionalBatchNorm2d(c_in, cond_dim)
+        self.bn2 = ConditionalBatchNorm2d(c_out, cond_dim)
         self.conv1, self.conv2 = nn.Conv2d(c_in, c_out, 3, padding=1), nn.Conv2d(c_out, c_out, 3, padding=1)
         self.skip = nn.Conv2d(c_in, c_out, 1)
 
@@ -225,54 +146,32 @@ class DBlock(nn.Module):
 class ResNetGenerator(nn.Module):
     """Residual generator: linear to 4x4, upsampling blocks, BN-ReLU-conv-tanh.
 
-    widths: channels from the 4x4 map to the full resolution (one block per doubling).
-    shared_dim > 0 (conditional): BigGAN's shared class embedding; 0: one-hot classes.
-    hierarchical: BigGAN's split of z, one chunk for the 4x4 map and one per block."""
+    widths: channels from the 4x4 map to the full resolution (one block per doubling)."""
 
     accepts = IMAGES_FROM_16
 
     def __init__(self, channels: int, widths: list[int], num_classes: int = 0, latent_dim: int = 128,
-                 conditional: bool = False, shared_dim: int = 0, hierarchical: bool = False,
-                 attention_resolution: int | None = 0) -> None:
+                 conditional: bool = False) -> None:
         super().__init__()
         stages = len(widths) - 1
         self.num_classes = _check_classes(conditional, num_classes)
         self.latent_dim = latent_dim
-        self.chunks = stages + 1 if hierarchical else 1
-        if latent_dim % self.chunks:
-            raise ValueError(f"latent_dim {latent_dim} does not split into {self.chunks} equal chunks "
-                             f"(hierarchical noise: one for the 4x4 map, one per block)")
-        chunk = latent_dim // self.chunks
-        self.shared = nn.Embedding(self.num_classes, shared_dim) if (self.num_classes and shared_dim) else None
-        if self.shared is not None:
-            # BigGAN applies no spectral norm to the shared embedding ("seems to randomly cripple G").
-            self.shared.spectral_norm_exempt = True
-        class_dim = (shared_dim if self.shared is not None else self.num_classes) if self.num_classes else 0
-        cond_dim = class_dim + (chunk if hierarchical else 0)
-        self.hierarchical = hierarchical
-        self.linear = nn.Linear(chunk, 16 * widths[0])
-        per_class = self.shared is None
-        self.blocks = nn.ModuleList(GBlock(widths[i], widths[i + 1], cond_dim, per_class) for i in range(stages))
-        attend = _attention_after([8 * 2**i for i in range(stages)], attention_resolution)
-        self.attention = nn.ModuleDict({str(i): SelfAttention(widths[i + 1]) for i in range(stages) if attend[i]})
+        self.linear = nn.Linear(latent_dim, 16 * widths[0])
+        self.blocks = nn.ModuleList(GBlock(widths[i], widths[i + 1], self.num_classes) for i in range(stages))
         self.bn = nn.BatchNorm2d(widths[-1])
         self.out = nn.Conv2d(widths[-1], channels, 3, padding=1)
         self.widths = widths
 
     def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
-        chunks = z.chunk(self.chunks, dim=1) if self.hierarchical else [z]
         if self.num_classes:
             if labels is None:
                 raise ValueError("this generator is conditional: pass class labels")
-            cls = self.shared(labels) if self.shared is not None else F.one_hot(labels, self.num_classes).to(z.dtype)
+            cls = F.one_hot(labels, self.num_classes).to(z.dtype)
         else:
             cls = None
-        h = self.linear(chunks[0]).view(z.shape[0], self.widths[0], 4, 4)
-        for i, block in enumerate(self.blocks):
-            parts = [t for t in (cls, chunks[i + 1] if self.hierarchical else None) if t is not None]
-            h = block(h, torch.cat(parts, 1) if parts else None)
-            if str(i) in self.attention:
-                h = self.attention[str(i)](h)
+        h = self.linear(z).view(z.shape[0], self.widths[0], 4, 4)
+        for block in self.blocks:
+            h = block(h, cls)
         return torch.tanh(self.out(F.relu(self.bn(h))))
 
 
@@ -285,7 +184,7 @@ class ResNetDiscriminator(nn.Module):
 
     def __init__(self, channels: int, resolution: int, widths: list[int], downsample: list[bool],
                  num_classes: int = 0, conditional: bool = False, auxiliary_classifier: bool = False,
-                 attention_resolution: int | None = 0, pool: Pool = "sum", output_bias: bool = True) -> None:
+                 pool: Pool = "sum", output_bias: bool = True) -> None:
         super().__init__()
         if len(widths) != len(downsample) or not widths:
             raise ValueError(f"{len(widths)} block widths but {len(downsample)} downsample flags")
@@ -293,14 +192,10 @@ class ResNetDiscriminator(nn.Module):
             raise ValueError(f"pool {pool!r}: use sum or mean")
         classes = num_classes if (conditional or auxiliary_classifier) else 0
         _check_classes(conditional or auxiliary_classifier, num_classes)
-        outputs = [resolution // 2 ** sum(downsample[: i + 1]) for i in range(len(widths))]
-        attend = _attention_after(outputs, attention_resolution)
         blocks: list[nn.Module] = []
         c_in = channels
         for i, (c, down) in enumerate(zip(widths, downsample)):
             blocks.append(DBlock(c_in, c, down=down, first=i == 0))
-            if attend[i]:
-                blocks.append(SelfAttention(c))
             c_in = c
         self.blocks = nn.Sequential(*blocks)
         self.pool = pool
@@ -311,7 +206,7 @@ class ResNetDiscriminator(nn.Module):
     def features(self, x: Tensor) -> Tensor:
         """Pooled features of the last block, (N, channels)."""
         h = F.relu(self.blocks(x))
-        # SNGAN and BigGAN sum over space; the WGAN-GP critic (gan_cifar_resnet.py) averages.
+        # SNGAN sums over space; the WGAN-GP critic (gan_cifar_resnet.py) averages.
         return h.sum(dim=(2, 3)) if self.pool == "sum" else h.mean(dim=(2, 3))
 
     def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
@@ -373,49 +268,5 @@ def resnet_discriminator(
     return D
 
 
-@GENERATORS.register("biggan")
-def biggan_generator(
-    channels: int,
-    resolution: int,
-    num_classes: int = 0,
-    latent_dim: Annotated[int, Range(ge=1)] = 120,
-    base_width: Width = 64,
-    max_width: Width = 1024,
-    conditional: bool = True,
-    shared_dim: Annotated[int, Range(ge=0)] = 128,
-    hierarchical: bool = True,
-    attention_resolution: AttentionAt = None,
-    init: Init = "orthogonal",
-) -> ResNetGenerator:
-    """BigGAN G: residual, shared class embedding + hierarchical noise into conditional BN, self-attention.
-    attention_resolution: null = 64 where a block has it (BigGAN's default), 0 = none."""
-    widths = biggan_g_widths(resolution, base_width, max_width)
-    G = ResNetGenerator(channels, widths, num_classes, latent_dim, conditional, shared_dim, hierarchical,
-                        attention_resolution)
-    init_weights(G, init)
-    return G
-
-
-@DISCRIMINATORS.register("biggan")
-def biggan_discriminator(
-    channels: int,
-    resolution: int,
-    num_classes: int = 0,
-    base_width: Width = 64,
-    max_width: Width = 1024,
-    conditional: bool = True,
-    auxiliary_classifier: bool = False,
-    attention_resolution: AttentionAt = None,
-    init: Init = "orthogonal",
-) -> ResNetDiscriminator:
-    """BigGAN D: residual, projection discriminator, self-attention at one resolution.
-    attention_resolution: null = 64 where a block has it (BigGAN's default), 0 = none."""
-    widths, downsample = biggan_d_layout(resolution, base_width, max_width)
-    D = ResNetDiscriminator(channels, resolution, widths, downsample, num_classes, conditional, auxiliary_classifier,
-                            attention_resolution)
-    init_weights(D, init)
-    return D
-
-
-for _builder in (resnet_generator, resnet_discriminator, biggan_generator, biggan_discriminator):
+for _builder in (resnet_generator, resnet_discriminator):
     _builder.accepts = IMAGES_FROM_16  # type: ignore[attr-defined]

@@ -51,13 +51,18 @@ class PathLength(Regularizer):
 
     def g_penalty(self, G, D, z, labels, fake, gen):
         n = max(1, len(z) // self.batch_shrink)
-        images, w = G.synthesis_with_styles(z[:n], labels[:n] if labels is not None else None)
+        # G's own pass as in training (StyleGAN2-ADA's run_G): style mixing, random noise, and
+        # the gradient taken with respect to the mixed per-layer styles.
+        images, ws = G.synthesis_with_styles(z[:n], labels[:n] if labels is not None else None)
         noise = torch.randn(images.shape, device=images.device, dtype=images.dtype, generator=gen)
         noise = noise / math.sqrt(images.shape[2] * images.shape[3])
-        (grad,) = torch.autograd.grad((images * noise).sum(), w, create_graph=True)
+        (grad,) = torch.autograd.grad((images * noise).sum(), ws, create_graph=True)
         lengths = grad.pow(2).sum(dim=2).mean(dim=1).sqrt()
-        self.mean = torch.lerp(self.mean.to(lengths.device), lengths.mean().detach().float(), self.decay)
-        return (lengths - self.mean).pow(2).mean()
+        # As the reference, the penalty uses the updated mean before it is detached (its
+        # gradient carries the `decay` share of this batch's mean length).
+        mean = torch.lerp(self.mean.to(lengths.device), lengths.mean().float(), self.decay)
+        self.mean = mean.detach()
+        return (lengths - mean).pow(2).mean()
 
     def state_dict(self) -> dict[str, Any]:
         return {"mean": self.mean}

@@ -34,6 +34,11 @@ class SpectralNorm(Regularizer):
         self.discriminator, self.generator, self.weight = discriminator, generator, 1.0
 
     def setup(self, G: nn.Module, D: nn.Module) -> None:
+        for applies, net, role in ((self.discriminator, D, "discriminator"), (self.generator, G, "generator")):
+            # A second normalisation on top of a network's own would divide by sigma twice.
+            if applies and getattr(net, "has_spectral_norm", False):
+                raise ValueError(f"the {role} has its own spectral norm built in (biggan: BigGAN-PyTorch's, set "
+                                 f"by its num_svs, num_sv_itrs and sn_eps); set {role}: false here")
         if self.discriminator:
             apply_spectral_norm(D)
         if self.generator:

@@ -16,8 +16,8 @@ from ganforge.build import build_data, build_loss, evaluator_for, resolve_device
 from ganforge.checkpoint import Checkpoint
 from ganforge.config import Config
 from ganforge.data import Batches, DataSource, Position
-from ganforge.distributed import Dist, barrier, check_batch_splits
-from ganforge.errors import ConfigError, TrainingAborted
+from ganforge.distributed import Dist, barrier, check_batch_splits, peer_failure
+from ganforge.errors import ConfigError, PeerError, TrainingAborted
 from ganforge.losses import Loss
 from ganforge.metrics.evaluate import Evaluator
 from ganforge.rng import restore_rng, seed_everything
@@ -127,6 +127,9 @@ def train(
     d_steps, batch_size, total = cfg.train.d_steps_per_g_step, cfg.train.batch_size, cfg.train.steps
     channels_last = cfg.train.channels_last and info.is_image
     stop = stop or threading.Event()
+    batches.stop_on(stop)  # a wait for data ends on Ctrl+C or SIGTERM too
+    if ctx.is_main:
+        print(f"data: {batches.describe(info)}", flush=True)
     stopping = False
     # train.max_minutes: a wall-time budget for this process (a cluster job's limit); when spent,
     # the run stops as on SIGTERM, with a checkpoint, and `--resume` continues it.
@@ -169,6 +172,15 @@ def train(
             f"train.accumulate or lower the batch size (the last checkpoint, {run.latest_checkpoint() or 'none yet'}, "
             "is intact)"
         ) from None
+    except Exception as e:
+        # Another process died or went silent: one line here, and torchrun (--max-restarts)
+        # restarts the group, which continues from the last checkpoint.
+        why = peer_failure(e) if ctx.enabled else None
+        if why is None:
+            raise
+        raise PeerError(f"process {ctx.rank} of {ctx.world_size} stopped at step {state.step}: another process "
+                        f"failed or stopped answering ({why}); the last checkpoint, "
+                        f"{run.latest_checkpoint() or 'none yet'}, is intact") from None
     finally:
         upkeep.close()
     return TrainResult(state.step, total, state.step < total, upkeep.last_checkpoint, upkeep.budget_spent)

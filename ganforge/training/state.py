@@ -16,7 +16,8 @@ from ganforge.build import build_networks, build_optimizer, build_scheduler
 from ganforge.checkpoint import Checkpoint
 from ganforge.config import Config
 from ganforge.data import DataInfo
-from ganforge.generation import class_rows
+from ganforge.errors import ConfigError
+from ganforge.generation import class_rows, running_stats_layers
 from ganforge.models import conditioning_classes
 from ganforge.regularizers import Regularizer
 from ganforge.regularizers.base import lazy_intervals
@@ -92,13 +93,14 @@ def create_state(cfg: Config, info: DataInfo, device: torch.device, sync_batchno
     if sync_batchnorm:
         # Batch statistics over all ranks' shards; the state dict keys stay those of BatchNorm.
         G, D = nn.SyncBatchNorm.convert_sync_batchnorm(G), nn.SyncBatchNorm.convert_sync_batchnorm(D)
+        check_synchronised(G, D)
     G = G.to(device, memory_format=memory_format)
     D = D.to(device, memory_format=memory_format)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     if cfg.init.checkpoint is not None and load_init:
         networks = types.SimpleNamespace(G=G, D=D, G_ema=G_ema)
         for line in finetune.load_init(networks, cfg.init.checkpoint, info.num_classes, cfg.init.load,
-                                       cfg.init.strict_shapes):
+                                       cfg.init.strict_shapes, regularizers, cfg.init.ada_p):
             warnings.warn(line, stacklevel=2)
     finetune.freeze_d_layers(D, cfg.init.freeze_d_layers)  # before D's optimizer: it skips frozen layers
     opt_g = build_optimizer(cfg.optim.g, G, "optim.g")
@@ -135,6 +137,19 @@ def rescale_for_lazy_phase(optimizer: torch.optim.Optimizer, interval: int) -> N
         group["lr"] *= ratio
         if "betas" in group:
             group["betas"] = tuple(beta**ratio for beta in group["betas"])
+
+
+def check_synchronised(G: nn.Module, D: nn.Module) -> None:
+    """Refuse train.sync_batchnorm for networks with statistics SyncBatchNorm cannot take over
+    (biggan's own stored_mean / stored_var layout), rather than leave them per process."""
+    for role, net in (("generator", G), ("discriminator", D)):
+        keeping = {id(m) for m in running_stats_layers(net)}
+        kept = [name for name, m in net.named_modules() if id(m) in keeping and not isinstance(m, nn.SyncBatchNorm)]
+        if kept:
+            raise ConfigError(f"train.sync_batchnorm: the {role}'s layer {kept[0]} keeps BatchNorm statistics in "
+                              f"a layout SyncBatchNorm cannot take over; set {role}.cross_replica: true (biggan: "
+                              "BigGAN-PyTorch's cross-replica layout, torch's BatchNorm) or "
+                              "train.sync_batchnorm: false")
 
 
 def restore_training(state: TrainState, batches: Any, ckpt: Checkpoint) -> None:
