@@ -97,10 +97,8 @@ class Reported:
 BOOKKEEPING = ("data.root", "data.download", "train.seed", "train.device", "log.", "samples.", "checkpoint.",
                "eval.")
 
-LATER_SG2 = "the StyleGAN2 network's parity (its own issue) brings the reference's value"
-LAZY_FOLDED = ("the recipe runs lazy R1 folded into D's regular update (`train.lazy: folded`, ganforge's default "
-               "until measured); the reference's separate phases scale D's Adam lr by 16/17 and its betas to the "
-               "power 16/17, and G's by 4/5 (G_reg_interval = 4 even without path length)")
+G_LR_4_5 = ("training_loop.py builds G's Adam for G_reg_interval = 4, which the cifar config leaves on although "
+            "path length is off (its Greg phase steps no gradient): lr x 4/5")
 
 
 def _adam(player: str, lr: float, betas: tuple[float, float], source: str, eps: float | None = None) -> list[Setting]:
@@ -219,24 +217,29 @@ RECIPES: dict[str, Reported] = {
             Setting("data.split", "train", "BigGAN-PyTorch datasets.py: CIFAR10 train"),
             Setting("data.resolution", 32, f"{BIGGAN_SCRIPT}: C10"),
             Setting("generator.kind", "biggan", "BigGAN-PyTorch BigGAN.py Generator"),
-            Setting("generator.latent_dim", 128, f"{BIGGAN_DEFAULTS}: dim_z"),
-            Setting("generator.base_width", 64, f"{BIGGAN_DEFAULTS}: G_ch"),
-            Setting("generator.max_width", 256, "BigGAN.py G_arch[32]: 4 x G_ch"),
-            Setting("generator.conditional", True, "BigGAN-PyTorch: class-conditional BN"),
-            Setting("generator.shared_dim", 0, f"{BIGGAN_DEFAULTS}: no --G_shared"),
-            Setting("generator.hierarchical", False, f"{BIGGAN_DEFAULTS}: no --hier"),
-            Setting("generator.attention_resolution", 0, f"{BIGGAN_SCRIPT}: --G_attn 0"),
-            Setting("generator.init", "normal", f"{BIGGAN_SCRIPT}: --G_init N02"),
+            Setting("generator.ch", 64, f"{BIGGAN_DEFAULTS}: --G_ch 64 (G_arch[32]: 4 x 64 channels in every block)"),
+            Setting("generator.dim_z", 128, f"{BIGGAN_DEFAULTS}: --dim_z 128"),
+            Setting("generator.conditional", True, "BigGAN.py: class-conditional BN"),
+            Setting("generator.shared", False, f"{BIGGAN_DEFAULTS}: no --G_shared (per-class BN embeddings)"),
+            Setting("generator.hier", False, f"{BIGGAN_DEFAULTS}: no --hier"),
+            Setting("generator.attention", [], f"{BIGGAN_SCRIPT}: --G_attn 0"),
+            Setting("generator.init", "N02", f"{BIGGAN_SCRIPT}: --G_init N02"),
+            Setting("generator.num_svs", 1, f"{BIGGAN_DEFAULTS}: --num_G_SVs 1"),
+            Setting("generator.num_sv_itrs", 1, f"{BIGGAN_DEFAULTS}: --num_G_SV_itrs 1"),
+            Setting("generator.sn_eps", 1e-8, f"{BIGGAN_DEFAULTS}: --SN_eps 1e-8"),
+            Setting("generator.bn_eps", 1e-5, f"{BIGGAN_DEFAULTS}: --BN_eps 1e-5"),
             Setting("discriminator.kind", "biggan", "BigGAN-PyTorch BigGAN.py Discriminator"),
-            Setting("discriminator.base_width", 64, f"{BIGGAN_DEFAULTS}: D_ch"),
-            Setting("discriminator.max_width", 256, "BigGAN.py D_arch[32]: 4 x D_ch"),
+            Setting("discriminator.ch", 64, f"{BIGGAN_DEFAULTS}: --D_ch 64 (D_arch[32]: 4 x 64 channels)"),
+            Setting("discriminator.wide", True, f"{BIGGAN_DEFAULTS}: D_wide (no --D_thin)"),
             Setting("discriminator.conditional", True, "BigGAN.py: projection"),
-            Setting("discriminator.attention_resolution", 0, f"{BIGGAN_SCRIPT}: --D_attn 0"),
-            Setting("discriminator.init", "normal", f"{BIGGAN_SCRIPT}: --D_init N02"),
+            Setting("discriminator.attention", [], f"{BIGGAN_SCRIPT}: --D_attn 0"),
+            Setting("discriminator.init", "N02", f"{BIGGAN_SCRIPT}: --D_init N02"),
+            Setting("discriminator.num_svs", 1, f"{BIGGAN_DEFAULTS}: --num_D_SVs 1"),
+            Setting("discriminator.num_sv_itrs", 1, f"{BIGGAN_DEFAULTS}: --num_D_SV_itrs 1"),
+            Setting("discriminator.sn_eps", 1e-8, f"{BIGGAN_DEFAULTS}: --SN_eps 1e-8"),
             Setting("loss.kind", "hinge", "BigGAN-PyTorch losses.py: hinge"),
-            Setting("regularizers.0.kind", "spectral_norm", f"{BIGGAN_DEFAULTS}: G_param, D_param SN"),
-            Setting("regularizers.0.discriminator", True, f"{BIGGAN_DEFAULTS}: D_param SN"),
-            Setting("regularizers.0.generator", True, f"{BIGGAN_DEFAULTS}: G_param SN"),
+            Setting("regularizers", [], f"{BIGGAN_DEFAULTS}: G_param = D_param = SN, built into the biggan "
+                    "networks; --G_ortho 0.0"),
             *_adam("g", 2e-4, (0.0, 0.999), f"{BIGGAN_SCRIPT}: --G_lr; defaults G_B1, G_B2, adam_eps", eps=1e-8),
             *_adam("d", 2e-4, (0.0, 0.999), f"{BIGGAN_SCRIPT}: --D_lr; defaults D_B1, D_B2, adam_eps", eps=1e-8),
             Setting("train.steps", 125_000, f"{BIGGAN_SCRIPT}: --num_epochs 500, 250 G steps an epoch"),
@@ -246,7 +249,13 @@ RECIPES: dict[str, Reported] = {
             Setting("train.ema.start", 1000, f"{BIGGAN_SCRIPT}: --ema_start 1000"),
             Setting("train.ema.rampup", None, "BigGAN-PyTorch utils.ema: no ramp-up"),
         ),
-        notes=("the BigGAN network's own parity (layers, spectral-norm eps) is another issue's",),
+        notes=("ganforge calls D on reals and fakes separately, so D's spectral-norm vectors take two power "
+               "iterations per D update (the reference concatenates the batches: one)",
+               "G_ema copies G's buffers (spectral-norm vectors, BatchNorm statistics) where the reference's "
+               "utils.ema averages them; with G_ema sampled in train mode the statistics do not enter the figures",
+               "`ganforge eval --batch-stats` puts only G_ema's BatchNorm in train mode; the reference's train-mode "
+               "G_ema also runs a spectral-norm power iteration on every generated batch (ganforge keeps the "
+               "vectors as trained)"),
     ),
     "stylegan2_cifar10": Reported(
         figures={"fid": 2.92, "is": 9.83},
@@ -266,15 +275,19 @@ RECIPES: dict[str, Reported] = {
             Setting("generator.latent_dim", 512, f"{SG2_CIFAR}: z_dim"),
             Setting("generator.w_dim", 512, f"{SG2_CIFAR}: w_dim"),
             Setting("generator.mapping_layers", 2, f"{SG2_CIFAR}: map=2"),
-            Setting("generator.base_width", 512, f"{SG2_CIFAR}: fmaps=1, channel_max 512: 512 at every resolution",
-                    ours=256, why=LATER_SG2),
-            Setting("generator.max_width", 512, f"{SG2_CIFAR}: channel_max"),
+            Setting("generator.channel_base", 32768, f"{SG2_CIFAR}: fmaps=1, channel_base = fmaps x 32768"),
+            Setting("generator.channel_max", 512, f"{SG2_CIFAR}: channel_max 512 (512 at every resolution)"),
+            Setting("generator.architecture", "skip", "training/networks.py SynthesisNetwork: architecture='skip'"),
+            Setting("generator.conv_clamp", 256, f"{SG2_CIFAR}: conv_clamp = 256"),
+            Setting("generator.num_fp16_res", 4, f"{SG2_CIFAR}: num_fp16_res = 4"),
             Setting("generator.style_mixing", 0.0, f"{SG2_CIFAR}: style_mixing_prob = 0"),
             Setting("discriminator.kind", "stylegan2", "training/networks.py Discriminator"),
-            Setting("discriminator.base_width", 512, f"{SG2_CIFAR}: 512 at every resolution", ours=256,
-                    why=LATER_SG2),
-            Setting("discriminator.max_width", 512, f"{SG2_CIFAR}: channel_max"),
-            Setting("discriminator.mbstd_group", 32, f"{SG2_CIFAR}: mbstd=32", ours=4, why=LATER_SG2),
+            Setting("discriminator.channel_base", 32768, f"{SG2_CIFAR}: fmaps=1"),
+            Setting("discriminator.channel_max", 512, f"{SG2_CIFAR}: channel_max 512"),
+            Setting("discriminator.architecture", "orig", f"{SG2_CIFAR}: D architecture='orig' (no residual skips)"),
+            Setting("discriminator.mbstd_group", 32, f"{SG2_CIFAR}: mbstd=32"),
+            Setting("discriminator.conv_clamp", 256, f"{SG2_CIFAR}: conv_clamp = 256"),
+            Setting("discriminator.num_fp16_res", 4, f"{SG2_CIFAR}: num_fp16_res = 4"),
             Setting("loss.kind", "non_saturating", "training/loss.py: softplus"),
             Setting("regularizers.0.kind", "r1", "training/loss.py: r1_gamma"),
             Setting("regularizers.0.weight", 0.01, f"{SG2_CIFAR}: gamma=0.01"),
@@ -286,20 +299,22 @@ RECIPES: dict[str, Reported] = {
             Setting("regularizers.1.speed_images", 500_000, "training_loop.py: ada_kimg = 500"),
             *_adam("d", 0.0025, (0.0, 0.99), f"{SG2_CIFAR}: lrate=0.0025, betas [0, 0.99]", eps=1e-8),
             Setting("optim.g.kind", "adam", f"{SG2_CIFAR}: Adam"),
-            Setting("optim.g.lr", 0.002, "lrate 0.0025 x 4/5: training_loop.py rescales for G_reg_interval = 4",
-                    ours=0.0025, why=LAZY_FOLDED),
-            Setting("optim.g.betas", [0.0, 0.99**0.8], "betas [0, 0.99], beta2 to the power 4/5 as training_loop.py "
-                    "runs it", ours=[0.0, 0.99], why=LAZY_FOLDED),
+            Setting("optim.g.lr", 0.002, f"{G_LR_4_5}: 0.0025 x 4/5"),
+            Setting("optim.g.betas", [0.0, 0.99**0.8], f"{G_LR_4_5}, betas [0, 0.99] to the power 4/5"),
             Setting("optim.g.eps", 1e-8, f"{SG2_CIFAR}: eps=1e-8"),
-            Setting("train.steps", 1_562_500, f"{SG2_CIFAR}: kimg=100000 at batch 64", ours=100_000,
-                    why="the recipe trains 6.4 M images of the reference's 100 M"),
+            Setting("train.steps", 1_562_500, f"{SG2_CIFAR}: kimg=100000 at batch 64"),
             Setting("train.batch_size", 64, f"{SG2_CIFAR}: mb=64"),
-            Setting("train.ema.decay", 0.99991128, f"{SG2_CIFAR}: ema=500 kimg: 0.5 ** (64 / 500,000)", ours=0.99991,
-                    why="rounded: a half-life of 493 kimg"),
+            Setting("train.ema.decay", 0.5 ** (64 / 500_000), f"{SG2_CIFAR}: ema=500 kimg: 0.5 ** (64 / 500,000)"),
             Setting("train.ema.rampup", 0.05, f"{SG2_CIFAR}: ramp=0.05"),
-            Setting("train.lazy", "separate", "training_loop.py: Dreg/Greg phases", ours="folded", why=LAZY_FOLDED),
+            Setting("train.lazy", "separate", "training_loop.py: Dreg phase every D_reg_interval = 16 with its own "
+                    "Adam step; D's lr x 16/17 and betas to the power 16/17 (ganforge rescales D's alone: G has no "
+                    "lazy term)"),
         ),
-        notes=(LAZY_FOLDED, "D's architecture is residual where the cifar config uses 'orig'; " + LATER_SG2),
+        notes=("the reference runs ref_gpus = 2 processes of 32 images: the minibatch-std group of 32 is each "
+               "process's batch; ganforge's one process of 64 takes two groups of 32, the same statistics",
+               "num_fp16_res = 4 and conv_clamp = 256: the reference casts the blocks at 8-32 px to fp16 itself; in "
+               "ganforge they run in reduced precision only under train.precision: fp16 or bf16 (this recipe keeps "
+               "fp32, the default, so that it runs on any device; the clamp applies as there)"),
         metrics=("fid", "is"),
     ),
 }
