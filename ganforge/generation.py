@@ -98,8 +98,10 @@ def standing_stats(G: nn.Module, batches: int, batch_size: int, seed: int) -> bo
 def batch_statistics(G: nn.Module) -> Iterator[None]:
     """G's BatchNorm layers normalise with each forward pass's own statistics (train mode) in the
     block, as WGAN-GP's and BigGAN-PyTorch's CIFAR code generate for their metrics; their running
-    statistics are left as they were."""
-    norms = [m for m in G.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    statistics are left as they were. BatchNorm layers are torch's and those that keep statistics
+    the same way (biggan's stored_mean / stored_var, `running_stats_layers`); nothing else (spectral
+    norm's power iteration) switches mode."""
+    norms = running_stats_layers(G)
     saved = [(m, m.training, [b.clone() for b in m.buffers()]) for m in norms]
     try:
         for m in norms:

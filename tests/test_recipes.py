@@ -29,7 +29,7 @@ from ganforge.registry import DISCRIMINATORS, GENERATORS, LOSSES, METRICS, REGUL
 from ganforge.regularizers import Regularizer
 from ganforge.regularizers.augmentation import AdaptiveAugment
 from ganforge.regularizers.discriminator import AuxiliaryClassifier, Consistency, LeCam
-from ganforge.regularizers.generator import TopK
+from ganforge.regularizers.generator import PathLength, TopK
 from ganforge.regularizers.penalties import R1
 from ganforge.training.state import TrainState, create_state
 from ganforge.training.steps import G_PHASE, discriminator_step, generator_step
@@ -501,3 +501,87 @@ def test_batch_statistics_change_what_a_batchnorm_generator_draws(one_step_run):
             by_hand = copy.deepcopy(G).train()(z)
     assert torch.allclose(per_batch, by_hand) and not torch.allclose(per_batch, running, atol=1e-3)
     assert all(torch.equal(a, b) for a, b in zip(before, G.buffers())) and not G.training
+
+
+def test_batch_statistics_reach_biggans_own_batchnorm_layers():
+    # biggan keeps its statistics in layers of its own (stored_mean / stored_var), not torch's
+    # _BatchNorm: `eval --batch-stats` must switch them too.
+    from ganforge.generation import batch_statistics
+
+    torch.manual_seed(0)
+    G = build_generator(Component("biggan", {"ch": 4, "dim_z": 8, "shared": False, "hier": False, "attention": []}),
+                        DataInfo("digits", (1, 16, 16), num_classes=10)).eval()
+    z = torch.randn(16, 8, generator=torch.Generator().manual_seed(1))
+    y = torch.arange(16) % 10
+    before = {k: v.clone() for k, v in G.state_dict().items()}
+    with torch.no_grad():
+        running = G(z, y)
+        with batch_statistics(G):
+            per_batch = G(z, y)
+            half = G(z[:8], y[:8])
+    # Per-batch statistics: a sample's image depends on the rest of its batch; running ones: not.
+    assert not torch.allclose(per_batch, running, atol=1e-3)
+    assert not torch.allclose(per_batch[:8], half, atol=1e-3)
+    assert torch.allclose(G(z[:8], y[:8]), running[:8], atol=1e-6)
+    assert all(torch.equal(v, G.state_dict()[k]) for k, v in before.items()) and not G.training
+
+
+# -- bCR pins StudioGAN's reflect padding; path length's pass and mean as StyleGAN2-ADA's --------------
+
+
+def test_consistency_feeds_d_reflect_padded_copies():
+    # With zeros shifted in, a moved copy would hold pixels (0) that its image does not have.
+    seen = []
+
+    def D(x, labels=None):
+        seen.append(x)
+        return x.flatten(1).sum(1)
+
+    real = torch.arange(1, 8 * 16 * 16 + 1, dtype=torch.float32).view(8, 1, 16, 16)
+    fake = real + 0.5
+    real_out, fake_out = D(real), D(fake)
+    seen.clear()
+    Consistency().terms(D, real, fake, None, None, torch.Generator().manual_seed(0), real_out, fake_out)
+    for images, shaken in zip((real, fake), seen):
+        moved = [i for i in range(8) if not (torch.equal(shaken[i], images[i])
+                                             or torch.equal(shaken[i], images[i].flip(-1)))]
+        assert moved  # some copies were shifted
+        for i in range(8):
+            assert set(shaken[i].flatten().tolist()) <= set(images[i].flatten().tolist())
+
+
+def test_path_length_penalty_keeps_the_gradient_of_the_means_batch_share():
+    # StyleGAN2-ADA's loss.py: pl_mean = lerp(pl_mean, lengths.mean(), decay) is detached only where
+    # it is stored; the penalty (lengths - pl_mean)^2 differentiates through its decay x mean share.
+    scale = torch.tensor(1.0, requires_grad=True)
+
+    class Styles(nn.Module):
+        def synthesis_with_styles(self, z, labels):
+            w = z[:, None, :].expand(-1, 3, -1).clone().requires_grad_(True)  # (n, layers=3, dim)
+            return scale * w[:, :, :1].sum(1).view(-1, 1, 1, 1).expand(-1, 1, 4, 4), w
+
+    decay = 0.5
+    reg = PathLength(decay=decay, batch_shrink=1)
+    penalty = reg.g_penalty(Styles(), None, torch.randn(6, 5), None, None, torch.Generator().manual_seed(3))
+    (grad,) = torch.autograd.grad(penalty, scale)
+    noise = torch.randn(6, 1, 4, 4, generator=torch.Generator().manual_seed(3)) / 4.0
+    a = noise.flatten(1).sum(1).abs()  # each length is |scale| x |noise sum|
+    mean = decay * a.mean()  # the mean starts at 0
+    assert penalty.item() == pytest.approx(((a - mean) ** 2).mean().item(), rel=1e-5)
+    # d/ds mean((s a - decay s mean(a))^2) at s = 1 (with the mean detached: 2 mean((a - mean) a)).
+    assert grad.item() == pytest.approx((2 * (a - mean) * (a - decay * a.mean())).mean().item(), rel=1e-4)
+
+
+def test_path_length_pass_mixes_styles_as_training_does():
+    torch.manual_seed(0)
+    G = build_generator(Component("stylegan2", {"latent_dim": 8, "w_dim": 8, "mapping_layers": 1,
+                                                "channel_base": 64, "channel_max": 8, "style_mixing": 1.0}),
+                        DataInfo("img", (1, 16, 16))).train()
+    seen = []
+    G.synthesis.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    penalty = PathLength(batch_shrink=1).g_penalty(G, None, torch.randn(4, 8), None, None,
+                                                   torch.Generator().manual_seed(0))
+    (ws,) = seen
+    # run_G's style mixing: the layers from a cut-off on take the styles of other z.
+    assert not torch.equal(ws, ws[:, :1].expand_as(ws))
+    assert torch.isfinite(penalty)
