@@ -160,9 +160,10 @@ def networks_for(kinds) -> dict:
 # CI=true: a test that skips itself fails instead
 # --------------------------------------------------------------------------------------------
 # CI (.ci/run) installs every extra the tests exercise, so a test or module that skips itself
-# while running (`pytest.importorskip`, or `pytest.skip` because an optional package is missing)
-# means the install is incomplete: under CI=true it fails, naming why it would have skipped.
-# Platform conditions are declared as `skip`/`skipif` marks and still skip.
+# (`pytest.importorskip`, `pytest.skip`, or a `skip`/`skipif` mark, whose condition may well be a
+# missing package) means the install is incomplete: under CI=true it fails, naming why it would
+# have skipped. The one skip CI allows is a platform condition (an OS, /proc, a CUDA device),
+# declared as such: `@pytest.mark.platform(condition, reason="...")`.
 
 
 def _ci() -> bool:
@@ -174,14 +175,35 @@ def _skip_reason(report) -> str:
     return str(longrepr[2]) if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
 
 
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "platform(condition, reason): skip where the platform lacks what the test "
+                                       "needs (an OS, /proc, a CUDA device); the only skip that CI=true allows")
+
+
+def _platform_skip(item) -> str | None:
+    """The reason of the first `platform` mark on `item` whose condition holds, if any."""
+    for mark in item.iter_markers("platform"):
+        if len(mark.args) != 1 or not isinstance(mark.args[0], bool) or not mark.kwargs.get("reason"):
+            raise TypeError(f"{item.nodeid}: write pytest.mark.platform(<bool condition>, reason='...')")
+        if mark.args[0]:
+            return mark.kwargs["reason"]
+    return None
+
+
+def pytest_runtest_setup(item) -> None:
+    reason = _platform_skip(item)
+    if reason is not None:
+        pytest.skip(f"platform: {reason}")
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
-    declared = any(item.iter_markers("skip")) or any(item.iter_markers("skipif"))
-    if _ci() and report.skipped and not declared and not hasattr(report, "wasxfail"):
+    if _ci() and report.skipped and _platform_skip(item) is None and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
-        report.longrepr = f"CI=true: this test skipped itself ({_skip_reason(report)}); install what it needs"
+        report.longrepr = (f"CI=true: this test skipped itself ({_skip_reason(report)}); install what it needs, "
+                           "or mark a platform condition with pytest.mark.platform")
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -72,7 +72,8 @@ class Batches(Iterator[Batch]):
         self.position.load_state_dict(state)
 
     def stop_on(self, stop: threading.Event) -> None:
-        """Give up a wait for data once `stop` is set (Ctrl+C, SIGTERM): raise StopWaiting."""
+        """Give up a wait for data once `stop` is set (Ctrl+C, SIGTERM) and a batch came back with
+        nothing usable in it: raise StopWaiting. A usable batch is returned even after a stop."""
 
     def describe(self, info: DataInfo) -> str:
         """`digits: 1,797 images, 3,594 an epoch with their mirror images (data.xflip)`, for the start-up line."""
