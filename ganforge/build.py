@@ -36,6 +36,7 @@ from ganforge.registry import (
     Registry,
 )
 from ganforge.regularizers import Regularizer
+from ganforge.regularizers.base import lazy_intervals
 
 
 def build(registry: Registry, component: Component, where: str, *, provider: str = "ganforge", **provided: Any
@@ -135,7 +136,8 @@ def build_loss(cfg: Config) -> Loss:
 def build_regularizers(cfg: Config, info: DataInfo | None = None) -> list[tuple[str, Regularizer]]:
     """The regularizers, in config order, as (kind, object); combinations that make no sense
     (weight clipping with a gradient penalty, label smoothing with the hinge loss, an image
-    augmentation on vector data when `info` is given) are errors."""
+    augmentation on vector data when `info` is given, two lazy intervals for one player with
+    `train.lazy: separate`) are errors."""
     kinds = [c.kind for c in cfg.regularizers]
     regs = []
     for i, c in enumerate(cfg.regularizers):
@@ -150,6 +152,11 @@ def build_regularizers(cfg: Config, info: DataInfo | None = None) -> list[tuple[
         if kinds.count(c.kind) > 1:
             raise ConfigError(f"regularizers.{i}: {c.kind} is listed twice")
         regs.append((c.kind, reg))
+    if cfg.train.lazy == "separate":
+        try:
+            lazy_intervals(regs)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     return regs
 
 

@@ -21,7 +21,8 @@ def load(tmp_path, data, overrides=()):
 def test_tiny_config_resolves_every_default(tmp_path):
     cfg, resolved = load(tmp_path, tiny_config(tmp_path / "out"))
     assert cfg.train.steps == 6 and cfg.train.batch_size == 8
-    assert cfg.generator == Component("dcgan", {"latent_dim": 8, "base_width": 8, "max_width": 512, "norm": "batch"})
+    assert cfg.generator == Component("dcgan", {"latent_dim": 8, "base_width": 8, "max_width": 512, "norm": "batch",
+                                                "bias": False})
     # Defaults come from the builders' signatures and show up in the resolved config.
     assert resolved["optim"]["g"] == {"kind": "adam", "lr": 2e-4, "betas": [0.5, 0.999], "weight_decay": 0.0,
                                       "eps": 1e-8, "implementation": "auto"}

@@ -286,8 +286,6 @@ def test_mean_pooling_is_sum_pooling_over_the_number_of_positions():
     summed = build_discriminator(Component("resnet", {"base_width": 4, "max_width": 8}), info)
     mean = build_discriminator(Component("resnet", {"base_width": 4, "max_width": 8, "pool": "mean"}), info)
     mean.load_state_dict(summed.state_dict())
-    for D in (summed, mean):
-        nn.init.zeros_(D.linear.bias)
     x = torch.randn(3, 3, 32, 32)
     positions = 8 * 8  # SNGAN's CIFAR D ends at 8x8
     with torch.no_grad():

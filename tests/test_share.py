@@ -117,7 +117,7 @@ def test_the_card_states_data_training_versions_and_licence(world):
                  "samples.png", "| kind | `digits` |", "| resolution | 16x16 px, 1 channel |", "| samples | 1,797 |",
                  "| classes | 10 (the generator is conditioned on them) |",
                  "| length | 6 generator steps, 48 real images through D |", "No evaluation was recorded",
-                 "```yaml\ndata: {kind: digits, resolution: 16, xflip: false}", "## Licence", "TODO",
+                 "```yaml\ndata: {kind: digits, resolution: 16, xflip: false, dequantize: false}", "## Licence", "TODO",
                  "trained with | ganforge",
                  "from step 0 | CPU ("):
         assert fact in card, fact
@@ -163,7 +163,7 @@ def test_the_card_gives_fid_with_its_extractor_and_reference_data(cli, tmp_path)
     evaluation = card.split("## Evaluation")[1].split("## Config")[0]
     for fact in (f"| fid | {record['eval']['fid']:.6g} |", "| step | 6 (the exported weights) |",
                  "| network | G_ema |", "| generated samples | 4 |", "| real samples (reference) | 5 |",
-                 '| reference data | `{"kind": "digits", "resolution": 16, "xflip": false}` |',
+                 '| reference data | `{"kind": "digits", "resolution": 16, "xflip": false, "dequantize": false}` |',
                  f"| feature extractor | inception-v3-fid ({weights}, resize legacy) |",
                  '"resize": "legacy", "protocol": "pytorch-fid"', "| noise seed | 0 |",
                  "| read from | log.jsonl (during training) |"):

@@ -107,30 +107,33 @@ def test_diffaugment_uses_the_step_noise_stream():
 
 
 def test_ada_probability_follows_the_sign_of_d_on_reals_and_is_saved():
-    D = nn.Linear(1, 1)
+    steps = {}
 
-    def d_update(ada, logits):
+    def train_step(ada, logits):
         ada.observe(logits, 0)
-        ada.after_d_step(D)
+        steps[ada] = steps.get(ada, 0) + 1
+        ada.after_step(steps[ada])
 
     ada = AdaptiveAugment(target=0.6, interval=2, speed_images=100)
     confident = torch.ones(10)  # E[sign D(real)] = 1 > 0.6: overfitting, more augmentation
     for _ in range(4):
-        d_update(ada, confident)
+        train_step(ada, confident)
     assert float(ada.p) == pytest.approx(0.4)  # two adjustments of 2 x 10 / 100
     for _ in range(2):
-        d_update(ada, -confident)
+        train_step(ada, -confident)
     assert float(ada.p) == pytest.approx(0.2)
-    # Micro-batches: two observations in one D update count as one update of 20 images.
+    # Micro-batches: two observations in one step count as one step of 20 images.
     ada.observe(confident[:5], 0)
     ada.observe(confident[:5], 0)
-    ada.after_d_step(D)
+    steps[ada] += 1
+    ada.after_step(steps[ada])
     # A checkpoint between adjustments carries the running sums: the next adjustment is the same.
     restored = AdaptiveAugment(target=0.6, interval=2, speed_images=100)
     restored.load_state_dict(ada.state_dict())
+    steps[restored] = steps[ada]
     assert float(restored.p) == pytest.approx(0.2)
     for a in (ada, restored):
-        d_update(a, -confident)  # mean sign (10 - 10) / 20 = 0 < 0.6: down by 20 / 100
+        train_step(a, -confident)  # mean sign (10 - 10) / 20 = 0 < 0.6: down by 20 / 100
     assert float(ada.p) == float(restored.p) == pytest.approx(0.0)
     x = torch.randn(1000, 1, 8, 8)
     untouched = AdaptiveAugment(policy=["xflip"])  # p = 0: the identity
@@ -160,7 +163,8 @@ def test_label_smoothing_equals_bce_with_a_soft_target():
 
 
 def test_lecam_on_hand_computed_values():
-    reg = LeCam(weight=0.3, decay=0.9)
+    reg = LeCam(weight=0.3, decay=0.9, start=0)
+    reg.after_step(1)  # the term starts once more than `start` steps are done
     real, fake = torch.tensor([2.0, 0.0]), torch.tensor([-1.0, 1.0])
     # First call: anchors are the means, 1.0 (real) and 0.0 (fake).
     value = reg.d_outputs(real, fake)

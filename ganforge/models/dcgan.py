@@ -38,7 +38,8 @@ def _norm2d(kind: str, channels: int) -> nn.Module:
 
 @GENERATORS.register("dcgan", accepts=IMAGES, tiny={"latent_dim": 8, **TINY_WIDTHS}, output_range=(-1.0, 1.0))
 class DCGANGenerator(nn.Module):
-    """DCGAN generator: transposed convolutions from a 4x4 map, BatchNorm, ReLU, tanh output."""
+    """DCGAN generator: transposed convolutions from a 4x4 map, BatchNorm, ReLU, tanh output;
+    no biases, as pytorch/examples (bias: true puts one on the output layer)."""
 
     def __init__(
         self,
@@ -48,19 +49,22 @@ class DCGANGenerator(nn.Module):
         base_width: Width = 64,
         max_width: Width = 512,
         norm: Literal["batch", "none"] = "batch",
+        bias: bool = False,
     ) -> None:
         super().__init__()
         self.latent_dim = latent_dim
         widths = _widths(stages(resolution, IMAGES), base_width, max_width)
-        bias = norm == "none"
+        inner_bias = norm == "none"  # a normalisation layer's shift makes a bias redundant
         layers: list[nn.Module] = [
-            nn.ConvTranspose2d(latent_dim, widths[0], 4, 1, 0, bias=bias),
+            nn.ConvTranspose2d(latent_dim, widths[0], 4, 1, 0, bias=inner_bias),
             _norm2d(norm, widths[0]),
             nn.ReLU(inplace=True),
         ]
         for w_in, w_out in zip(widths[:-1], widths[1:]):
-            layers += [nn.ConvTranspose2d(w_in, w_out, 4, 2, 1, bias=bias), _norm2d(norm, w_out), nn.ReLU(inplace=True)]
-        layers += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1), nn.Tanh()]
+            layers += [nn.ConvTranspose2d(w_in, w_out, 4, 2, 1, bias=inner_bias), _norm2d(norm, w_out),
+                       nn.ReLU(inplace=True)]
+        # pytorch/examples' DCGAN has no bias on its output layer; bias: true adds one.
+        layers += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1, bias=bias), nn.Tanh()]
         self.net = nn.Sequential(*layers)
         init_dcgan_weights(self)
 
@@ -70,7 +74,8 @@ class DCGANGenerator(nn.Module):
 
 @DISCRIMINATORS.register("dcgan", accepts=IMAGES, tiny=TINY_WIDTHS)
 class DCGANDiscriminator(nn.Module):
-    """DCGAN discriminator: strided convolutions to a 4x4 map, LeakyReLU(0.2), one logit."""
+    """DCGAN discriminator: strided convolutions to a 4x4 map, LeakyReLU(0.2), one logit; no
+    biases, as pytorch/examples (bias: true puts them on the first and last layers)."""
 
     def __init__(
         self,
@@ -79,16 +84,19 @@ class DCGANDiscriminator(nn.Module):
         base_width: Width = 64,
         max_width: Width = 512,
         norm: Literal["batch", "instance", "layer", "none"] = "batch",
+        bias: bool = False,
     ) -> None:
         super().__init__()
         widths = list(reversed(_widths(stages(resolution, IMAGES), base_width, max_width)))
-        # No normalisation on the first layer, as in the paper.
-        layers: list[nn.Module] = [nn.Conv2d(channels, widths[0], 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
-        bias = norm == "none"
+        # No normalisation on the first layer, as in the paper; pytorch/examples' DCGAN has no bias
+        # on its first and last layers either (bias: true adds them).
+        layers: list[nn.Module] = [nn.Conv2d(channels, widths[0], 4, 2, 1, bias=bias),
+                                   nn.LeakyReLU(0.2, inplace=True)]
+        inner_bias = norm == "none"
         for w_in, w_out in zip(widths[:-1], widths[1:]):
-            layers += [nn.Conv2d(w_in, w_out, 4, 2, 1, bias=bias), _norm2d(norm, w_out),
+            layers += [nn.Conv2d(w_in, w_out, 4, 2, 1, bias=inner_bias), _norm2d(norm, w_out),
                        nn.LeakyReLU(0.2, inplace=True)]
-        layers.append(nn.Conv2d(widths[-1], 1, 4, 1, 0))
+        layers.append(nn.Conv2d(widths[-1], 1, 4, 1, 0, bias=bias))
         self.net = nn.Sequential(*layers)
         init_dcgan_weights(self)
 

@@ -10,6 +10,7 @@ resolution (SNGAN's layout).
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal
 
 import torch
@@ -23,6 +24,7 @@ from ganforge.registry import DISCRIMINATORS, GENERATORS
 
 Width = Annotated[int, Range(ge=1, le=4096)]
 Pool = Literal["sum", "mean"]
+ResNetInit = Literal["glorot", "default"]
 IMAGES = Accepts(images=True, vectors=False, min_resolution=16, max_resolution=256, powers_of_two=True)
 TINY_WIDTHS = {"base_width": 4, "max_width": 8}
 
@@ -46,6 +48,34 @@ def _check_classes(conditional: bool, num_classes: int) -> int:
     if conditional and num_classes < 2:
         raise ValueError(f"conditional needs a labelled data set (this one has {num_classes} classes)")
     return num_classes if conditional else 0
+
+
+def init_resnet_weights(module: nn.Module, scheme: str) -> None:
+    """The `resnet` G/D's initialisation. `glorot` is both references': Glorot-uniform weights
+    (std = gain x sqrt(2 / (fan_in + fan_out))) with gain sqrt(2) on the 3x3 convs of the
+    residual blocks and gain 1 on the shortcut convs, G's input linear and output conv, and D's
+    output, projection and classifier layers; biases zero. sngan_projection writes it as
+    GlorotUniform(sqrt(2)) and GlorotUniform(); igul222's gan_cifar_resnet.py as `he_init=True`
+    (std sqrt(4 / (fan_in + fan_out))) and its Glorot default. `default` keeps PyTorch's own
+    initialisation. The per-class BatchNorm gains and biases keep their zero start (plain BN)."""
+    if scheme == "default":
+        return
+    for m in module.modules():
+        if isinstance(m, (GBlock, DBlock)):
+            for conv in (m.conv1, m.conv2):
+                _glorot(conv, math.sqrt(2.0))
+            if m.skip is not None:
+                _glorot(m.skip, 1.0)
+    for name in ("linear", "out", "embed", "aux"):
+        layer = getattr(module, name, None)
+        if isinstance(layer, (nn.Conv2d, nn.Linear, nn.Embedding)):
+            _glorot(layer, 1.0)
+
+
+def _glorot(layer: nn.Module, gain: float) -> None:
+    nn.init.xavier_uniform_(layer.weight, gain=gain)
+    if getattr(layer, "bias", None) is not None:
+        nn.init.zeros_(layer.bias)
 
 
 class ConditionalBatchNorm2d(nn.Module):
@@ -149,7 +179,7 @@ class ResNetDiscriminator(nn.Module):
 
     def __init__(self, channels: int, resolution: int, widths: list[int], downsample: list[bool],
                  num_classes: int = 0, conditional: bool = False, auxiliary_classifier: bool = False,
-                 pool: Pool = "sum") -> None:
+                 pool: Pool = "sum", output_bias: bool = True) -> None:
         super().__init__()
         if len(widths) != len(downsample) or not widths:
             raise ValueError(f"{len(widths)} block widths but {len(downsample)} downsample flags")
@@ -164,7 +194,7 @@ class ResNetDiscriminator(nn.Module):
             c_in = c
         self.blocks = nn.Sequential(*blocks)
         self.pool = pool
-        self.linear = nn.Linear(c_in, 1)
+        self.linear = nn.Linear(c_in, 1, bias=output_bias)
         self.embed = nn.Embedding(classes, c_in) if (conditional and classes) else None
         self.aux = nn.Linear(c_in, classes) if (auxiliary_classifier and classes) else None
 
@@ -203,10 +233,14 @@ def resnet_generator(
     base_width: Width = 128,
     max_width: Width = 256,
     conditional: bool = False,
+    init: ResNetInit = "glorot",
 ) -> ResNetGenerator:
-    """Residual G of WGAN-GP / SNGAN (16-256 px); conditional: class-conditional BatchNorm."""
+    """Residual G of WGAN-GP / SNGAN (16-256 px); conditional: class-conditional BatchNorm;
+    init: glorot (both references') or default (PyTorch's)."""
     widths = stage_widths(stages(resolution, IMAGES), base_width, max_width)
-    return ResNetGenerator(channels, widths, num_classes, latent_dim, conditional)
+    G = ResNetGenerator(channels, widths, num_classes, latent_dim, conditional)
+    init_resnet_weights(G, init)
+    return G
 
 
 @DISCRIMINATORS.register("resnet", accepts=IMAGES, tiny={**TINY_WIDTHS, "extra_blocks": 0})
@@ -220,8 +254,14 @@ def resnet_discriminator(
     auxiliary_classifier: bool = False,
     extra_blocks: Annotated[int, Range(ge=0)] = 2,
     pool: Pool = "sum",
+    output_bias: bool = False,
+    init: ResNetInit = "glorot",
 ) -> ResNetDiscriminator:
-    """Residual D of WGAN-GP / SNGAN; conditional: projection; auxiliary_classifier: AC-GAN head; pool: sum | mean."""
+    """Residual D of WGAN-GP / SNGAN; conditional: projection; auxiliary_classifier: AC-GAN head;
+    pool: sum (SNGAN) | mean (the WGAN-GP critic); output_bias: a bias on the output layer (the
+    WGAN-GP critic has one, SNGAN's D none); init: glorot (both references') or default (PyTorch's)."""
     widths, downsample = sngan_d_layout(resolution, base_width, max_width, extra_blocks)
-    return ResNetDiscriminator(channels, resolution, widths, downsample, num_classes, conditional,
-                               auxiliary_classifier, pool=pool)
+    D = ResNetDiscriminator(channels, resolution, widths, downsample, num_classes, conditional,
+                            auxiliary_classifier, pool=pool, output_bias=output_bias)
+    init_resnet_weights(D, init)
+    return D
