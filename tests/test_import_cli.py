@@ -58,8 +58,8 @@ def test_eval_with_data_scores_the_pickles_g_ema(cli, pickle_run, tmp_path):
     equal to the FID recomputed from the pickle's own images through the same extractor."""
     from test_eval_folders import reference_fid
 
+    from ganforge.generation.drawing import draw, load_generator
     from ganforge.metrics.features import InceptionExtractor, to_uint8
-    from ganforge.sample import load_generator, sample
 
     state = stand_in_inception_state()
     torch.save(state, tmp_path / "inception.pth")
@@ -74,7 +74,7 @@ def test_eval_with_data_scores_the_pickles_g_ema(cli, pickle_run, tmp_path):
     # The run's G_ema draws what the pickle's G_ema draws (test_parity_stylegan2), so this is the pickle scored.
     generator = load_generator(pickle_run, device="cpu")
     with torch.no_grad():
-        fake, _ = InceptionExtractor(state, "random")(to_uint8(sample(generator, 8)))
+        fake, _ = InceptionExtractor(state, "random")(to_uint8(draw(generator, 8)))
     [cached] = list(cache.iterdir())
     real = torch.load(cached, weights_only=True)["values"]
     assert report["metrics"]["fid"] == pytest.approx(reference_fid(fake.double().numpy(), real.double().numpy()),

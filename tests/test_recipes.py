@@ -489,7 +489,7 @@ def test_each_protocol_scores_the_generator_its_paper_scored(name, one_step_run,
 
 def test_batch_statistics_change_what_a_batchnorm_generator_draws(one_step_run):
     from ganforge.generation import batch_statistics
-    from ganforge.sample import load_generator
+    from ganforge.generation.drawing import load_generator
 
     G = load_generator(one_step_run[0], use_ema=False, device="cpu").G.eval()
     z = torch.randn(16, G.latent_dim, generator=torch.Generator().manual_seed(0))
