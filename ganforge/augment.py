@@ -30,17 +30,26 @@ def color(x: Tensor, gen: torch.Generator | None) -> Tensor:
     return (x - mean) * (_uniform(n, x, gen) + 0.5) + mean
 
 
-def translation(x: Tensor, gen: torch.Generator | None, ratio: float = 0.125) -> Tensor:
-    """Shift each sample by up to `ratio` of its size in x and y (whole pixels), zeros shifted in."""
+def translation(x: Tensor, gen: torch.Generator | None, ratio: float = 0.125, padding: str = "zeros") -> Tensor:
+    """Shift each sample by up to `ratio` of its size in x and y (whole pixels). `padding`: zeros
+    shifted in (DiffAugment), or `reflect`: the image mirrored at its border without repeating the
+    edge pixel (torch's reflect padding, as StudioGAN's bCR translation)."""
     n, _, h, w = x.shape
     shift_y = torch.randint(-int(h * ratio), int(h * ratio) + 1, (n,), device=x.device, generator=gen)
     shift_x = torch.randint(-int(w * ratio), int(w * ratio) + 1, (n,), device=x.device, generator=gen)
     ys = torch.arange(h, device=x.device).view(1, h, 1) - shift_y.view(n, 1, 1)
     xs = torch.arange(w, device=x.device).view(1, 1, w) - shift_x.view(n, 1, 1)
+    if padding == "reflect":
+        ys, xs = _reflect(ys, h), _reflect(xs, w)
     inside = ((ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)).unsqueeze(1)
     index = (ys.clamp(0, h - 1) * w + xs.clamp(0, w - 1)).view(n, 1, h * w).expand(-1, x.shape[1], -1)
     moved = torch.gather(x.flatten(2), 2, index).view_as(x)
     return moved * inside
+
+
+def _reflect(i: Tensor, size: int) -> Tensor:
+    """Indices in [-(size - 1), 2 (size - 1)] mirrored into [0, size) at the border pixels."""
+    return (size - 1) - ((size - 1) - i.abs()).abs()
 
 
 def cutout(x: Tensor, gen: torch.Generator | None, ratio: float = 0.5) -> Tensor:

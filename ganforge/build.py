@@ -32,9 +32,11 @@ from ganforge.registry import (
     OPTIMIZERS,
     REGULARIZERS,
     SCHEDULES,
+    Entry,
     Registry,
 )
 from ganforge.regularizers import Regularizer
+from ganforge.regularizers.base import lazy_intervals
 
 
 def build(registry: Registry, component: Component, where: str, *, provider: str = "ganforge", **provided: Any
@@ -114,13 +116,13 @@ def build_data(cfg: Config) -> DataSource:
 
 def build_generator(cfg_generator: Component, info: DataInfo) -> nn.Module:
     """The generator for data described by `info` (refused before it is built if it cannot take them)."""
-    check_accepts(GENERATORS.get(cfg_generator.kind, "generator").builder, info, "generator", cfg_generator.kind)
+    check_accepts(GENERATORS.get(cfg_generator.kind, "generator"), info, "generator", cfg_generator.kind)
     return build(GENERATORS, cfg_generator, "generator", provider=f"data ({info.name})", **info.model_args())
 
 
 def build_discriminator(cfg_discriminator: Component, info: DataInfo) -> nn.Module:
     """The discriminator for data described by `info` (refused before it is built if it cannot take them)."""
-    check_accepts(DISCRIMINATORS.get(cfg_discriminator.kind, "discriminator").builder, info, "discriminator",
+    check_accepts(DISCRIMINATORS.get(cfg_discriminator.kind, "discriminator"), info, "discriminator",
                   cfg_discriminator.kind)
     return build(DISCRIMINATORS, cfg_discriminator, "discriminator", provider=f"data ({info.name})",
                  **info.model_args())
@@ -134,21 +136,38 @@ def build_loss(cfg: Config) -> Loss:
 def build_regularizers(cfg: Config, info: DataInfo | None = None) -> list[tuple[str, Regularizer]]:
     """The regularizers, in config order, as (kind, object); combinations that make no sense
     (weight clipping with a gradient penalty, label smoothing with the hinge loss, an image
-    augmentation on vector data when `info` is given) are errors."""
+    augmentation on vector data when `info` is given, two lazy intervals for one player with
+    `train.lazy: separate`) are errors."""
     kinds = [c.kind for c in cfg.regularizers]
     regs = []
     for i, c in enumerate(cfg.regularizers):
         if info is not None:
-            check_accepts(REGULARIZERS.get(c.kind, f"regularizers.{i}").builder, info, f"regularizers.{i}", c.kind)
+            check_accepts(REGULARIZERS.get(c.kind, f"regularizers.{i}"), info, f"regularizers.{i}", c.kind)
         reg = build(REGULARIZERS, c, f"regularizers.{i}")
         for other in reg.incompatible:
-            if other in kinds or other == cfg.loss.kind:
-                what = f"loss {other}" if other == cfg.loss.kind else f"regularizer {other}"
-                raise ConfigError(f"regularizers.{i}: {c.kind} cannot be combined with {what}; remove one of them")
+            if other in kinds:
+                raise ConfigError(f"regularizers.{i}: {c.kind} cannot be combined with regularizer {other}; "
+                                  "remove one of them")
+        check_loss_shape(REGULARIZERS.get(c.kind), LOSSES.get(cfg.loss.kind, "loss"), f"regularizers.{i}")
         if kinds.count(c.kind) > 1:
             raise ConfigError(f"regularizers.{i}: {c.kind} is listed twice")
         regs.append((c.kind, reg))
+    if cfg.train.lazy == "separate":
+        try:
+            lazy_intervals(regs)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     return regs
+
+
+def check_loss_shape(regularizer: Entry, loss: Entry, where: str) -> None:
+    """A ConfigError if the regularizer declares the loss shapes it works with and the loss's is not one."""
+    shapes = regularizer.properties.get("loss_shapes")
+    if shapes is not None and loss.properties["shape"] not in shapes:
+        fitting = [e.name for e in LOSSES.entries() if e.properties["shape"] in shapes]
+        raise ConfigError(f"{where}: {regularizer.name} works with {' or '.join(shapes)}-shaped losses "
+                          f"({', '.join(fitting)}), not {loss.name} ({loss.properties['shape']}); "
+                          "change loss.kind or remove it")
 
 
 def build_networks(cfg: Config, info: DataInfo) -> tuple[nn.Module, nn.Module, list[tuple[str, Regularizer]]]:
@@ -219,13 +238,13 @@ def evaluator_for(cfg: Config, source: DataSource, device: torch.device, progres
 def check_compatible(cfg: Config, info: DataInfo) -> None:
     """Refuse, in one line naming both keys, a generator, discriminator, regularizer or eval
     metric whose declared data (`accepts`) do not fit the data, before anything is built."""
-    check_accepts(GENERATORS.get(cfg.generator.kind, "generator").builder, info, "generator", cfg.generator.kind)
-    check_accepts(DISCRIMINATORS.get(cfg.discriminator.kind, "discriminator").builder, info, "discriminator",
+    check_accepts(GENERATORS.get(cfg.generator.kind, "generator"), info, "generator", cfg.generator.kind)
+    check_accepts(DISCRIMINATORS.get(cfg.discriminator.kind, "discriminator"), info, "discriminator",
                   cfg.discriminator.kind)
     for i, c in enumerate(cfg.regularizers):
-        check_accepts(REGULARIZERS.get(c.kind, f"regularizers.{i}").builder, info, f"regularizers.{i}", c.kind)
+        check_accepts(REGULARIZERS.get(c.kind, f"regularizers.{i}"), info, f"regularizers.{i}", c.kind)
     for name in default_metrics(cfg.eval.metrics, info.is_image):
-        check_accepts(METRICS.get(name, "eval.metrics").builder, info, "eval.metrics", name)
+        check_accepts(METRICS.get(name, "eval.metrics"), info, "eval.metrics", name)
 
 
 def check_init(cfg: Config) -> None:

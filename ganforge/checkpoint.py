@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from ganforge.about import __version__
+from ganforge.config.upgrade import upgrade_stored_config
 from ganforge.errors import CheckpointError, read_problem
 
 FORMAT = "ganforge-checkpoint"
@@ -144,7 +145,8 @@ def load_checkpoint(path: Path, expected_sha256: str | None = None) -> Checkpoin
     except KeyError as e:
         raise CheckpointError(f"{path} is an incomplete ganforge checkpoint (it has no {e.args[0]!r})") from None
     check_layout(path, ckpt)
-    return ckpt
+    # Keys added since it was written, with a default other than what its run did, get its setting.
+    return replace(ckpt, config=upgrade_stored_config(ckpt.config))
 
 
 # Network layouts that earlier ganforge versions wrote and this one no longer builds: the

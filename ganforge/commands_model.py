@@ -52,8 +52,9 @@ def sample(
     import json
 
     from ganforge.generation import parse_seeds, truncation_for
+    from ganforge.generation.drawing import load_generator, sample_batches, seed_batches
+    from ganforge.generation.files import SampleWriter
     from ganforge.progress import Progress
-    from ganforge.sample import SampleWriter, load_generator, sample_batches, seed_batches
 
     seed_list = parse_seeds(seeds) if seeds is not None else None
     if seed_list is not None and (num is not None or seed is not None):
@@ -119,9 +120,9 @@ def interpolate(
     import torch
 
     from ganforge.generation import class_labels, truncation_for
+    from ganforge.generation.drawing import load_generator
     from ganforge.interpolate import interpolate as make_frames
     from ganforge.interpolate import save_gif, save_mp4, strip
-    from ganforge.sample import load_generator
 
     suffix = out.suffix.lower()
     if suffix not in (".gif", ".mp4", ".png"):
@@ -167,7 +168,7 @@ def export(
     """Write the generator to share (safetensors and a model card) or to run without ganforge (TorchScript, ONNX)."""
     import json
 
-    from ganforge.sample import load_generator
+    from ganforge.generation.drawing import load_generator
 
     if fmt not in ("safetensors", "torchscript", "onnx"):
         raise GanforgeError(f"--format {fmt}: use safetensors, torchscript or onnx")
@@ -242,9 +243,9 @@ def project_command(
     import numpy as np
     import torch
 
+    from ganforge.generation import class_labels
     from ganforge.imaging import enlarge, grid, to_pil
     from ganforge.project import load_lpips, load_networks, load_target, lpips_files, project
-    from ganforge.sample import class_labels
 
     loaded, D = load_networks(checkpoint, use_ema=not no_ema, device=device)
     if not loaded.info.is_image:

@@ -58,6 +58,9 @@ def evaluate(
                                      help="ppl: LPIPS's vgg.pth (default: eval.lpips, or the torch hub cache)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="JSON file (default: RUN/eval/step-N.json)."),
     no_ema: bool = typer.Option(False, "--no-ema", help="Evaluate the raw generator instead of its moving average."),
+    batch_stats: bool = typer.Option(False, "--batch-stats",
+                                     help="Generate with G's BatchNorm on each batch's own statistics (train mode; "
+                                          "--batch-size samples a batch), as WGAN-GP's and BigGAN's CIFAR code do."),
     truncation: float | None = TRUNCATION_OPTION,
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -70,9 +73,9 @@ def evaluate(
     from ganforge.build import build_data, evaluator_for, resolve_device
     from ganforge.config import Component, parse_config
     from ganforge.generation import truncation_for
+    from ganforge.generation.drawing import load_generator
     from ganforge.metrics.catalog import default_metrics
     from ganforge.run import RunDir
-    from ganforge.sample import load_generator
 
     if images is not None:
         if checkpoint is not None:
@@ -115,10 +118,11 @@ def evaluate(
                               num_samples=num, real_samples=real_num, batch_size=batch_size, cache_dir=cache_dir,
                               extractor_cfg=extractor, resize=resize, protocol=protocol,
                               kid_subset_size=kid_subset_size, dinov2_weights=dinov2_weights, lpips=lpips,
-                              truncation=truncation)
+                              truncation=truncation, batch_stats=batch_stats)
     result = evaluator(loaded.G, seed=seed)
     report = {"checkpoint": str(loaded.checkpoint), "step": loaded.step, "seed": seed, "ema": not no_ema,
-              "truncation": truncation, "truncation_rule": trunc.describe(), **result.to_dict()}
+              "batch_stats": batch_stats, "truncation": truncation, "truncation_rule": trunc.describe(),
+              **result.to_dict()}
     run_dir = RunDir.of_checkpoint(loaded.checkpoint)
     if out is None:
         out = run_dir.eval_file(loaded.step)

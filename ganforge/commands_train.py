@@ -210,7 +210,7 @@ def train(
         return
     if nproc > 1 and not distributed.launched_by_torchrun():
         # Check what can be checked here, then start torchrun with the same arguments.
-        distributed.check_batch_split(cfg.train.batch_size, distributed.Dist(0, nproc), cfg.train.accumulate)
+        distributed.check_batch_splits(cfg.train, distributed.Dist(0, nproc))
         argv = list(sys.argv[1:])
         drop = {i for i, a in enumerate(argv) if a == "--nproc" or a.startswith("--nproc=")}
         drop |= {i + 1 for i in drop if argv[i] == "--nproc"}

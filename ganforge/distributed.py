@@ -17,12 +17,16 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from ganforge.errors import ConfigError, PeerError
+
+if TYPE_CHECKING:
+    from ganforge.config.schema import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -202,13 +206,33 @@ def stream_seed(*parts: int) -> int:
     return int.from_bytes(h.digest(), "little") & (2**63 - 1)
 
 
-def check_batch_split(batch_size: int, ctx: Dist, accumulate: int) -> int:
-    """Samples per micro-batch on each rank; the global batch must split evenly."""
+def check_batch_split(batch_size: int, ctx: Dist, accumulate: int, key: str = "train.batch_size") -> int:
+    """Samples per micro-batch on each rank; the global batch (`key`) must split evenly."""
     parts = ctx.world_size * accumulate
     if batch_size % parts:
-        raise ConfigError(f"train.batch_size={batch_size} does not split over {ctx.world_size} processes x "
-                          f"{accumulate} accumulation steps; use a multiple of {parts}")
+        raise ConfigError(f"{key}={batch_size} does not split over {ctx.world_size} processes x {accumulate} "
+                          f"micro-batches (train.accumulate); use a multiple of {parts}")
     return batch_size // parts
+
+
+def check_batch_splits(train: TrainConfig, ctx: Dist) -> None:
+    """Both players' batches (train.batch_size, train.g_batch_size) split over the processes and micro-batches."""
+    check_batch_split(train.batch_size, ctx, train.accumulate)
+    check_batch_split(train.generator_batch, ctx, train.accumulate, "train.g_batch_size")
+
+
+def all_reduce_grads(module: nn.Module, ctx: Dist) -> None:
+    """Average `module`'s gradients over all ranks, for a backward pass DDP did not see (a separate
+    lazy-regularization phase runs the plain module)."""
+    if not ctx.enabled:
+        return
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    if grads:
+        flat = torch._utils._flatten_dense_tensors(grads)
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        flat /= ctx.world_size
+        for grad, mean in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads)):
+            grad.copy_(mean)
 
 
 # torchrun's own log lines (glog style) and its failure report; ganforge's processes already

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from ganforge.about import __version__
 from ganforge.checkpoint import atomic_write_bytes
 from ganforge.errors import GanforgeError
-from ganforge.sample import LoadedGenerator
+from ganforge.generation.drawing import LoadedGenerator
 
 METADATA_FILE = "ganforge.json"
 

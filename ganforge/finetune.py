@@ -196,32 +196,11 @@ def stored_ada_p(config: Any, state: dict[str, Any]) -> float | None:
 
 
 def discriminator_blocks(D: nn.Module) -> list[list[nn.Module]]:
-    """D's feature blocks from the input side, each a list of modules (none for an architecture
-    not known here); the output head (final layer, minibatch-std epilogue, class projection) is not among them.
-    dcgan / mlp: each strided conv or linear layer with its norm and activation; stylegan2: each
-    block b<resolution> ... b8 (the first holds from_rgb); resnet / biggan: each residual block (a
-    self-attention layer belongs to the block before it)."""
-    from ganforge.models.biggan import BigGANDiscriminator
-    from ganforge.models.dcgan import DCGANDiscriminator
-    from ganforge.models.mlp import MLPDiscriminator
-    from ganforge.models.resnet import ResNetDiscriminator
-    from ganforge.models.stylegan2 import StyleGAN2Discriminator
-
-    if isinstance(D, BigGANDiscriminator):
-        return [list(group) for group in D.blocks]  # blocks.i: the residual block, then its attention
-    if isinstance(D, StyleGAN2Discriminator):
-        return [[b] for b in D.blocks()]
-    if isinstance(D, ResNetDiscriminator):
-        return [[m] for m in D.blocks]
-    if isinstance(D, (DCGANDiscriminator, MLPDiscriminator)):
-        groups = []
-        for m in D.net:
-            if isinstance(m, (nn.Conv2d, nn.Linear)) or not groups:
-                groups.append([m])
-            else:
-                groups[-1].append(m)
-        return groups[:-1]  # the last layer makes the logit: the head
-    return []  # an architecture ganforge does not know
+    """D's feature blocks from the input side, each a list of modules, as the architecture declares
+    them (its `feature_blocks` method; none for one without it); the output head (final layer,
+    minibatch-std epilogue, class projection) is not among them."""
+    blocks = getattr(D, "feature_blocks", None)
+    return blocks() if callable(blocks) else []
 
 
 def freeze_d_layers(D: nn.Module, n: int) -> list[str]:

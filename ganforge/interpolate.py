@@ -9,10 +9,10 @@ from PIL import Image
 from torch import Tensor
 
 from ganforge.errors import GanforgeError
-from ganforge.generation import generate, truncation_for
+from ganforge.generation import class_labels, generate, sample_noise, truncation_for
+from ganforge.generation.drawing import LoadedGenerator
 from ganforge.imaging import enlarge, grid
 from ganforge.progress import Progress
-from ganforge.sample import LoadedGenerator, class_labels, sample_noise
 
 
 def slerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:

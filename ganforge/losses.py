@@ -1,7 +1,9 @@
 """Adversarial losses on discriminator logits.
 
 Each loss is a tiny class with `d_loss(real, fake)` and `g_loss(fake, real)`, both taking
-the discriminator's raw outputs (one logit per sample) and returning a scalar mean.
+the discriminator's raw outputs (one logit per sample) and returning a scalar mean. Each declares
+its `shape` when it registers (ganforge.registry.LossShape), which regularizers that depend on how
+the loss reads the logits (label smoothing) check.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ class Loss:
         raise NotImplementedError
 
 
-@LOSSES.register("non_saturating")
+@LOSSES.register("non_saturating", shape="bce")
 class NonSaturating(Loss):
     """Goodfellow et al. (2014) with G maximising log D(G(z)); the usual default."""
 
@@ -37,7 +39,7 @@ class NonSaturating(Loss):
         return F.softplus(-fake).mean()
 
 
-@LOSSES.register("minimax")
+@LOSSES.register("minimax", shape="bce")
 class Minimax(Loss):
     """The original minimax game: G minimises log(1 - D(G(z))) (weak gradients early on)."""
 
@@ -49,7 +51,7 @@ class Minimax(Loss):
         return -F.softplus(fake).mean()
 
 
-@LOSSES.register("hinge")
+@LOSSES.register("hinge", shape="margin")
 class Hinge(Loss):
     """Hinge loss (Lim & Ye 2017; SNGAN, BigGAN): D margins at +-1, G raises D's score."""
 
@@ -60,7 +62,7 @@ class Hinge(Loss):
         return -fake.mean()
 
 
-@LOSSES.register("wasserstein")
+@LOSSES.register("wasserstein", shape="critic")
 class Wasserstein(Loss):
     """Wasserstein critic loss (Arjovsky et al. 2017); pair with gradient_penalty."""
 
@@ -71,7 +73,7 @@ class Wasserstein(Loss):
         return -fake.mean()
 
 
-@LOSSES.register("least_squares")
+@LOSSES.register("least_squares", shape="least_squares")
 class LeastSquares(Loss):
     """LSGAN (Mao et al. 2017) with 0-1 targets: D pulls reals to 1 and fakes to 0."""
 
@@ -82,7 +84,7 @@ class LeastSquares(Loss):
         return 0.5 * ((fake - 1.0) ** 2).mean()
 
 
-@LOSSES.register("relativistic_average")
+@LOSSES.register("relativistic_average", shape="relativistic")
 class RelativisticAverage(Loss):
     """RaGAN (Jolicoeur-Martineau 2018): D judges whether reals look more real than the average
     fake, and vice versa; G's loss needs D's outputs on reals too."""

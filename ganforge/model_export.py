@@ -1,6 +1,6 @@
 """Writing a model folder (ganforge.model_folder reads it): the weights, config.json, the model
 card and its sample grid, from a loaded checkpoint. Apart from the reader because it samples the
-generator (ganforge.sample), which reads model folders itself."""
+generator (ganforge.generation.drawing), which reads model folders itself."""
 
 from __future__ import annotations
 
@@ -100,11 +100,11 @@ def export_model_folder(loaded: Any, out: Path, network: str, overwrite: bool = 
 
 def _grid(loaded: Any) -> tuple[Any, str]:
     """The card's picture and its caption: per-seed samples (a row per class), or a scatter plot of 2D points."""
+    from ganforge.generation.drawing import draw, seed_batches
     from ganforge.imaging import enlarge, grid, scatter
-    from ganforge.sample import sample, seed_batches
 
     if not loaded.info.is_image:
-        points = sample(loaded, 5000, seed=0)
+        points = draw(loaded, 5000, seed=0)
         return scatter(points), "5,000 samples (`ganforge sample . --num 5000 --seed 0`)"
     classes = loaded.num_classes
     if classes:

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from ganforge.errors import CheckpointError, ConfigError, GanforgeError
 from ganforge.finetune import discriminator_blocks
+from ganforge.generation.drawing import LoadedGenerator
 
 # LPIPS lives with the metrics (ppl uses it too); its loader and file names are this command's as well.
 from ganforge.metrics.lpips import LPIPS, unit_channels
@@ -36,7 +37,6 @@ from ganforge.metrics.lpips import load_lpips as load_lpips
 from ganforge.metrics.lpips import lpips_files as lpips_files
 from ganforge.models import conditioning_classes
 from ganforge.progress import Progress
-from ganforge.sample import LoadedGenerator
 
 W_AVG_SEED = 123  # StyleGAN2-ADA draws its 10,000 z for w_avg from RandomState(123)
 

@@ -7,40 +7,64 @@ import functools
 import importlib
 import inspect
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Literal, get_args
 
+from ganforge.accepts import ANY, Accepts
 from ganforge.errors import ConfigError
+
+# How a loss reads D's logits, for the regularizers that only make sense with some of them (label
+# smoothing changes a BCE target): sigmoid cross-entropy on raw logits, a hinge margin, an unbounded
+# critic, least squares to targets, or cross-entropy on relative logits (real minus fake).
+LossShape = Literal["bce", "margin", "critic", "least_squares", "relativistic"]
 
 
 @dataclass(frozen=True)
 class Entry:
-    """A registered component: its short name, what builds it, and a one-line description."""
+    """A registered component: its short name, what builds it, a one-line description, and what it
+    declares next to its code: the data it `accepts`, its `tiny` settings (the smallest valid
+    ones, for tests and sweeps) and its `properties` (e.g. a loss's shape)."""
 
     name: str
     builder: Callable[..., Any]
     description: str
+    accepts: Accepts = ANY
+    tiny: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    properties: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
 
 class Registry:
     """Maps short names to builders (classes or functions with explicit keyword arguments)."""
 
-    def __init__(self, what: str, injected: tuple[str, ...] = ()) -> None:
+    def __init__(self, what: str, injected: tuple[str, ...] = (), declares: tuple[str, ...] = ()) -> None:
         self.what = what
         # Arguments the factory fills in (from the data set, the step budget...), never the user.
         self.injected = injected
+        # What every component of this kind must declare when it registers (`tiny` or a property).
+        self.declares = declares
         self._entries: dict[str, Entry] = {}
 
-    def register(self, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Decorator: register `builder` under `name`; its docstring's first line describes it."""
+    def register(self, name: str, *, accepts: Accepts = ANY, tiny: Mapping[str, Any] | None = None,
+                 **properties: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Decorator: register `builder` under `name`; its docstring's first line describes it.
+        `accepts`: the data it works with; `tiny`: its smallest valid settings (the tests build it
+        with them); `properties`: what else the sweeps and checks read (see `declares`)."""
+        missing = [d for d in self.declares if d not in properties and not (d == "tiny" and tiny is not None)]
+        if missing:
+            raise TypeError(f"{self.what} {name!r} must declare {', '.join(missing)} when it registers")
+        shape = properties.get("shape")
+        if shape is not None and shape not in get_args(LossShape):
+            raise TypeError(f"{self.what} {name!r}: shape {shape!r} is not one of {get_args(LossShape)}")
 
         def add(builder: Callable[..., Any]) -> Callable[..., Any]:
             if name in self._entries:
                 raise KeyError(f"{self.what} {name!r} is registered twice")
             doc = inspect.getdoc(builder) or ""
-            self._entries[name] = Entry(name, builder, doc.splitlines()[0] if doc else "")
+            self._entries[name] = Entry(name, builder, doc.splitlines()[0] if doc else "", accepts,
+                                        MappingProxyType(dict(tiny or {})), MappingProxyType(properties))
             return builder
 
         return add
@@ -65,6 +89,10 @@ class Registry:
         """All entries, sorted by name."""
         return [self._entries[n] for n in self.names()]
 
+    def tiny(self, name: str) -> dict[str, Any]:
+        """The smallest valid settings `name` declares, as the params of a config section."""
+        return dict(self.get(name).tiny)
+
     def __contains__(self, name: object) -> bool:
         load_builtin_components()
         return isinstance(name, str) and name in self._entries
@@ -72,9 +100,13 @@ class Registry:
 
 DATASETS = Registry("data set")
 _FROM_DATA = ("resolution", "channels", "data_dim", "num_classes")
-GENERATORS = Registry("generator", injected=_FROM_DATA)
-DISCRIMINATORS = Registry("discriminator", injected=_FROM_DATA)
-LOSSES = Registry("loss")
+# A generator's `output_range`: (low, high) its image samples stay in, or None where they are unbounded.
+GENERATORS = Registry("generator", injected=_FROM_DATA, declares=("tiny", "output_range"))
+DISCRIMINATORS = Registry("discriminator", injected=_FROM_DATA, declares=("tiny",))
+LOSSES = Registry("loss", declares=("shape",))
+# A regularizer may declare `loss_shapes`, the loss shapes it works with (none: any), and
+# `networks`, the generator and discriminator sections (kind and settings beyond their `tiny`) a
+# run with it needs (none: any).
 REGULARIZERS = Registry("regularizer")
 OPTIMIZERS = Registry("optimizer", injected=("params",))
 SCHEDULES = Registry("schedule", injected=("total_steps",))

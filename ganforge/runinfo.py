@@ -202,8 +202,8 @@ def checkpoint_details(path: Path) -> dict[str, Any]:
     from ganforge.checkpoint import load_checkpoint
     from ganforge.config import parse_config
     from ganforge.data import DataInfo
+    from ganforge.generation.drawing import load_generator
     from ganforge.models import count_parameters
-    from ganforge.sample import load_generator
 
     file, _ = find_checkpoint(path)
     loaded = load_generator(path, device="cpu")

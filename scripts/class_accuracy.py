@@ -51,14 +51,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--truncation", type=float)
     args = parser.parse_args()
-    from ganforge.sample import load_generator, sample
+    from ganforge.generation.drawing import draw, load_generator
 
     classifier, held_out, confident_real = train_classifier()
     print(f"classifier (SVM on real 8x8 digits): {held_out:.1%} accurate on held-out real digits, "
           f"{confident_real:.1%} of them labelled with probability >= 0.9")
     loaded = load_generator(args.checkpoint, device="cpu")
     if loaded.num_classes == 0:
-        images = sample(loaded, args.num, seed=args.seed, truncation=args.truncation)
+        images = draw(loaded, args.num, seed=args.seed, truncation=args.truncation)
         probabilities = classifier.predict_proba(shrink(images))
         counts = np.bincount(probabilities.argmax(1), minlength=10)
         print(f"{args.num} samples from {loaded.checkpoint} (step {loaded.step}):")
@@ -75,7 +75,7 @@ def main() -> None:
     real = digits.images.reshape(len(digits.images), -1) / 16.0
     correct = []
     for k in range(10):
-        images = sample(loaded, args.per_class, seed=args.seed + k, class_index=k, truncation=args.truncation)
+        images = draw(loaded, args.per_class, seed=args.seed + k, class_index=k, truncation=args.truncation)
         small = shrink(images)
         predicted = classifier.predict(small)
         correct.append(predicted == k)

@@ -152,15 +152,15 @@ def curve(run: Path, score: Callable[[torch.Tensor], dict[str, float]], num: int
           ) -> dict[int, dict[str, float]]:
     """Judge figures of every checkpoint of a run (and of `start` as step 0)."""
     from ganforge.checkpoint import CheckpointIndex
+    from ganforge.generation.drawing import draw, load_generator
     from ganforge.run import RunDir
-    from ganforge.sample import load_generator, sample
 
     files = [(0, start)] if start is not None else []
     folder = RunDir(run, read_only=True).checkpoints
     files += [(e.step, folder / e.file) for e in CheckpointIndex(folder).entries]
     out = {}
     for step, file in files:
-        images = sample(load_generator(file, device="cpu"), num, seed=1)
+        images = draw(load_generator(file, device="cpu"), num, seed=1)
         out[step] = score(images)
     return out
 

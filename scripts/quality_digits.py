@@ -239,14 +239,14 @@ def generate_from(path: str | Path, use_ema: bool = True, num: int | None = None
     checkpoint (`train.ema.standing_stats`), for checkpoints written before ganforge did."""
     from ganforge.config import parse_config
     from ganforge.generation import class_labels, run_standing_stats, seeded_global_rng
-    from ganforge.sample import load_generator, sample
+    from ganforge.generation.drawing import draw, load_generator
 
     loaded = load_generator(path, use_ema=use_ema, device="cpu")
     if standing and use_ema:
         run_standing_stats(loaded.G, parse_config(loaded.config))
     num = num or default_num(loaded.info.shape[-1])
     with seeded_global_rng(seed, torch.device("cpu")):  # noise drawn inside G (stylegan2) repeats too
-        images = sample(loaded, num, seed=seed)
+        images = draw(loaded, num, seed=seed)
     labels = class_labels(num, loaded.num_classes, None, torch.device("cpu"))
     return images, labels, loaded.step
 

@@ -45,8 +45,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from ganforge.data.toy import gaussian_grid
+    from ganforge.generation.drawing import draw, load_generator
     from ganforge.metrics.modes import mode_coverage
-    from ganforge.sample import load_generator, sample
 
     data = gaussian_grid()
     folder = Path(args.keep) if args.keep else Path(tempfile.mkdtemp())
@@ -58,7 +58,7 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "ganforge", "train", args.config, "-q", "--overwrite",
                         "--set", f"train.seed={seed}", "--set", f"output.dir={run}"], check=True)
         seconds = time.perf_counter() - start
-        points = sample(load_generator(run, device="cpu"), args.samples, seed=seed)
+        points = draw(load_generator(run, device="cpu"), args.samples, seed=seed)
         loose = mode_coverage(points, data.centres, data.std, min_count=1)
         strict = mode_coverage(points, data.centres, data.std)
         print(f"{seed:>4} {seconds:>8.0f} {loose['modes']:>17}/25 {strict['modes']:>11}/25 "

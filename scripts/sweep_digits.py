@@ -92,11 +92,29 @@ SMOOTH = "{kind: label_smoothing, real_target: 0.9}"
 # channels_last, which came later and changes the speed, not the quality per step). 1,250 steps
 # were the old recipe's 2 idle minutes; the shipped one is scored at 300 to 6,000 steps (4x its
 # 1,500). Checkpoints are written every gcd(points) steps.
-OLD = ["regularizers=[]", "train.channels_last=false",
+# The DCGAN networks with a bias on G's output layer and D's first and last layers, and the G step
+# on fresh noise: ganforge's DCGAN before it followed pytorch/examples (issue 29). Every quickstart
+# variant measured before then ran with these; OLD keeps them, so its variants keep their meaning.
+DCGAN_BEFORE_29 = ["generator.bias=true", "discriminator.bias=true", "train.g_noise=fresh"]
+OLD = ["regularizers=[]", "train.channels_last=false", *DCGAN_BEFORE_29,
        *[f"optim.{n}.{k}={v}" for n in "gd" for k, v in (("lr", 2e-4), ("betas", "[0.5,0.999]"))]]
+# The ResNet G/D with PyTorch's default initialisation (and, for SNGAN, a bias on D's output):
+# ganforge's `resnet` before it followed its references (issue 29).
+RESNET_BEFORE_29 = ["generator.init=default", "discriminator.init=default"]
+SNGAN_BEFORE_29 = [*RESNET_BEFORE_29, "discriminator.output_bias=true"]
 SWEEPS: dict[str, Sweep] = {
     "quickstart": Sweep("configs/quickstart.yaml", (300, 1000, 1500, 3000, 6000), {
         "shipped": [],
+        # Issue 29: the quickstart as shipped before it (DCGAN with biases, fresh G noise), and the
+        # two changes apart: pytorch/examples' networks (no biases) with fresh noise, or with the D
+        # step's noise reused as pytorch/examples' G step does.
+        "shipped_before_29": DCGAN_BEFORE_29,
+        "no_biases,fresh_noise": ["generator.bias=false", "discriminator.bias=false", "train.g_noise=fresh"],
+        "no_biases,d_step_noise": ["generator.bias=false", "discriminator.bias=false", "train.g_noise=d_step"],
+        # Without biases G's output cannot reach the digits' black background in 1,500 steps (FD 377 and
+        # 399 against 9.7 for seed 0): the quickstart keeps them, and these two tell which matters.
+        "biases,d_step_noise": ["generator.bias=true", "discriminator.bias=true", "train.g_noise=d_step"],
+        "g_bias,d_step_noise": ["generator.bias=true", "discriminator.bias=false", "train.g_noise=d_step"],
         "old": OLD,
         "lr5e-4": OLD + lr(5e-4),
         "lr1e-3": OLD + lr(1e-3),
@@ -107,7 +125,8 @@ SWEEPS: dict[str, Sweep] = {
         "lr5e-4,translation": OLD + lr(5e-4) + [TRANSLATE],
         "r1": OLD + ["regularizers=[{kind: r1, weight: 0.1, every: 16}]"],
         "hinge": OLD + ["loss.kind=hinge"],
-        "lecam": OLD + ["regularizers=[{kind: lecam, weight: 0.3}]"],
+        # LeCam as ganforge had it before issue 29: decay 0.99, from the start (now 0.9 after 1,000 steps).
+        "lecam": OLD + ["regularizers=[{kind: lecam, weight: 0.3, decay: 0.99, start: 0}]"],
         "label_smoothing": OLD + ["regularizers=[{kind: label_smoothing, real_target: 0.9}]"],
         "d_width16": OLD + ["discriminator.base_width=16"],
         "batch32": OLD + ["train.batch_size=32"],
@@ -161,13 +180,19 @@ SWEEPS: dict[str, Sweep] = {
     }),
     # The CIFAR-10 recipe's linear decay to 0 ("linear_decay"; results named "shipped" before
     # 2026-11-26 ran it) against a constant rate ("constant_lr", shipped now), as for wgan_gp_digits.
+    # Variants measured before issue 29 ran PyTorch's default initialisation and a bias on D's
+    # output (SNGAN_BEFORE_29 keeps their meaning); "glorot" is the references' initialisation
+    # without that bias (the default since), "g_batch128" also updates G on the CIFAR-10 recipe's
+    # 128 fakes instead of 64.
     "sngan_digits": Sweep("configs/sngan_digits.yaml", (2500,), {
         "shipped": [],
-        "linear_decay": LINEAR_DECAY,
+        "linear_decay": SNGAN_BEFORE_29 + LINEAR_DECAY,
         # Miyato et al. 2018, Table 1's setting C (Adam 2e-4, betas (0.5, 0.999), one D step per G
         # step), among the best for SN-GANs there, at a third of the recipe's cost per step.
-        "setting_c": [*LINEAR_DECAY, *betas(0.5, 0.999), "train.d_steps_per_g_step=1"],
-        "constant_lr": ["schedule.g.kind=constant", "schedule.d.kind=constant"],
+        "setting_c": [*SNGAN_BEFORE_29, *LINEAR_DECAY, *betas(0.5, 0.999), "train.d_steps_per_g_step=1"],
+        "constant_lr": SNGAN_BEFORE_29 + ["schedule.g.kind=constant", "schedule.d.kind=constant"],
+        "glorot": ["train.g_batch_size=64"],
+        "glorot,g_batch128": ["train.g_batch_size=128"],
     }),
     # DiffAugment (translation, cutout) against R1 alone: augmentation slowed the quickstart's short
     # runs. "diffaugment" is the recipe as it shipped before (its first result is named "shipped" in
@@ -181,11 +206,15 @@ SWEEPS: dict[str, Sweep] = {
     # The CIFAR-10 recipe decays the learning rate to 0 over the run ("linear_decay"; results named
     # "shipped" before 2026-11-26 ran it). A constant rate ("constant_lr") learned more at this length
     # and is now the shipped recipe. Three critic steps per generator step cost 40% less per step.
+    # As for sngan_digits: variants measured before issue 29 ran PyTorch's default initialisation
+    # (RESNET_BEFORE_29 keeps their meaning; the critic's output keeps its bias either way).
     "wgan_gp_digits": Sweep("configs/wgan_gp_digits.yaml", (2500,), {
         "shipped": [],
-        "linear_decay": LINEAR_DECAY,
-        "constant_lr": ["schedule.g.kind=constant", "schedule.d.kind=constant"],
-        "n_critic3": [*LINEAR_DECAY, "train.d_steps_per_g_step=3"],
+        "linear_decay": RESNET_BEFORE_29 + LINEAR_DECAY,
+        "constant_lr": RESNET_BEFORE_29 + ["schedule.g.kind=constant", "schedule.d.kind=constant"],
+        "n_critic3": [*RESNET_BEFORE_29, *LINEAR_DECAY, "train.d_steps_per_g_step=3"],
+        "glorot": ["train.g_batch_size=64"],
+        "glorot,g_batch128": ["train.g_batch_size=128"],
     }),
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -134,35 +135,44 @@ def pytest_deselected(items) -> None:
     DESELECTED.extend(item.nodeid for item in items)
 
 
-# Networks a regularizer needs, where configs/tiny.yaml's dcgan does not do (a tiny version).
-REGULARIZER_NETWORKS = {
-    "path_length": {  # synthesis with styles: stylegan2 only
-        "generator": {"kind": "stylegan2", "latent_dim": 8, "w_dim": 8, "mapping_layers": 1, "channel_base": 64,
-                      "channel_max": 8},
-        "discriminator": {"kind": "stylegan2", "channel_base": 64, "channel_max": 8},
-    },
-    "ac_gan": {  # a conditional G and a D with an auxiliary classifier
-        "generator": {"kind": "resnet", "latent_dim": 8, "base_width": 4, "max_width": 8, "conditional": True},
-        "discriminator": {"kind": "resnet", "base_width": 4, "max_width": 8, "auxiliary_classifier": True},
-    },
-}
-TINY_DCGAN = {"generator": {"kind": "dcgan", "latent_dim": 8, "base_width": 4, "max_width": 8},
-              "discriminator": {"kind": "dcgan", "base_width": 4, "max_width": 8}}
+def tiny_section(part: str, kind: str, **extra) -> dict:
+    """The config section of the generator or discriminator `kind` (`part`) with the tiny settings
+    it declares where it registers, and `extra` on top."""
+    from ganforge.registry import DISCRIMINATORS, GENERATORS
+
+    registry = GENERATORS if part == "generator" else DISCRIMINATORS
+    return {"kind": kind, **registry.tiny(kind), **extra}
 
 
 def networks_for(kinds) -> dict:
-    """The generator and discriminator sections for a run with the regularizers `kinds`."""
-    for kind in kinds:
-        if kind in REGULARIZER_NETWORKS:
-            return REGULARIZER_NETWORKS[kind]
-    return TINY_DCGAN
+    """The generator and discriminator sections for a run with the regularizers `kinds`: the
+    networks a regularizer declares it needs, else configs/tiny.yaml's kinds, at their tiny settings."""
+    from ganforge.registry import REGULARIZERS
+
+    shipped = yaml.safe_load((CONFIGS / "tiny.yaml").read_text())
+    needs = [REGULARIZERS.get(k).properties.get("networks") for k in kinds]
+    networks = next((n for n in needs if n), {part: {"kind": shipped[part]["kind"]} for part in ("generator",
+                                                                                                 "discriminator")})
+    return {part: tiny_section(part, **section) for part, section in networks.items()}
+
+
+def tiny_overrides(cfg) -> list[str]:
+    """`--set` overrides that shrink a loaded config's networks to the tiny settings their kinds declare."""
+    from ganforge.registry import DISCRIMINATORS, GENERATORS
+
+    return [f"{part}.{key}={json.dumps(value)}" for part, registry in (("generator", GENERATORS),
+                                                                       ("discriminator", DISCRIMINATORS))
+            for key, value in registry.tiny(getattr(cfg, part).kind).items()]
+
+
 # --------------------------------------------------------------------------------------------
 # CI=true: a test that skips itself fails instead
 # --------------------------------------------------------------------------------------------
 # CI (.ci/run) installs every extra the tests exercise, so a test or module that skips itself
-# while running (`pytest.importorskip`, or `pytest.skip` because an optional package is missing)
-# means the install is incomplete: under CI=true it fails, naming why it would have skipped.
-# Platform conditions are declared as `skip`/`skipif` marks and still skip.
+# (`pytest.importorskip`, `pytest.skip`, or a `skip`/`skipif` mark, whose condition may well be a
+# missing package) means the install is incomplete: under CI=true it fails, naming why it would
+# have skipped. The one skip CI allows is a platform condition (an OS, /proc, a CUDA device),
+# declared as such: `@pytest.mark.platform(condition, reason="...")`.
 
 
 def _ci() -> bool:
@@ -174,14 +184,35 @@ def _skip_reason(report) -> str:
     return str(longrepr[2]) if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
 
 
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "platform(condition, reason): skip where the platform lacks what the test "
+                                       "needs (an OS, /proc, a CUDA device); the only skip that CI=true allows")
+
+
+def _platform_skip(item) -> str | None:
+    """The reason of the first `platform` mark on `item` whose condition holds, if any."""
+    for mark in item.iter_markers("platform"):
+        if len(mark.args) != 1 or not isinstance(mark.args[0], bool) or not mark.kwargs.get("reason"):
+            raise TypeError(f"{item.nodeid}: write pytest.mark.platform(<bool condition>, reason='...')")
+        if mark.args[0]:
+            return mark.kwargs["reason"]
+    return None
+
+
+def pytest_runtest_setup(item) -> None:
+    reason = _platform_skip(item)
+    if reason is not None:
+        pytest.skip(f"platform: {reason}")
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
-    declared = any(item.iter_markers("skip")) or any(item.iter_markers("skipif"))
-    if _ci() and report.skipped and not declared and not hasattr(report, "wasxfail"):
+    if _ci() and report.skipped and _platform_skip(item) is None and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
-        report.longrepr = f"CI=true: this test skipped itself ({_skip_reason(report)}); install what it needs"
+        report.longrepr = (f"CI=true: this test skipped itself ({_skip_reason(report)}); install what it needs, "
+                           "or mark a platform condition with pytest.mark.platform")
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -54,8 +54,7 @@ DEFAULTS: dict[tuple[str, str], dict[str, Ref | Deviation | Own]] = {
     # -- regularizers ---------------------------------------------------------------------
     ("regularizer", "ac_gan"): {
         "weight": Ref(1.0, f"{STUDIOGAN} cls_lambda 1"),
-        "fake_weight": Deviation(1.0, 0.0, f"{STUDIOGAN} src/utils/losses.py: D's classifier term on reals only",
-                                 readme="the reference classifies reals only (`fake_weight: 0`)"),
+        "fake_weight": Ref(0.0, f"{STUDIOGAN} src/worker.py: D's classifier term (cond_lambda) on reals only"),
     },
     ("regularizer", "ada"): {
         "target": Ref(0.6, f"{SG2ADA} training_loop.py ada_target"),
@@ -93,10 +92,9 @@ DEFAULTS: dict[tuple[str, str], dict[str, Ref | Deviation | Own]] = {
     },
     ("regularizer", "lecam"): {
         "weight": Ref(0.3, "google/lecam-gan lambda 0.3 (StudioGAN lecam_lambda 0.3)"),
-        "decay": Deviation(0.99, 0.9, "google/lecam-gan BigGAN-CIFAR launch settings (StudioGAN: 0.99)",
-                           readme="decay 0.99 (the reference's BigGAN-CIFAR setup: 0.9)"),
-        "warmup_steps": Deviation(ABSENT, 1000, "google/lecam-gan and StudioGAN lecam_ema_start_iter 1000",
-                                  readme="no warm-up (the reference adds no term for the first 1,000 iterations)"),
+        "decay": Ref(0.9, "google/lecam-gan biggan_cifar launch settings, ema_losses decay 0.9 (StudioGAN: 0.99)"),
+        "start": Ref(1000, "google/lecam-gan and StudioGAN: no term for the first 1,000 iterations "
+                           "(lecam_ema_start_iter 1000)"),
     },
     ("regularizer", "orthogonal"): {
         "weight": Ref(1e-4, "Brock et al. 2019 beta 1e-4 (BigGAN-PyTorch utils.py: '1e-4 is default for BigGAN')"),

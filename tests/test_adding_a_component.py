@@ -63,3 +63,64 @@ def test_the_readme_regularizer_trains_from_a_config(scoped_registry, cli, tmp_p
     cfg["regularizers"] = [{"kind": "drift", "wieght": 0.001}]
     result = cli("train", str(write_config(tmp_path, cfg, "typo.yaml")), "-q")
     assert result.exit_code == 2 and "regularizers.0.wieght" in result.stderr
+
+
+# -- one new file and no other edit: a scratch copy of the project with a new generator and loss ---
+
+# What a contributor's copy of the project holds (the tests import scripts/ and read configs/).
+PROJECT = ("ganforge", "tests", "configs", "scripts", "pyproject.toml", "README.md")
+# Guards that ask a named method for more than its file: a test of its own (tests/test_guards.py)
+# and its reference defaults (tests/references.py, read by tests/test_defaults.py). They are not
+# sweeps; the new loss's own test and reference values would be its second and third edit.
+GUARDS = ("tests/test_guards.py", "tests/test_defaults.py")
+
+NEW_LOSS = '''"""A copy of the hinge loss under a new name, in a module of its own."""
+
+from ganforge.losses import Hinge
+from ganforge.registry import LOSSES
+
+
+@LOSSES.register("hinge_copy", shape="margin")
+class HingeCopy(Hinge):
+    """The hinge loss, registered again as a contributor would add one."""
+'''
+
+
+def test_a_new_generator_and_loss_file_join_the_list_and_the_sweeps(tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    copy = tmp_path / "project"
+    for name in PROJECT:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, copy / name, ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"))
+        else:
+            shutil.copy(source, copy / name)
+    # The two new files, and no other edit: dcgan.py renamed (its registered names with it), a loss module.
+    dcgan = (copy / "ganforge" / "models" / "dcgan.py").read_text()
+    assert dcgan.count('.register("dcgan"') == 2
+    (copy / "ganforge" / "models" / "dcgan_copy.py").write_text(dcgan.replace('.register("dcgan"',
+                                                                             '.register("dcgan_copy"'))
+    (copy / "ganforge" / "hinge_copy.py").write_text(NEW_LOSS)
+    env = {**os.environ, "PYTHONPATH": str(copy), "PYTHONWARNINGS": "ignore::DeprecationWarning"}
+
+    listed = subprocess.run([sys.executable, "-m", "ganforge", "list"], cwd=copy, env=env, capture_output=True,
+                            text=True, check=True).stdout
+    assert "  dcgan_copy " in listed and "  hinge_copy " in listed and "The hinge loss, registered again" in listed
+
+    # The copy's whole suite is collected; its tests that name the new components run.
+    run = subprocess.run([sys.executable, "-m", "pytest", "-o", "addopts=", "-p", "no:cacheprovider", "-v",
+                          "tests", "-k", "dcgan_copy or hinge_copy", *[f"--ignore={g}" for g in GUARDS]],
+                         cwd=copy, env=env, capture_output=True, text=True, timeout=600)
+    outcomes = dict(re.findall(r"^(tests/\S+) (PASSED|FAILED|ERROR|SKIPPED)", run.stdout, re.M))
+    assert run.returncode == 0 and set(outcomes.values()) == {"PASSED"}, run.stdout[-3000:]
+    generator_ids = [i for i in outcomes if "dcgan_copy" in i]
+    loss_ids = [i for i in outcomes if "hinge_copy" in i]
+    # The generator in the pair sweep both ways, under autocast, in the discriminator sweeps.
+    assert len(generator_ids) >= 3 and len(loss_ids) >= 1, sorted(outcomes)
+    assert {i.split("::")[0] for i in generator_ids} >= {"tests/test_components.py", "tests/test_autocast.py"}

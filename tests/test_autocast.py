@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import CONFIGS
+from conftest import CONFIGS, tiny_overrides
 from ganforge.build import build_discriminator, build_generator
 from ganforge.config import Component, component_params
 from ganforge.data import DataInfo
@@ -17,11 +17,10 @@ from ganforge.regularizers.networks import apply_spectral_norm
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # CPU autocast takes both in torch >= 2.3
 
-# Tiny sizes, applied where an architecture has the parameter.
-TINY = {"base_width": 4, "max_width": 8, "width": 16, "w_dim": 8, "mapping_layers": 1, "shared_dim": 4,
-        "ch": 2, "attention": [8], "mbstd_group": 2, "channel_base": 64, "channel_max": 8,
-        "num_fp16_res": 2, "conv_clamp": 256.0}  # stylegan2: 16 and 8 px in the reduced precision, 4 px not
-TINY_LATENT = 12  # splits into biggan's 3 hierarchical chunks at 16 px
+# On top of each architecture's declared tiny settings, where it has the parameter: the parts
+# that reduced precision touches (self-attention; stylegan2's 16 and 8 px blocks in the reduced
+# precision, 4 px not, and its clamp; a minibatch-std group that divides the batch).
+AUTOCAST = {"attention": [8], "mbstd_group": 2, "num_fp16_res": 2, "conv_clamp": 256.0}
 
 
 def variants(registry) -> list[tuple[str, DataInfo, bool]]:
@@ -30,14 +29,9 @@ def variants(registry) -> list[tuple[str, DataInfo, bool]]:
     out = []
     for kind in registry.names():
         params = {p.name for p in component_params(registry.get(kind).builder, registry.injected)}
-        builder = registry.get(kind).builder
-        accepts = getattr(builder, "accepts", None)
-        datas = []
-        if accepts is None or accepts.images:
-            datas.append(DataInfo("digits", (1, 16, 16), num_classes=10))
-        if accepts is None or accepts.vectors:
-            datas.append(DataInfo("vec", (2,), num_classes=0))
-        for info in datas:
+        accepts = registry.get(kind).accepts
+        datas = [DataInfo("digits", (1, 16, 16), num_classes=10), DataInfo("vec", (2,), num_classes=0)]
+        for info in [info for info in datas if accepts.problem(info) is None]:
             out.append((kind, info, False))
             if "conditional" in params and info.num_classes:
                 out.append((kind, info, True))
@@ -45,13 +39,9 @@ def variants(registry) -> list[tuple[str, DataInfo, bool]]:
 
 
 def build(registry, kind: str, info: DataInfo, conditional: bool) -> nn.Module:
-    entry = registry.get(kind)
-    params = {p.name: p.default for p in component_params(entry.builder, registry.injected)}
-    params = {k: TINY.get(k, v) for k, v in params.items()}
-    for name in ("latent_dim", "dim_z"):  # dim_z: biggan's
-        if name in params:
-            params[name] = TINY_LATENT
-    if "conditional" in params:
+    names = {p.name for p in component_params(registry.get(kind).builder, registry.injected)}
+    params = {**registry.tiny(kind), **{k: v for k, v in AUTOCAST.items() if k in names}}
+    if "conditional" in names:
         params["conditional"] = conditional
     make = build_generator if registry is GENERATORS else build_discriminator
     return make(Component(kind, params), info)
@@ -163,19 +153,7 @@ def digits_overrides(name: str, out) -> list[str]:
     cfg, _ = load_config(CONFIGS / name)
     sets = ["train.steps=2", "train.batch_size=8", "train.device=cpu", "samples.num=8", "checkpoint.every=2",
             "log.every=1", "eval.every=0", f"output.dir={out}"]
-    for part in ("generator", "discriminator"):
-        params = getattr(cfg, part).params
-        if "base_width" in params:
-            sets += [f"{part}.base_width=4", f"{part}.max_width=8"]
-        if "channel_base" in params:
-            sets += [f"{part}.channel_base=64", f"{part}.channel_max=8"]
-        if "ch" in params:  # biggan
-            sets += [f"{part}.ch=2"]
-    if cfg.generator.kind == "stylegan2":
-        sets += ["generator.latent_dim=8", "generator.w_dim=8"]
-    if cfg.generator.kind == "biggan":
-        sets += ["generator.dim_z=24", "generator.shared_dim=4"]
-    return sets
+    return sets + tiny_overrides(cfg)
 
 
 DIGITS = sorted(p.name for p in CONFIGS.glob("*_digits.yaml"))

@@ -15,8 +15,8 @@ from ganforge.checkpoint import Checkpoint, CheckpointIndex, IndexEntry, load_ch
 from ganforge.config import config_to_dict, parse_config
 from ganforge.data import DataInfo
 from ganforge.errors import CheckpointError
+from ganforge.generation.drawing import draw, load_generator
 from ganforge.run import RunDir, find_checkpoint, load_latest_good
-from ganforge.sample import load_generator, sample
 from ganforge.training import loop
 from ganforge.training.state import TrainState, create_state
 
@@ -45,7 +45,7 @@ def test_fixture_is_a_format_1_checkpoint_at_step_3() -> None:
 def test_old_checkpoint_samples(use_ema: bool) -> None:
     loaded = load_generator(FIXTURE, use_ema=use_ema, device="cpu")
     assert loaded.step == 3 and loaded.info.shape == (1, 16, 16) and loaded.config["train"]["steps"] == 6
-    images = sample(loaded, 8, seed=0)
+    images = draw(loaded, 8, seed=0)
     assert images.shape == (8, 1, 16, 16) and torch.isfinite(images).all()
     if use_ema:
         # The same checkpoint and seed give the same images as when the fixture was written.

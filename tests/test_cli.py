@@ -112,6 +112,11 @@ def test_sigterm_checkpoints_and_resume_continues_exactly(cli, tmp_path):
     assert log_after.startswith(log_before)
     assert [json.loads(x)["step"] for x in log_after[len(log_before):].decode().splitlines()] == \
         [s for s in range(10, steps + 1, 10) if s > stopped_at]
+    # Each session's command line as typed (`python -m ganforge`, not the path of __main__.py).
+    sessions = json.loads((tmp_path / "run" / "environment.json").read_text())
+    assert [(s["step"], s["command"]) for s in sessions] == [
+        (0, f"python -m ganforge train {config}"),
+        (stopped_at, f"python -m ganforge train --resume {tmp_path / 'run'} -q")]
     resumed = load_checkpoint(tmp_path / "run" / "checkpoints" / f"step-{steps:08d}.pt").state
 
     reference = write_config(tmp_path, {**cfg, "output": {"dir": str(tmp_path / "ref")}}, "ref.yaml")

@@ -2,58 +2,47 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from conftest import LinearD
+from conftest import LinearD, tiny_config
 from ganforge.build import build_discriminator, build_generator
 from ganforge.config import Component
 from ganforge.data import DataInfo
+from ganforge.errors import ConfigError
 from ganforge.losses import Hinge, LeastSquares, Minimax, NonSaturating, Wasserstein
-from ganforge.registry import DISCRIMINATORS, GENERATORS, SCHEDULES
+from ganforge.registry import DISCRIMINATORS, GENERATORS, LOSSES, REGULARIZERS, SCHEDULES, Entry, Registry
 from ganforge.regularizers.penalties import R1, GradientPenalty
 
-# Small settings per architecture, so that the sweep stays fast.
-SMALL = {"base_width": 4, "max_width": 8}
-TINY = {"dcgan": SMALL, "resnet": SMALL, "biggan": {"ch": 4, "attention": []},
-        "stylegan2": {"channel_base": 512, "channel_max": 8},
-        "mlp": {"width": 16}}
-TINY_G = {"dcgan": {"latent_dim": 8}, "resnet": {"latent_dim": 8},
-          "biggan": {"dim_z": 60, "shared_dim": 4, "attention": [8]},  # hierarchical z: 3 to 6 chunks
-          "stylegan2": {"latent_dim": 8, "w_dim": 8, "mapping_layers": 1}, "mlp": {"latent_dim": 4}}
+
+def data_for(*entries: Entry) -> list[DataInfo]:
+    """Data every one of `entries` accepts: vectors (plain, and labelled), and images (grey and RGB,
+    labelled and not) at the four smallest sides they all take."""
+    candidates = [DataInfo("vec", (2,)), DataInfo("vec", (5,), num_classes=3)]
+    sides = [side for side in range(8, 257) if all(e.accepts.takes_resolution(side) for e in entries)][:4]
+    candidates += [DataInfo("img", (c, r, r), n) for (c, n), r in zip(((1, 0), (3, 10), (3, 0), (1, 0)), sides)]
+    return [info for info in candidates if all(e.accepts.problem(info) is None for e in entries)]
 
 
-def data_for(kind: str) -> list[DataInfo]:
-    if kind == "mlp":
-        return [DataInfo("vec", (2,)), DataInfo("vec", (5,), num_classes=3)]
-    return [DataInfo("img", (c, r, r), n) for c, r, n in ((1, 16, 0), (3, 32, 10), (3, 64, 0), (1, 128, 0))]
-
-
-def make(registry, kind, info, extra):
-    from ganforge.config import parse_config  # noqa: F401  (components registered on import)
-
-    entry = registry.get(kind)
-    from ganforge.config import component_params
-
-    params = {p.name: p.default for p in component_params(entry.builder, registry.injected) if not p.required}
-    params.update(extra)
-    if "conditional" in params:
-        params["conditional"] = info.num_classes > 0  # conditional where the data has labels
+def make(registry: Registry, kind: str, info: DataInfo) -> nn.Module:
+    """`kind` built with its declared tiny settings for `info` (conditional where the data have labels)."""
+    params = registry.tiny(kind)
+    if "conditional" in inspect.signature(registry.get(kind).builder).parameters:
+        params["conditional"] = info.num_classes > 0
     build = build_generator if registry is GENERATORS else build_discriminator
     return build(Component(kind, params), info)
 
 
-VECTOR_ARCHITECTURES = {"mlp"}
-IMAGE_ARCHITECTURES = {"dcgan", "resnet", "biggan", "stylegan2"}
-PAIRS = [(g, d) for g in GENERATORS.names() for d in DISCRIMINATORS.names()
-         if (g in VECTOR_ARCHITECTURES) == (d in VECTOR_ARCHITECTURES)]
+# Every generator with every discriminator that takes some of the same data.
+PAIRS = [(g.name, d.name) for g in GENERATORS.entries() for d in DISCRIMINATORS.entries() if data_for(g, d)]
 
 
 def test_sweep_covers_every_architecture():
-    assert set(GENERATORS.names()) == VECTOR_ARCHITECTURES | IMAGE_ARCHITECTURES
     assert {g for g, _ in PAIRS} == set(GENERATORS.names())
     assert {d for _, d in PAIRS} == set(DISCRIMINATORS.names())
 
@@ -61,15 +50,16 @@ def test_sweep_covers_every_architecture():
 @pytest.mark.parametrize(("g_kind", "d_kind"), PAIRS)
 def test_every_generator_discriminator_pair(g_kind, d_kind):
     torch.manual_seed(0)
-    for info in data_for(g_kind):
-        G = make(GENERATORS, g_kind, info, {**TINY[g_kind], **TINY_G[g_kind]})
-        D = make(DISCRIMINATORS, d_kind, info, TINY[d_kind])
+    output_range = GENERATORS.get(g_kind).properties["output_range"]  # declared where G is registered
+    for info in data_for(GENERATORS.get(g_kind), DISCRIMINATORS.get(d_kind)):
+        G = make(GENERATORS, g_kind, info)
+        D = make(DISCRIMINATORS, d_kind, info)
         z = torch.randn(3, G.latent_dim)
         labels = torch.arange(3) % info.num_classes if info.num_classes else None
         fake = G(z, labels)
         assert fake.shape == (3, *info.shape)
-        if info.is_image and g_kind != "stylegan2":  # stylegan2's output is linear, as in the paper
-            assert fake.min() >= -1 and fake.max() <= 1  # tanh output range
+        if info.is_image and output_range is not None:
+            assert output_range[0] <= fake.min() and fake.max() <= output_range[1], (info, fake.aminmax())
         logits = D(fake, labels)
         assert logits.shape == (3,)
         logits.mean().backward()
@@ -85,7 +75,7 @@ def test_dcgan_widths_follow_resolution():
     convs = [m for m in G.modules() if isinstance(m, nn.ConvTranspose2d)]
     # The DCGAN paper's 64x64 generator: 100 -> 512 -> 256 -> 128 -> 64 -> 3.
     assert [c.out_channels for c in convs] == [512, 256, 128, 64, 3]
-    with pytest.raises(Exception, match="resolution 48 is not supported"):
+    with pytest.raises(Exception, match="needs images of 16 to 128 px"):
         build_generator(Component("dcgan", {"latent_dim": 8, "base_width": 4, "max_width": 8, "norm": "batch"}),
                         DataInfo("x", (3, 48, 48)))
 
@@ -114,6 +104,65 @@ def test_losses_on_hand_computed_values(loss, d_expected, g_expected):
     real, fake = torch.tensor([2.0, -1.0]), torch.tensor([0.5, -3.0])
     assert loss.d_loss(real, fake).item() == pytest.approx(d_expected, rel=1e-6)
     assert loss.g_loss(fake, real).item() == pytest.approx(g_expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("kind", LOSSES.names())
+def test_every_loss_pushes_d_and_g_the_right_way(kind):
+    """At neutral logits D's loss falls as its real logits rise and its fake logits fall, and G's
+    loss falls as its fake logits rise; both are finite scalars."""
+    loss = LOSSES.get(kind).builder()
+    real, fake = torch.full((4,), 0.25, requires_grad=True), torch.full((4,), 0.25, requires_grad=True)
+    d = loss.d_loss(real, fake)
+    assert d.shape == () and torch.isfinite(d)
+    d.backward()
+    assert (real.grad < 0).all() and (fake.grad > 0).all(), (real.grad, fake.grad)
+    fake.grad = None
+    g = loss.g_loss(fake, real.detach())
+    assert g.shape == () and torch.isfinite(g)
+    g.backward()
+    assert (fake.grad < 0).all(), fake.grad
+
+
+# What each declared loss shape promises, on logits real [2, -1] and fake [0.5, -3].
+SHAPE_CONTRACTS = {
+    # sigmoid cross-entropy on raw logits: D's loss is -log sigmoid(r) - log(1 - sigmoid(f))
+    "bce": lambda loss, r, f: loss.d_loss(r, f).item() == pytest.approx(
+        (F.softplus(-r).mean() + F.softplus(f).mean()).item()),
+    # a margin: zero once reals score above 1 and fakes below -1
+    "margin": lambda loss, r, f: loss.d_loss(r.abs() + 1, -f.abs() - 1).item() == 0,
+    # an unbounded critic: D's loss falls without limit as the scores part
+    "critic": lambda loss, r, f: loss.d_loss(r + 100, f - 100).item() < loss.d_loss(r, f).item() - 100,
+    # squares to the targets 1 (real) and 0 (fake)
+    "least_squares": lambda loss, r, f: loss.d_loss(torch.ones(2), torch.zeros(2)).item() == 0,
+    # reads only the difference of real and fake logits
+    "relativistic": lambda loss, r, f: loss.d_loss(r + 7, f + 7).item() == pytest.approx(loss.d_loss(r, f).item()),
+}
+
+
+@pytest.mark.parametrize("kind", LOSSES.names())
+def test_every_loss_keeps_its_declared_shape(kind):
+    shape = LOSSES.get(kind).properties["shape"]  # declared where the loss is registered
+    real, fake = torch.tensor([2.0, -1.0]), torch.tensor([0.5, -3.0])
+    assert SHAPE_CONTRACTS[shape](LOSSES.get(kind).builder(), real, fake), (kind, shape)
+
+
+@pytest.mark.parametrize("loss", LOSSES.names())
+def test_every_loss_with_the_regularizers_that_declare_loss_shapes(loss):
+    """A regularizer that declares the loss shapes it works with is refused, naming both, with a
+    loss of another shape, and accepted with one of its shapes."""
+    from ganforge.build import build_regularizers
+    from ganforge.config import parse_config
+
+    shape = LOSSES.get(loss).properties["shape"]
+    limited = [e for e in REGULARIZERS.entries() if e.properties.get("loss_shapes") is not None]
+    assert limited  # label_smoothing declares them
+    for entry in limited:
+        cfg = parse_config(tiny_config("unused", loss={"kind": loss}, regularizers=[{"kind": entry.name}]))
+        if shape in entry.properties["loss_shapes"]:
+            assert [kind for kind, _ in build_regularizers(cfg)] == [entry.name]
+        else:
+            with pytest.raises(ConfigError, match=f"{entry.name} works with .* not {loss} \\({shape}\\)"):
+                build_regularizers(cfg)
 
 
 # -- regularizers --------------------------------------------------------------------------

@@ -74,10 +74,23 @@ def test_two_processes_match_one_process_with_accumulation(tmp_path):
     assert max_difference(a, c) < TOLERANCE
 
 
+def test_separate_lazy_phases_and_a_larger_g_batch_match_one_process(tmp_path):
+    # The lazy phase runs the plain D, whose gradients DDP does not average: the loop does.
+    config = write_config(tmp_path, {**CONFIG, "train": {**CONFIG["train"], "steps": 4, "g_batch_size": 32,
+                                                         "lazy": "separate"}})
+    ddp = run_cli("train", str(config), "--nproc", "2", "--set", f"output.dir={tmp_path / 'ddp'}", "-q", cwd=tmp_path)
+    assert ddp.returncode == 0, ddp.stderr
+    single = run_cli("train", str(config), "--set", f"output.dir={tmp_path / 'single'}", "--set", "train.accumulate=2",
+                     "-q", cwd=tmp_path)
+    assert single.returncode == 0, single.stderr
+    a = params(tmp_path / "ddp" / "checkpoints" / "step-00000004.pt")
+    assert max_difference(a, params(tmp_path / "single" / "checkpoints" / "step-00000004.pt")) < TOLERANCE
+
+
 def test_batch_that_does_not_split_is_a_config_error(tmp_path):
     config = write_config(tmp_path, {**CONFIG, "train": {**CONFIG["train"], "batch_size": 15}})
     result = run_cli("train", str(config), "--nproc", "2", "--set", f"output.dir={tmp_path / 'x'}", "-q",
                      cwd=tmp_path)
     assert result.returncode == 2
-    assert "train.batch_size=15 does not split over 2 processes x 1 accumulation steps" in result.stderr
+    assert "train.batch_size=15 does not split over 2 processes x 1 micro-batches (train.accumulate)" in result.stderr
     assert "Traceback" not in result.stderr

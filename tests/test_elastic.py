@@ -144,7 +144,7 @@ def load_elastic_check():
     return module
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds torchrun's workers through /proc")
+@pytest.mark.platform(not sys.platform.startswith("linux"), reason="finds torchrun's workers through /proc")
 def test_torchrun_restarts_after_a_worker_kill_and_a_preemption_and_ends_bit_identical(tmp_path):
     """scripts/elastic_check.py --quick: one worker SIGKILLed mid-run (torchrun --max-restarts
     restarts the group, which continues from its last checkpoint), then a SIGTERM to torchrun and

@@ -23,8 +23,8 @@ from ganforge.config import config_to_dict, load_config, parse_config
 from ganforge.data import to_unit_range
 from ganforge.data.images import digits
 from ganforge.generation import standing_stats
+from ganforge.generation.drawing import draw, load_generator
 from ganforge.run import RunDir
-from ganforge.sample import load_generator, sample
 from ganforge.training.loop import train
 from ganforge.training.steps import EMA
 
@@ -90,7 +90,7 @@ def test_ema_samples_score_as_well_as_raw_g_after_a_short_run(tmp_path):
     run.release_lock()
 
     real = pixel_features(to_unit_range(digits(16).load()[0]))
-    fd = {use_ema: frechet(pixel_features(sample(load_generator(run.path, use_ema, "cpu"), 1000, seed=0)), real)
+    fd = {use_ema: frechet(pixel_features(draw(load_generator(run.path, use_ema, "cpu"), 1000, seed=0)), real)
           for use_ema in (True, False)}
     assert fd[True] <= 1.15 * fd[False], fd
 

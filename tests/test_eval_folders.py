@@ -14,7 +14,6 @@ from PIL import Image
 from torch import nn
 from typer.testing import CliRunner
 
-from ganforge.accepts import accepts_of
 from ganforge.cli import app as ganforge_app
 from ganforge.config import Component
 from ganforge.data import DataInfo, epoch_permutation
@@ -111,9 +110,9 @@ def test_ifid_is_the_mean_of_the_per_class_fids():
 
 
 def test_ifid_needs_labelled_data_and_a_conditional_generator():
-    problem = accepts_of(METRICS.get("ifid").builder).problem(DataInfo("zip", (3, 8, 8), 0))
+    problem = METRICS.get("ifid").accepts.problem(DataInfo("zip", (3, 8, 8), 0))
     assert problem is not None and "labelled" in problem
-    assert accepts_of(METRICS.get("ifid").builder).problem(DataInfo("zip", (3, 8, 8), 10)) is None
+    assert METRICS.get("ifid").accepts.problem(DataInfo("zip", (3, 8, 8), 10)) is None
     with pytest.raises(ConfigError, match="eval.metrics: ifid .* needs a conditional generator") as e:
         check_metrics(["fid", "ifid"], True, conditional=False)
     assert "\n" not in str(e.value)

@@ -65,8 +65,15 @@ def test_ci_turns_a_skip_for_a_missing_package_into_a_failure(tmp_path, monkeypa
         "    pytest.importorskip('no_such_package_for_ganforge')\n"
         "def test_told_to_skip():\n"
         "    pytest.skip('needs the optional package no_such_package_for_ganforge')\n"
-        "@pytest.mark.skipif(sys.platform != 'no-such-os', reason='a platform condition')\n"
+        "has_pkg = False  # as `importlib.util.find_spec('...') is not None` would say\n"
+        "@pytest.mark.skipif(not has_pkg, reason='needs the optional package')\n"
+        "def test_skipif_package():\n"
+        "    pass\n"
+        "@pytest.mark.platform(sys.platform != 'no-such-os', reason='a platform condition')\n"
         "def test_platform():\n"
+        "    pass\n"
+        "@pytest.mark.platform(sys.platform == 'no-such-os', reason='a platform condition that does not hold')\n"
+        "def test_platform_here():\n"
         "    pass\n"
         "def test_plain():\n"
         "    pass\n")
@@ -92,8 +99,12 @@ def test_ci_turns_a_skip_for_a_missing_package_into_a_failure(tmp_path, monkeypa
         return outcomes.seen
 
     assert run("false", "test_inner.py") == {"test_optional": "skipped", "test_told_to_skip": "skipped",
-                                             "test_platform": "skipped", "test_plain": "passed"}
+                                             "test_skipif_package": "skipped", "test_platform": "skipped",
+                                             "test_platform_here": "passed", "test_plain": "passed"}
+    # Under CI only a declared platform condition skips: a skipif mark (its condition may be a
+    # missing package) fails like importorskip.
     assert run("true", "test_inner.py") == {"test_optional": "failed", "test_told_to_skip": "failed",
-                                            "test_platform": "skipped", "test_plain": "passed"}
+                                            "test_skipif_package": "failed", "test_platform": "skipped",
+                                            "test_platform_here": "passed", "test_plain": "passed"}
     assert run("false", "test_module.py") == {"test_module.py": "skipped"}
     assert run("true", "test_module.py") == {"test_module.py": "failed"}

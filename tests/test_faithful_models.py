@@ -14,14 +14,11 @@ import torch
 from torch import nn
 
 from conftest import CONFIGS, tiny_config, write_config
-from ganforge.accepts import accepts_of
 from ganforge.build import build_discriminator, build_generator, build_networks
 from ganforge.config import Component, load_config
 from ganforge.data import DataInfo
 from ganforge.errors import ConfigError, GanforgeError
 from ganforge.registry import DISCRIMINATORS, GENERATORS
-
-TINY = {"base_width": 1, "max_width": 64}
 
 
 def block_outputs(D: nn.Module, x: torch.Tensor) -> list[tuple[int, int]]:
@@ -289,8 +286,6 @@ def test_mean_pooling_is_sum_pooling_over_the_number_of_positions():
     summed = build_discriminator(Component("resnet", {"base_width": 4, "max_width": 8}), info)
     mean = build_discriminator(Component("resnet", {"base_width": 4, "max_width": 8, "pool": "mean"}), info)
     mean.load_state_dict(summed.state_dict())
-    for D in (summed, mean):
-        nn.init.zeros_(D.linear.bias)
     x = torch.randn(3, 3, 32, 32)
     positions = 8 * 8  # SNGAN's CIFAR D ends at 8x8
     with torch.no_grad():
@@ -367,17 +362,17 @@ def test_generate_sets_the_noise_mode_for_the_call_and_ignores_it_without_noise(
 
 
 def test_sample_uses_seeded_random_noise_and_leaves_the_global_generator_alone(tmp_path):
-    from ganforge.sample import LoadedGenerator, sample
+    from ganforge.generation.drawing import LoadedGenerator, draw
 
     loaded = LoadedGenerator(noisy_stylegan2().eval(), DataInfo("img", (1, 16, 16)), 0, tmp_path, {})
     state = torch.get_rng_state()
-    a, b, c = sample(loaded, 4, seed=3), sample(loaded, 4, seed=3), sample(loaded, 4, seed=4)
+    a, b, c = draw(loaded, 4, seed=3), draw(loaded, 4, seed=3), draw(loaded, 4, seed=4)
     assert torch.equal(torch.get_rng_state(), state)
     assert torch.equal(a, b) and not torch.allclose(a, c)
     # The same z with const noise differs from the random-noise sample only by the noise.
-    const = sample(loaded, 4, seed=3, noise_mode="const")
+    const = draw(loaded, 4, seed=3, noise_mode="const")
     assert not torch.allclose(a, const)
-    assert torch.equal(const, sample(loaded, 4, seed=3, noise_mode="const"))
+    assert torch.equal(const, draw(loaded, 4, seed=3, noise_mode="const"))
 
 
 # -- StyleGAN2: what the parity fixtures (test_parity_stylegan2.py) do not show -----------------------
@@ -481,23 +476,26 @@ def test_mlp_on_images_reshapes_flattens_and_trains(cli, tmp_path):
 
 @pytest.mark.parametrize("registry", [GENERATORS, DISCRIMINATORS], ids=["generator", "discriminator"])
 def test_declared_data_match_what_builds(registry):
-    """Image architectures refuse vectors and build from their declared smallest resolution, not
-    below it; the MLPs take both."""
-    build = build_generator if registry is GENERATORS else build_discriminator
-    tiny = {"base_width": 2, "max_width": 4, "latent_dim": 12, "w_dim": 4, "shared_dim": 4, "ch": 2, "attention": [],
-            "channel_base": 64, "channel_max": 4, "width": 8, "conditional": False}
-    vectors = DataInfo("vec", (2,))
-    for kind in registry.names():
-        declared = accepts_of(registry.get(kind).builder)
-        params = {k: v for k, v in tiny.items() if k in inspect.signature(registry.get(kind).builder).parameters}
-        smallest = DataInfo("img", (1, declared.min_resolution, declared.min_resolution))
-        assert declared.images and declared.problem(smallest) is None, kind
-        build(Component(kind, params), smallest)
+    """Every architecture builds, with its declared tiny settings, from exactly the data its
+    declaration accepts: image sides around its declared range build where it takes them, and
+    elsewhere the constructor itself refuses them (not only the config-time check) with
+    "resolution R is not supported"; vector data build where it takes vectors."""
+    for entry in registry.entries():
+        declared, params = entry.accepts, {**entry.tiny, "conditional": False}
+        params = {k: v for k, v in params.items() if k in inspect.signature(entry.builder).parameters}
+        low, high = declared.min_resolution, declared.max_resolution or 2 * declared.min_resolution
+        for side in sorted({low // 2, low, low + low // 2, high, 2 * high} - {0}):
+            info = DataInfo("img", (1, side, side))
+            if declared.takes_resolution(side):
+                assert declared.problem(info) is None, (entry.name, side)
+                assert entry.builder(channels=1, resolution=side, **params) is not None
+            elif declared.images:
+                assert declared.problem(info) is not None, (entry.name, side)
+                with pytest.raises(ValueError, match=f"resolution {side} is not supported"):
+                    entry.builder(channels=1, resolution=side, **params)
+        vectors = DataInfo("vec", (2,))
         if declared.vectors:
-            build(Component(kind, params), vectors)
-            continue
-        assert declared.problem(vectors) is not None, kind
-        half = declared.min_resolution // 2  # the constructor itself refuses it (not only the declaration)
-        with pytest.raises(ValueError, match=f"resolution {half} is not supported"):
-            registry.get(kind).builder(channels=1, resolution=half, **params)
-    assert accepts_of(registry.get("mlp").builder).vectors
+            build = build_generator if registry is GENERATORS else build_discriminator
+            build(Component(entry.name, params), vectors)
+        else:
+            assert declared.problem(vectors) is not None, entry.name

@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from conftest import tiny_config, write_config
+from conftest import tiny_config, tiny_section, write_config
 from ganforge.build import build_discriminator, build_networks, build_optimizer
 from ganforge.checkpoint import Checkpoint, load_checkpoint, serialize
 from ganforge.config import Component, load_config, parse_config
@@ -26,7 +26,9 @@ DIGITS16 = DataInfo("digits", (1, 16, 16), num_classes=10)
 def tiny_run(tmp_path_factory):
     """A trained 6-step tiny DCGAN run: (run folder, config)."""
     folder = tmp_path_factory.mktemp("pretrained")
-    cfg, cfg_dict = load_config(write_config(folder, tiny_config(folder / "run")))
+    # A bias on G's output layer: a tensor whose shape does not depend on the widths (see below).
+    generator = {"kind": "dcgan", "latent_dim": 8, "base_width": 8, "bias": True}
+    cfg, cfg_dict = load_config(write_config(folder, tiny_config(folder / "run", generator=generator)))
     run = RunDir(cfg.output.dir)
     run.create()
     train(cfg, cfg_dict, run, progress=False)
@@ -103,7 +105,8 @@ def test_shape_mismatch_is_one_line_naming_parameter_and_shapes(tiny_run):
     folder, cfg = tiny_run
     # base_width 16 instead of 8: widths (32, 16) instead of (16, 8); the first layer is a
     # ConvTranspose2d(latent 8 -> widths[0], 4x4): weight (in, out, k, k).
-    wider = parse_config({**tiny_config(folder), "generator": {"kind": "dcgan", "latent_dim": 8, "base_width": 16}})
+    wider = parse_config({**tiny_config(folder), "generator": {"kind": "dcgan", "latent_dim": 8, "base_width": 16,
+                                                               "bias": True}})
     state = fresh_state(wider)
     before = copy.deepcopy(state.G.state_dict())
     with pytest.raises(ConfigError) as e:
@@ -124,7 +127,7 @@ def test_shape_mismatch_is_one_line_naming_parameter_and_shapes(tiny_run):
 
 def test_other_architecture_is_one_line_listing_the_keys(tmp_path):
     info16, info32 = DataInfo("digits", (1, 16, 16), 10), DataInfo("digits", (1, 32, 32), 10)
-    raw = {"data": {"kind": "digits"}, "generator": {"kind": "dcgan", "latent_dim": 8, "base_width": 4},
+    raw = {"data": {"kind": "digits"}, "generator": {"kind": "dcgan", "latent_dim": 8, "base_width": 4, "bias": True},
            "discriminator": {"kind": "dcgan", "base_width": 4}}
     ckpt = save_checkpoint(tmp_path / "c.pt", Nets(raw, info16), info16)
     # 16 px: convT, BN, ReLU, convT, BN, ReLU, convT (with bias), tanh. 32 px has one more
@@ -162,11 +165,8 @@ def test_bad_paths_and_names_are_config_errors(tmp_path, tiny_run):
     ("stylegan2", {"mapping.embed.weight"}, {"mapping.embed.weight"}),
 ])
 def test_class_count_change_reinitialises_the_class_layers(tmp_path, arch, g_class_keys, d_class_keys):
-    widths = {"channel_base": 64, "channel_max": 8}
-    g = {"biggan": {"dim_z": 6, "ch": 2, "shared_dim": 4, "attention": []},
-         "stylegan2": {"latent_dim": 8, "w_dim": 8, "mapping_layers": 1, "conditional": True, **widths}}[arch]
-    d = {"biggan": {"ch": 2, "attention": []}, "stylegan2": {"conditional": True, **widths}}[arch]
-    raw = {"data": {"kind": "digits"}, "generator": {"kind": arch, **g}, "discriminator": {"kind": arch, **d}}
+    raw = {"data": {"kind": "digits"}, "generator": tiny_section("generator", arch, conditional=True),
+           "discriminator": tiny_section("discriminator", arch, conditional=True)}
     ten, five = DataInfo("digits", (1, 16, 16), 10), DataInfo("folder", (1, 16, 16), 5)
     old = Nets(raw, ten, seed=1)
     perturb(old)
@@ -242,7 +242,7 @@ def test_spectral_norm_weights_load_and_a_spectral_norm_mismatch_is_named(tmp_pa
 
 def test_freeze_counts_dcgan_blocks_from_the_input_side():
     raw = {"data": {"kind": "digits"}, "generator": {"kind": "dcgan", "latent_dim": 8, "base_width": 8},
-           "discriminator": {"kind": "dcgan", "base_width": 8}}
+           "discriminator": {"kind": "dcgan", "base_width": 8, "bias": True}}
     D = Nets(raw, DIGITS16).D  # 16 px: conv(1->8)+lrelu, conv(8->16)+BN+lrelu, conv(16->1)
     assert freeze_d_layers(D, 1) == ["net.0.weight", "net.0.bias"]
     assert [n for n, p in D.named_parameters() if p.requires_grad] == ["net.2.weight", "net.3.weight", "net.3.bias",
@@ -274,9 +274,7 @@ def test_freeze_stylegan2_takes_the_first_block_with_its_from_rgb_and_the_optimi
 
 @pytest.mark.parametrize("kind", DISCRIMINATORS.names())
 def test_every_discriminator_has_blocks_and_freezing_all_leaves_only_the_head(kind):
-    extra = {"biggan": {"attention": [], "ch": 1}, "resnet": {"base_width": 4},
-             "dcgan": {"base_width": 4}, "stylegan2": {"channel_base": 64}, "mlp": {"width": 8}}.get(kind, {})
-    D = build_discriminator(Component(kind, extra), DIGITS16)
+    D = build_discriminator(Component(kind, DISCRIMINATORS.tiny(kind)), DIGITS16)
     blocks = discriminator_blocks(D)
     assert blocks, kind
     names = [n for n, _ in D.named_parameters()]

@@ -105,7 +105,7 @@ def test_dry_run_and_config_print_the_estimate(cli, tmp_path):
     dry = cli("train", str(path), "--dry-run")
     assert dry.exit_code == 0, dry.output
     size_line = dry.stdout.splitlines()[-1]
-    assert size_line.startswith("size: G 4.27 K parameters, D 2.47 K; one step needs ~") and \
+    assert size_line.startswith("size: G 4.27 K parameters, D 2.46 K; one step needs ~") and \
         "(training state " in size_line and "at 8 samples per process and micro-batch)" in size_line
     shown = cli("config", str(path))
     assert shown.exit_code == 0 and f"# size: {size_line[len('size: '):]}" in shown.stdout

@@ -128,7 +128,7 @@ def memory_limit():
     resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
-@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="the memory cap reads /proc (Linux)")
+@pytest.mark.platform(not Path("/proc/self/statm").exists(), reason="the memory cap reads /proc (Linux)")
 def test_every_mutant_of_a_shipped_config_validates_or_is_one_line(config_dir, memory_limit, monkeypatch):
     from typer.testing import CliRunner
 
@@ -170,7 +170,7 @@ HUGE = [("stylegan2_cifar10.yaml", "generator.mapping_layers=100000"),
         ("wgan_gp_digits.yaml", "train.batch_size=10000000")]
 
 
-@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="the memory cap reads /proc (Linux)")
+@pytest.mark.platform(not Path("/proc/self/statm").exists(), reason="the memory cap reads /proc (Linux)")
 def test_huge_sizes_are_refused_by_the_size_check_within_the_cap(config_dir, memory_limit, monkeypatch):
     """The sizes that used to validate and then fill memory: one line naming the key, with the
     estimate against the 2 GiB this test may use."""

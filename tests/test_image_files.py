@@ -24,7 +24,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import tiny_config, write_config
+from conftest import one_line_error, tiny_config, write_config
 from ganforge.build import build_data
 from ganforge.config import parse_config
 from ganforge.data import StopWaiting
@@ -430,6 +430,64 @@ def test_a_stop_request_ends_a_wait_for_data():
     assert 0 < stream.skipped < 1000  # it stopped waiting on the request, before its own bound
 
 
+@pytest.fixture
+def sigterm_guard():
+    """SIGTERMs that reach this handler were not taken by the CLI's (instead of ending pytest)."""
+    missed = []
+    old = signal.signal(signal.SIGTERM, lambda signum, frame: missed.append(signum))
+    yield missed
+    signal.signal(signal.SIGTERM, old)
+
+
+def sigterm_once(monkeypatch, module, name: str, when) -> None:
+    """Make `module.name(state, ...)` send this process one SIGTERM the first time `when(state, kwargs)` holds."""
+    original, sent = getattr(module, name), []
+
+    def patched(state, *args, **kwargs):
+        if not sent and when(state, kwargs):
+            sent.append(True)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(state, *args, **kwargs)
+
+    monkeypatch.setattr(module, name, patched)
+
+
+@pytest.mark.parametrize("during", ["a D sub-step", "upkeep"])
+def test_sigterm_on_files_read_from_disk_finishes_the_step_and_resumes_exactly(cli, tmp_path, monkeypatch,
+                                                                                 sigterm_guard, during):
+    """A stop request while the stream still has images to decode (between two D updates of a
+    step, or while samples are written) lets the next batch through: the step finishes, a
+    checkpoint is written for it, and a resume ends where an uninterrupted run does."""
+    from ganforge.checkpoint import load_checkpoint
+    from ganforge.training import loop, upkeep
+
+    folder = tmp_path / "f"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    data = {"kind": "image_folder", "path": str(folder), "resolution": 16, "num_workers": 0}  # decoded per batch
+    cfg = tiny_config(tmp_path / "run", data=data, checkpoint={"every": 100, "keep": 5}, samples={"every": 3, "num": 4})
+    cfg["train"].update(steps=6, batch_size=4, d_steps_per_g_step=2)
+    if during == "a D sub-step":  # after the first of step 4's two D updates
+        sigterm_once(monkeypatch, loop, "discriminator_step", lambda state, kw: state.step == 3 and kw["phase"] == 0)
+    else:  # while step 3's samples are written
+        sigterm_once(monkeypatch, upkeep.Maintenance, "samples", lambda self, kw: self.state.step == 3)
+    result = cli("train", str(write_config(tmp_path, cfg)), "-q")
+    assert result.exit_code == 130 and not sigterm_guard, result.stderr
+    path = tmp_path / "run" / "checkpoints" / "step-00000004.pt"
+    assert f"stopped at step 4 of 6; checkpoint: {path}" in result.stderr, result.stderr
+    monkeypatch.undo()
+
+    assert cli("train", "--resume", str(tmp_path / "run"), "-q").exit_code == 0
+    reference = write_config(tmp_path, {**cfg, "output": {"dir": str(tmp_path / "ref")}}, "ref.yaml")
+    assert cli("train", str(reference), "-q").exit_code == 0
+    resumed, expected = (load_checkpoint(tmp_path / d / "checkpoints" / "step-00000006.pt").state
+                         for d in ("run", "ref"))
+    for net in ("G", "D", "G_ema"):
+        assert all(torch.equal(resumed[net][k], expected[net][k]) for k in expected[net]), net
+
+
 def test_train_on_undecodable_files_fails_in_one_line(tmp_path, cli):
     (tmp_path / "f").mkdir()
     for i in range(3):
@@ -441,6 +499,24 @@ def test_train_on_undecodable_files_fails_in_one_line(tmp_path, cli):
     assert result.exit_code == 2 and "Traceback" not in result.output
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and re.search(r"none of the 3 images in .* \d\.png \(empty file \(0 bytes\)\)", errors[0])
+
+
+@pytest.mark.parametrize("in_memory", [False, True])
+def test_channels_3_on_files_that_cannot_become_rgb_fails_in_one_line(tmp_path, cli, in_memory):
+    """`channels: 3` asked of files PIL opens but ganforge cannot turn into 8-bit RGB (32-bit
+    float and integer TIFFs, as scientific cameras write): one line naming a file and why."""
+    (tmp_path / "f").mkdir()
+    Image.fromarray(np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8), "F").save(tmp_path / "f" / "depth.tif")
+    Image.fromarray(np.arange(64, dtype=np.int32).reshape(8, 8) * 70_000, "I").save(tmp_path / "f" / "counts.tif")
+    assert {Image.open(p).mode for p in (tmp_path / "f").iterdir()} == {"F", "I"}  # what the files really hold
+    cfg = tiny_config(tmp_path / "run", data={"kind": "image_folder", "path": str(tmp_path / "f"), "resolution": 16,
+                                              "channels": 3, "num_workers": 0, "in_memory": in_memory})
+    cfg["train"]["batch_size"] = 2
+    line = one_line_error(cli("train", str(write_config(tmp_path, cfg)), "-q"), 2,
+                          "data.path: none of the 2 images in")
+    assert "counts.tif (32-bit integer pixels; convert the file to 8 or 16 bits)" in line, line
+    assert "depth.tif (floating-point pixels; convert the file to 8 or 16 bits)" in line, line
+    assert not (tmp_path / "run").exists()  # a run refused at its first step leaves nothing behind
 
 
 # -- ganforge dataset: archives member by member, its source left alone, Ctrl+C --------------

@@ -125,31 +125,13 @@ def data_section(stand_ins: dict[str, dict], kind: str) -> dict:
     return stand_ins[kind]
 
 
-# Small widths per architecture, so that a step takes milliseconds; a kind not listed runs with
-# its defaults.
-SMALL_G = {"mlp": {"latent_dim": 4, "width": 8, "depth": 1},
-           "dcgan": {"latent_dim": 4, "base_width": 4, "max_width": 8},
-           "resnet": {"latent_dim": 4, "base_width": 4, "max_width": 8},
-           "biggan": {"dim_z": 60, "ch": 2, "shared_dim": 4, "attention": []},
-           "stylegan2": {"latent_dim": 4, "w_dim": 4, "mapping_layers": 1, "channel_base": 64, "channel_max": 8}}
-SMALL_D = {"mlp": {"width": 8, "depth": 1},
-           "dcgan": {"base_width": 4, "max_width": 8},
-           "resnet": {"base_width": 4, "max_width": 8, "extra_blocks": 0},
-           "biggan": {"ch": 2, "attention": []},
-           "stylegan2": {"channel_base": 64, "channel_max": 8}}
-
-
-def small(registry: Registry, table: dict[str, dict], kind: str) -> dict:
-    """The small settings of `kind` that its builder takes (another helper may change its parameters)."""
-    import inspect
-
-    params = inspect.signature(registry.get(kind).builder).parameters
-    return {"kind": kind, **{k: v for k, v in table.get(kind, {}).items() if k in params}}
+def small(registry: Registry, kind: str) -> dict:
+    """The config section of `kind` with the tiny settings it declares (a step takes milliseconds)."""
+    return {"kind": kind, **registry.tiny(kind)}
 
 
 def raw_config(data: dict, out: Path, g: str = "mlp", d: str = "mlp", **sections) -> dict:
-    return {"data": data, "generator": small(GENERATORS, SMALL_G, g),
-            "discriminator": small(DISCRIMINATORS, SMALL_D, d),
+    return {"data": data, "generator": small(GENERATORS, g), "discriminator": small(DISCRIMINATORS, d),
             "train": {"steps": 1, "batch_size": 4, "device": "cpu", "ema": {"decay": 0.5, "rampup": None}},
             "log": {"every": 1}, "samples": {"every": 1, "num": 4}, "checkpoint": {"every": 1, "keep": 1},
             "output": {"dir": str(out)}, **sections}

@@ -42,9 +42,11 @@ def test_the_loop_numbers_d_updates_phases_and_epochs(tmp_path, monkeypatch):
     expected = []
     for s in range(steps):
         # D updates are counted over the whole run (lazy intervals, ADA's interval); each D step of
-        # a G step has its own noise phase; G is given the epoch its last real batch came from.
+        # a G step has its own noise phase; G is given the data's epoch as its step started (that of
+        # the previous step's last real batch: StudioGAN decays top-k's k after the step whose batch
+        # began an epoch).
         expected += [("D", s * d_steps + i, i) for i in range(d_steps)]
-        expected.append(("G", -1, ((s + 1) * d_steps - 1) * batch // samples))
+        expected.append(("G", -1, max(0, s * d_steps - 1) * batch // samples))
     assert calls == expected
 
 
@@ -53,11 +55,15 @@ def test_the_hooks_after_d_steps_run_in_the_loop():
     assert max(p.abs().max().item() for p in clipped.state.D.parameters()) > 0.01
     clipped.d_step()
     assert max(p.abs().max().item() for p in clipped.state.D.parameters()) <= 0.01
-    # ADA adjusting every D update (interval 1) moves p off where it started (0.5) at once.
+    # ADA counts the signs of D's real outputs in the D step and adjusts p after the training
+    # step (StyleGAN2-ADA: after the iteration that completes each ada_interval), not after each D
+    # update: with interval 1, p moves off where it started (0.5) once the step ends.
     ada = Steps(["ada"])
     [(_, reg)] = ada.state.regularizers
     reg.interval = 1
     ada.d_step()
+    assert float(reg.p) == pytest.approx(0.5, abs=1e-9) and float(reg._signs) == len(ada.real)
+    reg.after_step(1)
     assert float(reg.p) != pytest.approx(0.5, abs=1e-9)
     assert torch.isfinite(reg.p)
 

@@ -143,12 +143,12 @@ def test_eval_command_writes_json_with_provenance_and_caches_real_stats(cli, tmp
     # extractor (checked against pytorch-fid above), the cached real features, SciPy's square root.
     from test_eval_folders import reference_fid
 
+    from ganforge.generation.drawing import draw, load_generator
     from ganforge.metrics.features import InceptionExtractor, to_uint8
-    from ganforge.sample import load_generator, sample
 
     state, _ = random_inception_weights
     with torch.no_grad():
-        fake, logits = InceptionExtractor(state, "random")(to_uint8(sample(load_generator(run, device="cpu"), 24)))
+        fake, logits = InceptionExtractor(state, "random")(to_uint8(draw(load_generator(run, device="cpu"), 24)))
     [cached] = list(cache.iterdir())
     real = torch.load(cached, weights_only=True)["values"]
     assert figures["fid"] == pytest.approx(reference_fid(fake.double().numpy(), real.double().numpy()), rel=1e-4)
@@ -214,7 +214,7 @@ def test_training_evaluates_logs_and_keeps_the_best_checkpoint(cli, tmp_path):
     got = json.loads(result.stdout)["metrics"]
     # The same figures computed here: G_ema on the noise of seed 0, each sample to its nearest of
     # the 25 centres, within 3 std = 0.15 counts; `modes` needs one, `modes_strict` 1/5 of 2500/25.
-    from ganforge.sample import load_generator
+    from ganforge.generation.drawing import load_generator
 
     G = load_generator(run / "checkpoints" / "best.pt", device="cpu").G
     with torch.no_grad():

@@ -23,8 +23,8 @@ from ganforge.build import build_networks
 from ganforge.config import parse_config
 from ganforge.data import DataInfo
 from ganforge.generation import NoiseStream, class_labels, generate, sample_noise, seeded_global_rng
+from ganforge.generation.drawing import LoadedGenerator, sample_batches
 from ganforge.metrics.inception import FIDInception
-from ganforge.sample import LoadedGenerator, sample_batches
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "tiny_run_v1"  # a run at step 3 of 6
 
@@ -52,7 +52,9 @@ def write_images(folder: Path, n: int, size: int = 16) -> list[Path]:
 def world(tmp_path):
     """A user's folder: a run (the fixture's), its config, an image folder, an init-able checkpoint."""
     run = Path(shutil.copytree(FIXTURE, tmp_path / "run"))
-    config = write_config(tmp_path, tiny_config(tmp_path / "new"), "tiny.yaml")
+    # The fixture's DCGAN has the biases it had before issue 29: an init-able config asks for them.
+    nets = {net: {**tiny_config(tmp_path)[net], "bias": True} for net in ("generator", "discriminator")}
+    config = write_config(tmp_path, tiny_config(tmp_path / "new", **nets), "tiny.yaml")
     images = write_images(tmp_path / "photos", 4)
     return tmp_path, run, config, images
 

@@ -69,7 +69,7 @@ def test_info_shows_the_checkpoint(cli, image_run):
         assert details[part]["parameters"] == count, part
     # By hand for configs/tiny.yaml (DCGAN, latent 8, widths 16 and 8, 16x16 grey): G = 8*16*16 + 2*16
     # + 16*8*16 + 2*8 + (8*1*16 + 1), D = (1*8*16 + 8) + 8*16*16 + 2*16 + (16*1*16 + 1).
-    assert (details["generator"]["parameters"], details["discriminator"]["parameters"]) == (4273, 2473)
+    assert (details["generator"]["parameters"], details["discriminator"]["parameters"]) == (4272, 2464)
     assert set(details["latest_metrics"]) == {"fid", "is", "is_std"}
     assert details["torch_version"] == str(torch.__version__)
     names = [f["file"] for f in details["files"]]
@@ -124,7 +124,7 @@ def test_slerp_keeps_the_norm_between_equal_norm_points():
 
 
 def _expected(image_run, tmp_path, batch=3):
-    from ganforge.sample import load_generator
+    from ganforge.generation.drawing import load_generator
 
     loaded = load_generator(image_run, device="cpu")
     z = torch.randn(batch, loaded.G.latent_dim, generator=torch.Generator().manual_seed(7))

@@ -308,6 +308,31 @@ def test_unknown_settings_and_shapes_that_do_not_fit_are_named(cli, tmp_path, mo
     refused(cli, shapes, tmp_path / "out", "synthesis.b8.conv0.affine.weight", "(8, 13) in the file", "(8, 12)")
 
 
+def test_augment_settings_other_than_ganforges_are_named_in_the_notes(cli, tmp_path, monkeypatch):
+    """An augment_pipe with train.py's bgc settings imports silently; one with another op strength
+    or range keeps its p and pipeline, and the note names each setting that differs."""
+    import json
+
+    plain_run = tmp_path / "plain"
+    assert cli("import", str(REFERENCE / "stylegan2_ada" / "resnet-64.pkl"), "--out", str(plain_run)).exit_code == 0
+    assert json.loads((plain_run / "import.json").read_text())["notes"] == []
+    fake = FakePersistence(monkeypatch)
+    tuned = repickle(fake, "resnet-64.pkl", tmp_path / "tuned.pkl",
+                     lambda d: d["augment_pipe"].settings.update(xflip=0.5, scale_std=0.3, noise_std=0.2))
+    result = cli("import", str(tuned), "--out", str(tmp_path / "run"))
+    assert result.exit_code == 0, result.output
+    [note] = json.loads((tmp_path / "run" / "import.json").read_text())["notes"]
+    assert "xflip 0.5 (ganforge: 1)" in note and "scale_std 0.3 (ganforge: 0.2)" in note
+    assert "noise_std" not in note  # noise is not one of the pipeline's operations
+    assert f"note: {note}" in result.stderr
+    cfg = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert cfg["regularizers"][0]["pipeline"] == "bgc"
+    from ganforge.checkpoint import load_checkpoint
+    from ganforge.run import find_checkpoint
+
+    assert load_checkpoint(*find_checkpoint(tmp_path / "run")).state["regularizers"][0]["p"] == pytest.approx(0.23)
+
+
 def test_out_that_exists_is_refused_and_kept(cli, tmp_path):
     out = tmp_path / "run"
     out.mkdir()

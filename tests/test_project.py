@@ -112,9 +112,8 @@ def test_feature_distance_uses_unit_feature_vectors():
 
 @pytest.mark.parametrize("kind", DISCRIMINATORS.names())
 def test_discriminator_features_of_every_architecture(kind):
-    extra = {"biggan": {"attention": [], "ch": 1}, "resnet": {"base_width": 4},
-             "dcgan": {"base_width": 4}, "stylegan2": {"channel_base": 64}, "mlp": {"width": 8}}.get(kind, {})
-    D = build_discriminator(Component(kind, extra), DataInfo("digits", (1, 16, 16), 10))  # biggan: conditional
+    # Labelled data: conditional discriminators build too.
+    D = build_discriminator(Component(kind, DISCRIMINATORS.tiny(kind)), DataInfo("digits", (1, 16, 16), 10))
     features = DiscriminatorFeatures(D)
     x, y = torch.rand(2, 1, 16, 16) * 2 - 1, torch.rand(2, 1, 16, 16) * 2 - 1
     with torch.no_grad():

@@ -10,10 +10,10 @@ from PIL import Image
 
 from ganforge.checkpoint import load_checkpoint
 from ganforge.errors import RunFolderError
+from ganforge.generation.drawing import load_generator
 from ganforge.report import build_report
 from ganforge.run import RunDir, find_checkpoint, load_latest_good
 from ganforge.runinfo import checkpoint_details, find_runs, read_log, summarize
-from ganforge.sample import load_generator
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "tiny_run_v1"
 

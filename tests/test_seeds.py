@@ -22,7 +22,7 @@ from ganforge.generation import (
     seed_latent,
     truncation_for,
 )
-from ganforge.sample import LoadedGenerator, seed_batches
+from ganforge.generation.drawing import LoadedGenerator, seed_batches
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import one_line_error, tiny_config, write_config
+from conftest import one_line_error, stand_in_inception_state, tiny_config, write_config
 from ganforge.checkpoint import load_checkpoint
 from ganforge.liveness import STILL_ACTIVE, process_alive
 from ganforge.model_folder import FILES, read_model_folder
@@ -117,7 +117,7 @@ def test_the_card_states_data_training_versions_and_licence(world):
                  "samples.png", "| kind | `digits` |", "| resolution | 16x16 px, 1 channel |", "| samples | 1,797 |",
                  "| classes | 10 (the generator is conditioned on them) |",
                  "| length | 6 generator steps, 48 real images through D |", "No evaluation was recorded",
-                 "```yaml\ndata: {kind: digits, resolution: 16, xflip: false}", "## Licence", "TODO",
+                 "```yaml\ndata: {kind: digits, resolution: 16, xflip: false, dequantize: false}", "## Licence", "TODO",
                  "trained with | ganforge",
                  "from step 0 | CPU ("):
         assert fact in card, fact
@@ -144,6 +144,30 @@ def test_the_card_gives_metrics_with_their_protocol(cli, tmp_path):
                  "gaussian_ring", "raw G", "| read from | log.jsonl (during training) |"):
         assert fact in card, fact
     assert json.loads((tmp_path / "o" / "config.json").read_text())["network"] == "G"
+
+
+def test_the_card_gives_fid_with_its_extractor_and_reference_data(cli, tmp_path):
+    """An image metric: the FID of the exported step (through the stand-in Inception), with the
+    extractor and its weights, the resize and protocol, and the real data it was measured against."""
+    weights = tmp_path / "pt_inception-stand-in.pth"
+    torch.save(stand_in_inception_state(), weights)
+    cfg = tiny_config(tmp_path / "run", eval={"every": 6, "metrics": ["fid"], "num_samples": 4, "real_samples": 5,
+                                              "extractor": {"kind": "inception", "weights": str(weights)},
+                                              "cache_dir": str(tmp_path / "cache")})
+    assert cli("train", str(write_config(tmp_path, cfg)), "-q").exit_code == 0
+    assert cli("export", str(tmp_path / "run"), "--format", "safetensors", "--out", str(tmp_path / "o")).exit_code == 0
+    card = (tmp_path / "o" / "README.md").read_text()
+    record = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+              if "eval" in line][-1]
+    assert record["step"] == 6 and set(record["eval"]) == {"fid"} and record["eval"]["fid"] > 0
+    evaluation = card.split("## Evaluation")[1].split("## Config")[0]
+    for fact in (f"| fid | {record['eval']['fid']:.6g} |", "| step | 6 (the exported weights) |",
+                 "| network | G_ema |", "| generated samples | 4 |", "| real samples (reference) | 5 |",
+                 '| reference data | `{"kind": "digits", "resolution": 16, "xflip": false, "dequantize": false}` |',
+                 f"| feature extractor | inception-v3-fid ({weights}, resize legacy) |",
+                 '"resize": "legacy", "protocol": "pytorch-fid"', "| noise seed | 0 |",
+                 "| read from | log.jsonl (during training) |"):
+        assert fact in evaluation, (fact, evaluation)
 
 
 def test_export_refuses_a_folder_that_is_not_empty(cli, world, tmp_path):

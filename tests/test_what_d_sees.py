@@ -36,11 +36,11 @@ EXTRA_D_STEP = {
     "r2": [("D", "fake")],
     "gradient_penalty": [("D", "interpolate")],
     "dragan": [("D", "jittered real")],
-    "consistency": [("D", "real"), ("D", "translation(xflip(real))"), ("D", "fake"),
-                    ("D", "translation(xflip(fake))")],
-    # The reference (StudioGAN) classifies reals only; ganforge's fake_weight default 1 adds the
-    # fakes (a deviation tests/references.py records).
-    "ac_gan": [("classify", "real"), ("classify", "fake")],
+    # bCR compares the step's own D(real), D(fake) with D's outputs on the flipped and shifted
+    # copies, as StudioGAN reuses its pass: only the copies go through D again.
+    "consistency": [("D", "translation(xflip(real))"), ("D", "translation(xflip(fake))")],
+    # D's classifier learns on reals only (`fake_weight: 0`), as StudioGAN's.
+    "ac_gan": [("classify", "real")],
 }
 EXTRA_G_STEP = {"ac_gan": [("classify", "fake")]}
 
@@ -225,9 +225,15 @@ def test_what_reaches_d_in_each_step(kind, augmenter, monkeypatch):
     # What each regularizer's hooks are given, whether it uses them or not: the images before
     # augmentation (D's passes through the regularizers augment them), the logits of this step.
     real, fake = f"D({through(augmenters, 'real')})", f"D({through(augmenters, 'fake')})"
+    # A lazy R1 (due at update 0) reports its own pass's D(real), detached ("other"), to every
+    # regularizer's `observe` too, as soon as its term is taken (StyleGAN2-ADA's Dreg phase adds its
+    # signs to ADA's); R1 comes first in `kinds`.
+    lazy_pass = [("observe", ("other",))] if "r1" in kinds else []
     for name in kinds:
-        assert [h for h in d_hooks if h[0] == name] == [(name, "d_term", ("real", "fake", real, fake)),
-                                                        (name, "observe", (real,))]  # ADA's p follows D(real)
+        term = [("d_term", ("real", "fake", real, fake))]
+        hooks = term + lazy_pass if name == "r1" else lazy_pass + term
+        assert [h for h in d_hooks if h[0] == name] == [(name, *h) for h in hooks] + \
+            [(name, "observe", (real,))]  # ADA's p follows D(real)
         assert [h for h in g_hooks if h[0] == name] == [(name, "g_logits", (fake,)), (name, "g_term", ("fake",))]
 
 

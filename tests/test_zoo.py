@@ -3,6 +3,7 @@ correct implementation has; architectures, conditioning and shipped configs on t
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
@@ -12,11 +13,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from conftest import CONFIGS, LinearD, assert_one_line_error, run_cli, tiny_config, write_config
+from conftest import CONFIGS, LinearD, assert_one_line_error, run_cli, tiny_config, tiny_overrides, write_config
 from ganforge import augment
-from ganforge.config import Component, component_params, load_config
+from ganforge.config import Component, load_config
 from ganforge.losses import RelativisticAverage
-from ganforge.registry import REGULARIZERS, SCHEDULES
+from ganforge.registry import DISCRIMINATORS, GENERATORS, REGULARIZERS, SCHEDULES
 from ganforge.regularizers.augmentation import AdaptiveAugment, InstanceNoise
 from ganforge.regularizers.discriminator import LabelSmoothing, LeCam
 from ganforge.regularizers.generator import Orthogonal, TopK
@@ -106,30 +107,33 @@ def test_diffaugment_uses_the_step_noise_stream():
 
 
 def test_ada_probability_follows_the_sign_of_d_on_reals_and_is_saved():
-    D = nn.Linear(1, 1)
+    steps = {}
 
-    def d_update(ada, logits):
+    def train_step(ada, logits):
         ada.observe(logits, 0)
-        ada.after_d_step(D)
+        steps[ada] = steps.get(ada, 0) + 1
+        ada.after_step(steps[ada])
 
     ada = AdaptiveAugment(target=0.6, interval=2, speed_images=100)
     confident = torch.ones(10)  # E[sign D(real)] = 1 > 0.6: overfitting, more augmentation
     for _ in range(4):
-        d_update(ada, confident)
+        train_step(ada, confident)
     assert float(ada.p) == pytest.approx(0.4)  # two adjustments of 2 x 10 / 100
     for _ in range(2):
-        d_update(ada, -confident)
+        train_step(ada, -confident)
     assert float(ada.p) == pytest.approx(0.2)
-    # Micro-batches: two observations in one D update count as one update of 20 images.
+    # Micro-batches: two observations in one step count as one step of 20 images.
     ada.observe(confident[:5], 0)
     ada.observe(confident[:5], 0)
-    ada.after_d_step(D)
+    steps[ada] += 1
+    ada.after_step(steps[ada])
     # A checkpoint between adjustments carries the running sums: the next adjustment is the same.
     restored = AdaptiveAugment(target=0.6, interval=2, speed_images=100)
     restored.load_state_dict(ada.state_dict())
+    steps[restored] = steps[ada]
     assert float(restored.p) == pytest.approx(0.2)
     for a in (ada, restored):
-        d_update(a, -confident)  # mean sign (10 - 10) / 20 = 0 < 0.6: down by 20 / 100
+        train_step(a, -confident)  # mean sign (10 - 10) / 20 = 0 < 0.6: down by 20 / 100
     assert float(ada.p) == float(restored.p) == pytest.approx(0.0)
     x = torch.randn(1000, 1, 8, 8)
     untouched = AdaptiveAugment(policy=["xflip"])  # p = 0: the identity
@@ -159,7 +163,8 @@ def test_label_smoothing_equals_bce_with_a_soft_target():
 
 
 def test_lecam_on_hand_computed_values():
-    reg = LeCam(weight=0.3, decay=0.9)
+    reg = LeCam(weight=0.3, decay=0.9, start=0)
+    reg.after_step(1)  # the term starts once more than `start` steps are done
     real, fake = torch.tensor([2.0, 0.0]), torch.tensor([-1.0, 1.0])
     # First call: anchors are the means, 1.0 (real) and 0.0 (fake).
     value = reg.d_outputs(real, fake)
@@ -239,9 +244,9 @@ def test_path_length_penalty_on_stylegan2():
 @pytest.mark.parametrize(("regularizers", "loss", "fragments"), [
     ([{"kind": "weight_clipping"}, {"kind": "gradient_penalty"}], "wasserstein",
      ["weight_clipping cannot be combined with regularizer gradient_penalty"]),
-    ([{"kind": "label_smoothing"}], "hinge", ["label_smoothing cannot be combined with loss hinge"]),
+    ([{"kind": "label_smoothing"}], "hinge", ["label_smoothing works with bce-shaped losses", "not hinge (margin)"]),
     ([{"kind": "label_smoothing"}], "relativistic_average",
-     ["label_smoothing cannot be combined with loss relativistic_average"]),
+     ["label_smoothing works with bce-shaped losses", "not relativistic_average (relativistic)"]),
     ([{"kind": "diffaugment"}, {"kind": "ada"}], "non_saturating", ["diffaugment cannot be combined with"]),
     ([{"kind": "path_length"}], "non_saturating", ["path_length works with the stylegan2 generator only"]),
     ([{"kind": "ac_gan"}], "non_saturating", ["ac_gan needs a discriminator with an auxiliary classifier"]),
@@ -274,21 +279,15 @@ def test_ema_ramp_up_shortens_the_horizon_early():
 # -- architectures, conditioning ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["resnet", "biggan", "stylegan2"])
+@pytest.mark.parametrize("kind", [kind for kind in GENERATORS.names() if kind in DISCRIMINATORS
+                                  and "conditional" in inspect.signature(GENERATORS.get(kind).builder).parameters])
 def test_conditional_architectures_use_the_labels(kind):
     from ganforge.build import build_discriminator, build_generator
     from ganforge.data import DataInfo
-    from ganforge.registry import DISCRIMINATORS, GENERATORS
 
     info = DataInfo("x", (1, 16, 16), num_classes=10)
-    g = {p.name: p.default for p in component_params(GENERATORS.get(kind).builder, GENERATORS.injected)}
-    d = {p.name: p.default for p in component_params(DISCRIMINATORS.get(kind).builder, DISCRIMINATORS.injected)}
-    widths = {"biggan": {"ch": 2}, "stylegan2": {"channel_base": 64, "channel_max": 8}}.get(
-        kind, {"base_width": 4, "max_width": 8})
-    g.update(widths, conditional=True)
-    d.update(widths, conditional=True)
-    g.update({"biggan": {"dim_z": 12}, "stylegan2": {"latent_dim": 8, "w_dim": 8, "mapping_layers": 1}}.get(
-        kind, {"latent_dim": 12}))
+    g = {**GENERATORS.tiny(kind), "conditional": True}
+    d = {**DISCRIMINATORS.tiny(kind), "conditional": True}
     torch.manual_seed(0)
     G, D = build_generator(Component(kind, g), info).eval(), build_discriminator(Component(kind, d), info)
     with torch.no_grad():  # as after some training: conditional gains start at zero (plain BN)
@@ -337,7 +336,7 @@ def test_conditional_run_samples_the_asked_class_and_grids_by_class(cli, tmp_pat
     assert result.exit_code == 0, result.stderr
     grid = Image.open(run / "samples" / "latest.png")
     assert grid.size == (2 * 18 + 2, 10 * 18 + 2)  # 20 samples: one row per class, 2 columns
-    from ganforge.sample import load_generator, sample
+    from ganforge.generation.drawing import draw, load_generator
 
     loaded = load_generator(run, device="cpu")
     assert loaded.num_classes == 10
@@ -346,7 +345,7 @@ def test_conditional_run_samples_the_asked_class_and_grids_by_class(cli, tmp_pat
     z = torch.randn(4, loaded.G.latent_dim, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         want, rows = loaded.G(z, torch.full((4,), 3)), loaded.G(z, torch.arange(4))
-    assert torch.equal(sample(loaded, 4, seed=5, class_index=3), want)
+    assert torch.equal(draw(loaded, 4, seed=5, class_index=3), want)
     out = tmp_path / "three"
     assert cli("sample", str(run), "--class", "3", "--num", "4", "--seed", "5", "--out", str(out)).exit_code == 0
     written = np.stack([np.asarray(Image.open(out / f"{i:06d}.png")) for i in range(4)])
@@ -372,7 +371,7 @@ def test_stylegan2_truncation(cli, tmp_path):
                       regularizers=[{"kind": "r1", "weight": 0.1, "every": 2}, {"kind": "path_length", "every": 2},
                                     {"kind": "diffaugment"}])
     assert cli("train", str(write_config(tmp_path, cfg)), "-q").exit_code == 0
-    from ganforge.sample import load_generator, sample
+    from ganforge.generation.drawing import draw, load_generator
 
     loaded = load_generator(run, device="cpu")
     G = loaded.G
@@ -388,7 +387,7 @@ def test_stylegan2_truncation(cli, tmp_path):
         want = G.synthesis(G.w_avg + 0.5 * (ws - G.w_avg))
         torch.manual_seed(3)
         untruncated = G.synthesis(ws)
-    torch.testing.assert_close(sample(loaded, 4, seed=3, truncation=0.5), want, rtol=0, atol=1e-5)
+    torch.testing.assert_close(draw(loaded, 4, seed=3, truncation=0.5), want, rtol=0, atol=1e-5)
     out = tmp_path / "t"
     assert cli("sample", str(run), "--truncation", "0.5", "--num", "4", "--seed", "3", "--out", str(out)).exit_code == 0
     written = np.stack([np.asarray(Image.open(out / f"{i:06d}.png")) for i in range(4)]).astype(int)
@@ -406,20 +405,7 @@ def shipped_overrides(name: str, tmp_path) -> list[str]:
     cfg, _ = load_config(CONFIGS / name)
     sets = ["train.steps=2", "train.batch_size=8", "train.device=cpu", "train.accumulate=1", "samples.num=8",
             "checkpoint.every=2", "log.every=1", "eval.every=0", f"output.dir={tmp_path / 'run'}"]
-    for part in ("generator", "discriminator"):
-        params = getattr(cfg, part).params
-        if "base_width" in params:
-            sets += [f"{part}.base_width=4", f"{part}.max_width=8"]
-        if "channel_base" in params:
-            sets += [f"{part}.channel_base=64", f"{part}.channel_max=8"]
-        if "width" in params:
-            sets += [f"{part}.width=8"]
-        if "ch" in params:  # biggan
-            sets += [f"{part}.ch=2"]
-    if cfg.generator.kind == "stylegan2":
-        sets += ["generator.latent_dim=8", "generator.w_dim=8"]
-    if cfg.generator.kind == "biggan":
-        sets += ["generator.dim_z=24", "generator.shared_dim=4"]  # splits into 3, 4, 5 or 6 chunks
+    sets += tiny_overrides(cfg)
     data = tmp_path / "data"
     if cfg.data.kind == "cifar10":
         make_cifar(data)

@@ -83,6 +83,17 @@ class TrainConfig:
 
     steps: Annotated[int, Range(ge=1)] = field(default=10_000, metadata=RESUMABLE)  # generator updates
     batch_size: Annotated[int, Range(ge=1)] = 64  # real images per discriminator update, over all processes
+    # Samples per generator update, over all processes; null: batch_size. SNGAN and WGAN-GP update G
+    # on twice D's batch (sngan_projection's n_gen_samples: 128, igul222's GEN_BS_MULTIPLE = 2).
+    g_batch_size: Annotated[int, Range(ge=1)] | None = None
+    # The generator step's noise: fresh draws, or `d_step`: the last D step's latent codes (and
+    # classes) again, as pytorch/examples' DCGAN, whose G step reuses the D step's fakes.
+    g_noise: Literal["fresh", "d_step"] = "fresh"
+    # Lazy regularization (a regularizer with every > 1): `folded` adds its term to the regular update
+    # of every k-th step (one optimizer step); `separate` gives it a phase of its own after that
+    # update, with its own optimizer step, and scales the player's Adam lr by k/(k+1) and betas to
+    # the power k/(k+1), as StyleGAN2-ADA's Dreg/Greg phases.
+    lazy: Literal["folded", "separate"] = "folded"
     # Micro-batches per update on each process (gradient accumulation).
     accumulate: Annotated[int, Range(ge=1)] = field(default=1, metadata=RESUMABLE)
     d_steps_per_g_step: Annotated[int, Range(ge=1)] = 1
@@ -110,6 +121,16 @@ class TrainConfig:
     rollback_lr_factor: Annotated[float, Range(gt=0.0, lt=1.0)] = 0.5  # lr multiplier per rollback
     max_rollbacks: Annotated[int, Range(ge=1)] = 3
     ema: EMAConfig = field(default_factory=EMAConfig)
+
+    def __post_init__(self) -> None:
+        if self.g_noise == "d_step" and self.generator_batch != self.batch_size:
+            raise ValueError(f"g_noise: d_step reuses the D step's noise, so g_batch_size ({self.g_batch_size}) must "
+                             f"equal batch_size ({self.batch_size}); set g_noise: fresh or drop g_batch_size")
+
+    @property
+    def generator_batch(self) -> int:
+        """Samples per generator update, over all processes."""
+        return self.batch_size if self.g_batch_size is None else self.g_batch_size
 
     @property
     def compile_mode(self) -> str | None:

@@ -72,7 +72,8 @@ class Batches(Iterator[Batch]):
         self.position.load_state_dict(state)
 
     def stop_on(self, stop: threading.Event) -> None:
-        """Give up a wait for data once `stop` is set (Ctrl+C, SIGTERM): raise StopWaiting."""
+        """Give up a wait for data once `stop` is set (Ctrl+C, SIGTERM) and a batch came back with
+        nothing usable in it: raise StopWaiting. A usable batch is returned even after a stop."""
 
     def describe(self, info: DataInfo) -> str:
         """`digits: 1,797 images, 3,594 an epoch with their mirror images (data.xflip)`, for the start-up line."""
@@ -172,6 +173,15 @@ def to_unit_range(x: Tensor) -> Tensor:
     return x
 
 
+def dequantized(x: Tensor, gen: torch.Generator) -> Tensor:
+    """uint8 pixels -> x/128 - 1 + U(0, 1/128), in [-1, 1): each 8-bit level spread uniformly over
+    its bin, as SNGAN's and WGAN-GP's CIFAR-10 code feed D (`data.dequantize: true`)."""
+    import torch
+
+    noise = torch.rand(x.shape, device=x.device, generator=gen)
+    return x.float().div_(128.0).sub_(1.0).add_(noise.div_(128.0))
+
+
 def local_slice(batch_size: int, rank: int, world_size: int) -> slice:
     """This rank's part of a global batch (the global batch divides evenly)."""
     part = batch_size // world_size
@@ -184,9 +194,13 @@ class TensorBatches(Batches):
     `mirrored`: the epoch has 2N items, item N + i being image i flipped left to right."""
 
     def __init__(self, x: Tensor, y: Tensor | None, batch_size: int, seed: int, device: torch.device,
-                 rank: int = 0, world_size: int = 1, mirrored: bool = False) -> None:
+                 rank: int = 0, world_size: int = 1, mirrored: bool = False, dequantize: bool = False) -> None:
+        import torch
+
         self.mirrored = mirrored
         self.position = Position(len(x) * (2 if mirrored else 1), batch_size)
+        self.dequantize = dequantize and x.dtype == torch.uint8
+        self.noise = torch.Generator(device)
         self.local = local_slice(batch_size, rank, world_size)
         self.seed = seed
         # Small data sets live on the device: a batch is an index into them, no host copies.
@@ -204,22 +218,37 @@ class TensorBatches(Batches):
             self._order = epoch_permutation(self.position.num_samples, self.seed, epoch).to(self.device)
             self._order_epoch = epoch
         assert self._order is not None
-        idx = self._order[start : start + self.position.batch_size][self.local]
+        order = self._order[start : start + self.position.batch_size]
+        # Dequantization noise is drawn for the whole global batch (below), so its rows stay until then.
+        idx = order if self.dequantize else order[self.local]
         n = len(self.x)
         x = self.x[idx % n]
         if self.mirrored:
             flip = (idx >= n).view(-1, *[1] * (x.dim() - 1))
             x = torch.where(flip, x.flip(-1), x)
-        return to_unit_range(x), (self.y[idx % n] if self.y is not None else None)
+        labels = self.y[idx % n] if self.y is not None else None
+        if not self.dequantize:
+            return to_unit_range(x), labels
+        # Noise from (seed, epoch, start): the same on every rank split and after a resume; this
+        # rank takes its slice.
+        self.noise.manual_seed((self.seed * 1_000_003 + epoch) * 1_000_003 + start)
+        return dequantized(x, self.noise)[self.local], (labels[self.local] if labels is not None else None)
 
 
 class TensorSource(DataSource):
     """A DataSource whose samples are loaded once into a tensor (uint8 images or float vectors)."""
 
+    dequantize = False  # uint8 images as x/128 - 1 + U(0, 1/128) (`data.dequantize`), else x/127.5 - 1
+
     def __init__(self, info: DataInfo, xflip: bool = False) -> None:
         self.info = info
         self.xflip = xflip  # StyleGAN2-ADA's --mirror: each image also mirrored, 2N an epoch
         self._cache: tuple[Tensor, Tensor | None] | None = None
+
+    def with_dequantize(self, dequantize: bool) -> TensorSource:
+        """This source with `data.dequantize` set; returns it."""
+        self.dequantize = dequantize
+        return self
 
     @abstractmethod
     def load(self) -> tuple[Tensor, Tensor | None]:
@@ -245,7 +274,8 @@ class TensorSource(DataSource):
     def batches(self, batch_size: int, seed: int, device: torch.device, rank: int = 0, world_size: int = 1
                 ) -> Batches:
         x, y = self.tensors()
-        return TensorBatches(x, y, batch_size, seed, device, rank, world_size, mirrored=self.xflip)
+        return TensorBatches(x, y, batch_size, seed, device, rank, world_size, mirrored=self.xflip,
+                             dequantize=self.dequantize)
 
     def reference_points(self, num: int) -> Tensor | None:
         if self.info.is_image:

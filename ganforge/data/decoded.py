@@ -5,7 +5,8 @@ resumed run continues the same stream.
 Files that cannot be decoded are skipped (or stop the run, `on_bad_image: error`). A stream in
 which no file decodes stops with one line once every file has failed since the last good one, at
 most two epochs of attempts, instead of drawing batches forever; and a stop request (Ctrl+C,
-SIGTERM) ends any wait for data.
+SIGTERM) ends a wait in which a batch of files failed to decode (a batch that decodes is always
+returned: the stop finishes its step).
 """
 
 from __future__ import annotations
@@ -227,13 +228,16 @@ class FolderBatches(Batches):
         if self._it is None:
             self._start()
         while True:
-            if self._stop is not None and self._stop.is_set():
-                raise StopWaiting
             batch: Collated = next(self._it)  # type: ignore[call-overload]
             self.position.advance()
             self.problems.take(batch.failures, batch.notes, len(batch.x))
             if len(batch.x):
                 break
+            # Nothing decoded: only now does a stop request end the wait. A batch that did decode
+            # is the step under way (or the next one), which the stop lets finish and checkpoint,
+            # and every process of a multi-process run reads the same batches up to it.
+            if self._stop is not None and self._stop.is_set():
+                raise StopWaiting
         x = to_unit_range(batch.x.to(self.device, non_blocking=True))
         return x, (batch.y.to(self.device, non_blocking=True) if self.has_labels else None)
 

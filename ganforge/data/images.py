@@ -74,9 +74,11 @@ class Digits(TensorSource):
 
 
 @DATASETS.register("digits")
-def digits(resolution: Resolution = 32, xflip: bool = False) -> Digits:
-    """scikit-learn's 1,797 8x8 handwritten digits (10 classes), resized; works offline."""
-    return Digits(resolution, xflip)
+def digits(resolution: Resolution = 32, xflip: bool = False, dequantize: bool = False) -> Digits:
+    """scikit-learn's 1,797 8x8 handwritten digits (10 classes), resized; works offline. dequantize (here
+    and for mnist, fashion_mnist, cifar10): pixels as x/128 - 1 + U(0, 1/128), as SNGAN's and WGAN-GP's
+    code feed D, instead of x/127.5 - 1."""
+    return Digits(resolution, xflip).with_dequantize(dequantize)
 
 
 # --------------------------------------------------------------------------------------------
@@ -182,16 +184,17 @@ Split = Literal["train", "test", "all"]
 
 @DATASETS.register("mnist")
 def mnist(root: str = "data", split: Split = "train", resolution: Resolution = 32, download: bool = False,
-          xflip: bool = False) -> IdxImages:
+          xflip: bool = False, dequantize: bool = False) -> IdxImages:
     """MNIST handwritten digits (60k train / 10k test, 10 classes), resized; torchvision download."""
-    return IdxImages("mnist", "MNIST", root, split, resolution, download, xflip)
+    return IdxImages("mnist", "MNIST", root, split, resolution, download, xflip).with_dequantize(dequantize)
 
 
 @DATASETS.register("fashion_mnist")
 def fashion_mnist(root: str = "data", split: Split = "train", resolution: Resolution = 32, download: bool = False,
-                  xflip: bool = False) -> IdxImages:
+                  xflip: bool = False, dequantize: bool = False) -> IdxImages:
     """Fashion-MNIST clothing images (60k train / 10k test, 10 classes), resized; torchvision download."""
-    return IdxImages("fashion_mnist", "FashionMNIST", root, split, resolution, download, xflip)
+    return IdxImages("fashion_mnist", "FashionMNIST", root, split, resolution, download,
+                     xflip).with_dequantize(dequantize)
 
 
 # --------------------------------------------------------------------------------------------
@@ -292,6 +295,6 @@ class Cifar10(TensorSource):
 
 @DATASETS.register("cifar10")
 def cifar10(root: str = "data", split: Split = "train", resolution: Resolution = 32, download: bool = False,
-            xflip: bool = False) -> Cifar10:
+            xflip: bool = False, dequantize: bool = False) -> Cifar10:
     """CIFAR-10 32x32 colour images (50k train / 10k test, 10 classes); torchvision download."""
-    return Cifar10(root, split, resolution, download, xflip)
+    return Cifar10(root, split, resolution, download, xflip).with_dequantize(dequantize)

@@ -8,7 +8,9 @@ writes an ordinary run folder from what `read` returns (`to_checkpoint`).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -20,6 +22,7 @@ from ganforge.errors import CheckpointError
 
 # The readers, tried in this order. Imported by name: a reader that is not there is skipped.
 READERS = ("ganforge.interop.stylegan2_ada", "ganforge.interop.rosinality", "ganforge.interop.biggan_pytorch")
+ZIP_MAGIC = b"PK\x03\x04"
 FORMATS = "StyleGAN2-ADA/StyleGAN3 network pickles, rosinality stylegan2-pytorch checkpoints, BigGAN-PyTorch weights"
 
 
@@ -67,18 +70,47 @@ def read(path: str | Path) -> Imported:
     for reader in readers():
         if reader.detect(path):
             try:
-                return reader.read(path)
+                return complete(reader.read(path))
             except (KeyError, AttributeError, TypeError, ValueError, IndexError) as e:
                 # A file of the detected kind whose contents are not laid out as that kind's are.
                 detail = " ".join(str(e).split())[:120]
                 raise CheckpointError(f"{path}: not laid out as a {reader.FORMAT} ({type(e).__name__}: {detail}); "
                                       "ganforge cannot import it") from None
-    raise CheckpointError(f"{path} is not a file ganforge can import; it reads {FORMATS}")
+    if _truncated_zip(path):
+        raise CheckpointError(f"{path}: a PyTorch (zip) file without the directory at its end: damaged or "
+                              "truncated (an interrupted copy or download?); ganforge cannot import it")
+    kind = "folder" if path.is_dir() else "file"
+    raise CheckpointError(f"{path} is not a {kind} ganforge can import; it reads {FORMATS}")
+
+
+def _truncated_zip(path: Path) -> bool:
+    """A file that starts as a zip archive (torch.save's format) but cannot be opened as one."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return False
+    return head == ZIP_MAGIC and not zipfile.is_zipfile(path)
 
 
 # --------------------------------------------------------------------------------------------
 # From what a reader found to a ganforge checkpoint
 # --------------------------------------------------------------------------------------------
+
+
+def complete(imported: Imported) -> Imported:
+    """The networks a ganforge run holds (G and G_ema), one filled from the other where the file has
+    only one, with a note saying so. BigGAN-PyTorch writes G_ema.pth only with --ema (off by
+    default), and samples from G then; a file with only an averaged G gives it to training as G."""
+    if (imported.G is None) == (imported.G_ema is None):
+        return imported
+    missing, present = ("G_ema", "G") if imported.G_ema is None else ("G", "G_ema")
+    note = (f"the file has no {missing}; ganforge's {missing} starts as a copy of its {present}"
+            + (" (samples, eval and export use it: the file's model was trained without a moving average)"
+               if missing == "G_ema" else " (fine-tuning trains it)"))
+    weights = imported.G if imported.G is not None else imported.G_ema
+    extras = {**imported.extras, "notes": [*imported.extras.get("notes", []), note]}
+    return dataclasses.replace(imported, G=weights, G_ema=weights, extras=extras)
 
 
 def import_config(imported: Imported, origin: str) -> dict[str, Any]:
@@ -139,6 +171,7 @@ def to_checkpoint(imported: Imported, origin: str) -> Any:
     from ganforge.data import DataInfo
     from ganforge.errors import ConfigError
 
+    imported = complete(imported)
     try:
         cfg = parse_config(import_config(imported, origin), default_source=origin)
         shape = imported.data_shape
@@ -155,8 +188,6 @@ def to_checkpoint(imported: Imported, origin: str) -> Any:
         _check_state(name, module, weights, origin)
         module.load_state_dict(weights)
         state[name] = {k: v.detach().clone().contiguous() for k, v in module.state_dict().items()}
-    if "G" not in state and "G_ema" in state:
-        state["G"] = state["G_ema"]
     for kind, reg in regularizers:
         if kind == "ada":
             reg.p = torch.tensor(float(imported.extras["ada_p"]))

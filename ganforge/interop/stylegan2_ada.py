@@ -436,9 +436,31 @@ def augment_settings(pipe: Persistent | None) -> tuple[float | None, str | None,
     ops = {k for k, v in pipe.init_kwargs.items() if isinstance(v, (int, float)) and v and
            not k.endswith(("_std", "_max", "_size", "_bands"))}
     pipeline = next((name for name, members in PIPELINES.items() if set(members) == ops), None)
-    notes = [] if pipeline else [f"augment_pipe: its operations ({', '.join(sorted(ops))}) match none of ganforge's "
-                                 f"ADA pipelines ({', '.join(PIPELINES)}); its p ({p:.4g}) is not carried over"]
-    return p, pipeline, notes
+    if pipeline is None:
+        return p, None, [f"augment_pipe: its operations ({', '.join(sorted(ops))}) match none of ganforge's ADA "
+                         f"pipelines ({', '.join(PIPELINES)}); its p ({p:.4g}) is not carried over"]
+    # The object's attributes hold every setting it ran with, defaults included; its kwargs only those given.
+    return p, pipeline, _augment_differences({**pipe.init_kwargs, **pipe.settings}, ops)
+
+
+def _augment_differences(kwargs: dict[str, Any], ops: set[str]) -> list[str]:
+    """A note naming the augment_pipe settings of `ops` that are not the ones ganforge's ADA
+    pipeline has (each op's probability multiplier 1, the reference's ranges), if any."""
+    from ganforge import augment
+
+    fixed = {op: 1.0 for op in ops}
+    ranges = {"xint_max": ("xint", augment.XINT_MAX), "scale_std": ("scale", augment.SCALE_STD),
+              "rotate_max": ("rotate", augment.ROTATE_MAX), "aniso_std": ("aniso", augment.ANISO_STD),
+              "xfrac_std": ("xfrac", augment.XFRAC_STD), "brightness_std": ("brightness", augment.BRIGHTNESS_STD),
+              "contrast_std": ("contrast", augment.CONTRAST_STD), "hue_max": ("hue", augment.HUE_MAX),
+              "saturation_std": ("saturation", augment.SATURATION_STD)}
+    fixed.update({key: value for key, (op, value) in ranges.items() if op in ops})
+    differ = [f"{key} {float(kwargs[key]):g} (ganforge: {value:g})" for key, value in fixed.items()
+              if isinstance(kwargs.get(key), (int, float)) and float(kwargs[key]) != value]
+    if not differ:
+        return []
+    return [f"augment_pipe: {', '.join(differ)}; ganforge's ADA applies its pipeline with its own settings, so "
+            "fine-tuning from this run augments otherwise than the file's training did (p is carried over)"]
 
 
 # --------------------------------------------------------------------------------------------

@@ -120,7 +120,7 @@ def density_coverage(inputs: MetricInputs) -> dict[str, float]:
     return {"density": density, "coverage": coverage}
 
 
-@METRICS.register("ifid")
+@METRICS.register("ifid", accepts=Accepts(vectors=False, needs_labels=True))
 def intra_class_fid(inputs: MetricInputs) -> dict[str, float]:
     """Intra-class FID (StudioGAN): the mean over classes of the per-class FID (ifid/k); lower is better."""
     real = _need_real(inputs)
@@ -131,9 +131,6 @@ def intra_class_fid(inputs: MetricInputs) -> dict[str, float]:
     except ValueError as e:
         raise GanforgeError(f"ifid: {e}") from None
     return {"ifid": mean, **{f"ifid/{k}": v for k, v in per_class.items()}}
-
-
-intra_class_fid.accepts = Accepts(vectors=False, needs_labels=True)  # type: ignore[attr-defined]
 
 
 @METRICS.register("modes")
@@ -175,7 +172,8 @@ def prdc_dinov2(inputs: MetricInputs) -> dict[str, float]:
             "coverage_dinov2": coverage}
 
 
-@METRICS.register("ppl")
+# The reference's crop keeps half the side, and LPIPS's VGG halves it 4 times: 32 px at least.
+@METRICS.register("ppl", accepts=Accepts(vectors=False, min_resolution=32))
 def perceptual_path_length(inputs: MetricInputs) -> dict[str, float]:
     """Perceptual path length (StyleGAN2-ADA): ppl_wend (stylegan2) and ppl_zfull; lower is better."""
     from ganforge.metrics.ppl import perceptual_path_length as ppl
@@ -183,10 +181,6 @@ def perceptual_path_length(inputs: MetricInputs) -> dict[str, float]:
     if inputs.G is None or inputs.lpips is None:
         raise GanforgeError("ppl measures a generator: ganforge eval RUN --metrics ppl (not a folder of images)")
     return ppl(inputs.G, inputs.lpips, inputs.num_samples, inputs.seed, inputs.batch_size)
-
-
-# The reference's crop keeps half the side, and LPIPS's VGG halves it 4 times: 32 px at least.
-perceptual_path_length.accepts = Accepts(vectors=False, min_resolution=32)  # type: ignore[attr-defined]
 
 
 # --------------------------------------------------------------------------------------------

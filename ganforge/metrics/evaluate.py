@@ -9,6 +9,7 @@ a config's eval section.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -22,7 +23,6 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from ganforge.accepts import accepts_of
 from ganforge.config import Component, config_to_dict
 from ganforge.data import DataInfo, DataSource, TensorSource, epoch_permutation
 from ganforge.errors import ConfigError, DataError, GanforgeError
@@ -85,7 +85,7 @@ def check_evaluable(metrics: list[str] | tuple[str, ...], info: DataInfo, num_sa
     metrics = default_metrics(metrics, info.is_image)
     check_metrics(metrics, info.is_image, num_samples=num_samples, num_where="--num (eval.num_samples)")
     for name in metrics:
-        problem = accepts_of(METRICS.get(name).builder).problem(info)
+        problem = METRICS.get(name).accepts.problem(info)
         if problem is not None:
             remedy = " or use labelled data" if "label" in problem else ""
             raise ConfigError(f"eval.metrics (--metrics): {name} {problem} (data.kind: {info.name}); "
@@ -122,7 +122,8 @@ class Evaluator:
                  num_samples: int, extractor: FeatureExtractor | None, device: torch.device,
                  real_samples: int | None = None, batch_size: int = 100, cache_dir: str | None = None,
                  progress: bool = True, options: EvalOptions | None = None, dinov2_weights: str | None = None,
-                 lpips: nn.Module | None = None, truncation: float | None = None) -> None:
+                 lpips: nn.Module | None = None, truncation: float | None = None,
+                 batch_stats: bool = False) -> None:
         self.metrics = check_evaluable(metrics, source.info, num_samples)
         self.options = options or EvalOptions()
         if source.info.is_image and extractor is None and {"main", "torch-fidelity"} & set(views_of(
@@ -150,6 +151,8 @@ class Evaluator:
         self.extractors = build_views(self.views, extractor if is_image else None, self.options.resize,
                                       dinov2_weights, device)
         self.extractor = self.extractors.get("main")
+        # G's BatchNorm on each generation batch's own statistics (train mode), not its running ones.
+        self.batch_stats = batch_stats
         self._real: dict[str, Features] = {}
         self._reference: dict[str, Any] = {}
 
@@ -287,7 +290,7 @@ class Evaluator:
     def fake_views(self, G: nn.Module, seed: int, on_batch: BatchHook | None = None) -> dict[str, Features]:
         """Features of `num_samples` generated samples (noise from `seed`, truncated as `truncation`) in
         every view."""
-        from ganforge.generation import sample_noise, seeded_global_rng, truncation_for
+        from ganforge.generation import batch_statistics, sample_noise, seeded_global_rng, truncation_for
 
         G_device = next(G.parameters()).device
         trunc = truncation_for(G, self.truncation)
@@ -308,7 +311,8 @@ class Evaluator:
         try:
             # Random per-pixel noise (stylegan2), as the reference's metrics, drawn from the seed:
             # the same seed gives the same figure, and the caller's RNG streams are left alone.
-            with seeded_global_rng(seed, G_device):
+            norms = batch_statistics(G) if self.batch_stats else contextlib.nullcontext()
+            with seeded_global_rng(seed, G_device), norms:
                 return extract_features(self.extractors, batches(), self.num_samples, "generated images",
                                         self.device, self.progress, on_batch)
         finally:

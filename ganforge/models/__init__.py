@@ -7,7 +7,11 @@ generator also has `num_classes` > 0; one without it ignores labels.
 
 from __future__ import annotations
 
+import math
+
 from torch import nn
+
+from ganforge.accepts import Accepts
 
 
 def init_dcgan_weights(module: nn.Module) -> None:
@@ -42,3 +46,24 @@ def activation(name: str) -> nn.Module:
     """An activation layer by name."""
     return {"relu": nn.ReLU(), "leaky_relu": nn.LeakyReLU(0.2), "silu": nn.SiLU(), "tanh": nn.Tanh()}[name]
 
+
+
+def layer_groups(net: nn.Sequential) -> list[list[nn.Module]]:
+    """A plain stack's layers grouped from each conv or linear layer to the next, the last one
+    (the logit's) left out: the feature blocks of a DCGAN or MLP discriminator."""
+    groups: list[list[nn.Module]] = []
+    for m in net:
+        if isinstance(m, (nn.Conv2d, nn.Linear)) or not groups:
+            groups.append([m])
+        else:
+            groups[-1].append(m)
+    return groups[:-1]
+
+
+def stages(resolution: int, accepts: Accepts) -> int:
+    """Number of doublings from a 4x4 map to `resolution` (2 at 16 px); a resolution the
+    architecture's declaration `accepts` does not take is a ValueError naming what it takes."""
+    if not accepts.takes_resolution(resolution):
+        raise ValueError(f"resolution {resolution} is not supported; use {accepts.describe_resolutions()} "
+                         "(data.resolution)")
+    return int(math.log2(resolution)) - 2

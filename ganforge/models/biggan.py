@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ganforge.accepts import Accepts
+from ganforge.models import stages
 from ganforge.params import Range
 from ganforge.registry import DISCRIMINATORS, GENERATORS
 
@@ -60,7 +61,7 @@ D_ARCH: dict[int, tuple[list[int], list[bool], list[int]]] = {
     128: ([1, 2, 4, 8, 16, 16], [True] * 5 + [False], [64, 32, 16, 8, 4, 4]),
     256: ([1, 2, 4, 8, 8, 16, 16], [True] * 6 + [False], [128, 64, 32, 16, 8, 4, 4]),
 }
-IMAGES_FROM_16 = Accepts(images=True, vectors=False, min_resolution=16)
+IMAGES = Accepts(images=True, vectors=False, min_resolution=16, max_resolution=256, powers_of_two=True)  # G_ARCH's
 
 # Parameters of ganforge's earlier biggan (before it took BigGAN-PyTorch's layout), for the
 # config parser's message: a config or checkpoint that names them was written for that network.
@@ -72,13 +73,6 @@ RETIRED_G = {"latent_dim": f"use dim_z; {EARLIER}", "base_width": f"use ch (G_ch
              "attention_resolution": f"use attention (a list of resolutions); {EARLIER}"}
 RETIRED_D = {"base_width": f"use ch (D_ch); {EARLIER}", "max_width": RETIRED_G["max_width"],
              "attention_resolution": RETIRED_G["attention_resolution"]}
-
-
-def check_resolution(resolution: int) -> None:
-    """BigGAN's tables cover 16 (ganforge's extrapolation) to 256 px."""
-    if resolution not in G_ARCH:
-        raise ValueError(f"resolution {resolution} is not supported; use {', '.join(map(str, G_ARCH))} "
-                         "(data.resolution)")
 
 
 def attention_flags(table: list[int], attention: Sequence[int] | None, channels: list[int]) -> list[bool]:
@@ -429,11 +423,12 @@ def _check_classes(conditional: bool, num_classes: int) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-@GENERATORS.register("biggan")
+# dim_z 420 splits into the hierarchical z's 3 to 7 chunks (16 to 256 px).
+@GENERATORS.register("biggan", accepts=IMAGES, output_range=(-1.0, 1.0),
+                     tiny={"ch": 2, "dim_z": 420, "shared_dim": 4, "attention": []})
 class BigGANGenerator(nn.Module):
     """BigGAN G (BigGAN-PyTorch): shared class embedding and hierarchical z into conditional BN, self-attention."""
 
-    accepts = IMAGES_FROM_16
     retired_params = RETIRED_G
     has_spectral_norm = True  # built in: the spectral_norm regularizer refuses it
 
@@ -460,7 +455,7 @@ class BigGANGenerator(nn.Module):
         """attention: resolutions of the blocks self-attention follows (null: 64 where a block
         has it, as the reference's default; []: none). shared_dim 0: dim_z."""
         super().__init__()
-        check_resolution(resolution)
+        stages(resolution, IMAGES)  # BigGAN's tables cover 16 (ganforge's extrapolation) to 256 px
         if cross_replica and mybn:
             raise ValueError("cross_replica and mybn are two BatchNorm layouts; choose one")
         self.num_classes = _check_classes(conditional, num_classes)
@@ -528,11 +523,10 @@ class BigGANGenerator(nn.Module):
         return torch.tanh(self.output_layer(h))
 
 
-@DISCRIMINATORS.register("biggan")
+@DISCRIMINATORS.register("biggan", accepts=IMAGES, tiny={"ch": 2, "attention": []})
 class BigGANDiscriminator(nn.Module):
     """BigGAN D (BigGAN-PyTorch): residual, self-attention, sum pooling, projection of the class embedding."""
 
-    accepts = IMAGES_FROM_16
     retired_params = RETIRED_D
     has_spectral_norm = True
 
@@ -554,7 +548,7 @@ class BigGANDiscriminator(nn.Module):
         """wide: hidden channels of a block are its output's (BigGAN, SAGAN), not its input's
         (SNGAN's thin D); auxiliary_classifier: an AC-GAN head (ganforge's, not the reference's)."""
         super().__init__()
-        check_resolution(resolution)
+        stages(resolution, IMAGES)  # BigGAN's tables cover 16 (ganforge's extrapolation) to 256 px
         classes = _check_classes(conditional or auxiliary_classifier, num_classes)
         out_mult, downs, table = D_ARCH[resolution]
         widths = [ch * m for m in out_mult]
@@ -584,6 +578,10 @@ class BigGANDiscriminator(nn.Module):
             for block in blocklist:
                 h = block(h)
         return torch.sum(F.relu(h), [2, 3])
+
+    def feature_blocks(self) -> list[list[nn.Module]]:
+        """Each residual block with the self-attention layer that follows it, from the input side."""
+        return [list(group) for group in self.blocks]
 
     def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         h = self.features(x)

@@ -6,27 +6,19 @@ convolutions, halving the width at each doubling; the discriminator mirrors it.
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Literal
 
 from torch import Tensor, nn
 
 from ganforge.accepts import Accepts
-from ganforge.models import init_dcgan_weights
+from ganforge.models import init_dcgan_weights, layer_groups, stages
 from ganforge.params import Range
 from ganforge.registry import DISCRIMINATORS, GENERATORS
 
 Width = Annotated[int, Range(ge=1, le=4096)]
 # 16, 32, 64 or 128 px (the constructors reject other sizes).
-IMAGES_FROM_16 = Accepts(images=True, vectors=False, min_resolution=16)
-
-
-def _stages(resolution: int) -> int:
-    """Number of doublings from 4x4 to `resolution` (2 at 16 px ... 5 at 128 px)."""
-    stages = int(math.log2(resolution)) - 2 if resolution > 0 else 0
-    if resolution not in (16, 32, 64, 128):
-        raise ValueError(f"resolution {resolution} is not supported; use 16, 32, 64 or 128 (data.resolution)")
-    return stages
+IMAGES = Accepts(images=True, vectors=False, min_resolution=16, max_resolution=128, powers_of_two=True)
+TINY_WIDTHS = {"base_width": 4, "max_width": 8}
 
 
 def _widths(stages: int, base_width: int, max_width: int) -> list[int]:
@@ -44,11 +36,10 @@ def _norm2d(kind: str, channels: int) -> nn.Module:
     return nn.Identity()
 
 
-@GENERATORS.register("dcgan")
+@GENERATORS.register("dcgan", accepts=IMAGES, tiny={"latent_dim": 8, **TINY_WIDTHS}, output_range=(-1.0, 1.0))
 class DCGANGenerator(nn.Module):
-    """DCGAN generator: transposed convolutions from a 4x4 map, BatchNorm, ReLU, tanh output."""
-
-    accepts = IMAGES_FROM_16
+    """DCGAN generator: transposed convolutions from a 4x4 map, BatchNorm, ReLU, tanh output;
+    no biases, as pytorch/examples (bias: true puts one on the output layer)."""
 
     def __init__(
         self,
@@ -58,19 +49,22 @@ class DCGANGenerator(nn.Module):
         base_width: Width = 64,
         max_width: Width = 512,
         norm: Literal["batch", "none"] = "batch",
+        bias: bool = False,
     ) -> None:
         super().__init__()
         self.latent_dim = latent_dim
-        widths = _widths(_stages(resolution), base_width, max_width)
-        bias = norm == "none"
+        widths = _widths(stages(resolution, IMAGES), base_width, max_width)
+        inner_bias = norm == "none"  # a normalisation layer's shift makes a bias redundant
         layers: list[nn.Module] = [
-            nn.ConvTranspose2d(latent_dim, widths[0], 4, 1, 0, bias=bias),
+            nn.ConvTranspose2d(latent_dim, widths[0], 4, 1, 0, bias=inner_bias),
             _norm2d(norm, widths[0]),
             nn.ReLU(inplace=True),
         ]
         for w_in, w_out in zip(widths[:-1], widths[1:]):
-            layers += [nn.ConvTranspose2d(w_in, w_out, 4, 2, 1, bias=bias), _norm2d(norm, w_out), nn.ReLU(inplace=True)]
-        layers += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1), nn.Tanh()]
+            layers += [nn.ConvTranspose2d(w_in, w_out, 4, 2, 1, bias=inner_bias), _norm2d(norm, w_out),
+                       nn.ReLU(inplace=True)]
+        # pytorch/examples' DCGAN has no bias on its output layer; bias: true adds one.
+        layers += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1, bias=bias), nn.Tanh()]
         self.net = nn.Sequential(*layers)
         init_dcgan_weights(self)
 
@@ -78,11 +72,10 @@ class DCGANGenerator(nn.Module):
         return self.net(z.view(z.shape[0], -1, 1, 1))
 
 
-@DISCRIMINATORS.register("dcgan")
+@DISCRIMINATORS.register("dcgan", accepts=IMAGES, tiny=TINY_WIDTHS)
 class DCGANDiscriminator(nn.Module):
-    """DCGAN discriminator: strided convolutions to a 4x4 map, LeakyReLU(0.2), one logit."""
-
-    accepts = IMAGES_FROM_16
+    """DCGAN discriminator: strided convolutions to a 4x4 map, LeakyReLU(0.2), one logit; no
+    biases, as pytorch/examples (bias: true puts them on the first and last layers)."""
 
     def __init__(
         self,
@@ -91,18 +84,25 @@ class DCGANDiscriminator(nn.Module):
         base_width: Width = 64,
         max_width: Width = 512,
         norm: Literal["batch", "instance", "layer", "none"] = "batch",
+        bias: bool = False,
     ) -> None:
         super().__init__()
-        widths = list(reversed(_widths(_stages(resolution), base_width, max_width)))
-        # No normalisation on the first layer, as in the paper.
-        layers: list[nn.Module] = [nn.Conv2d(channels, widths[0], 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
-        bias = norm == "none"
+        widths = list(reversed(_widths(stages(resolution, IMAGES), base_width, max_width)))
+        # No normalisation on the first layer, as in the paper; pytorch/examples' DCGAN has no bias
+        # on its first and last layers either (bias: true adds them).
+        layers: list[nn.Module] = [nn.Conv2d(channels, widths[0], 4, 2, 1, bias=bias),
+                                   nn.LeakyReLU(0.2, inplace=True)]
+        inner_bias = norm == "none"
         for w_in, w_out in zip(widths[:-1], widths[1:]):
-            layers += [nn.Conv2d(w_in, w_out, 4, 2, 1, bias=bias), _norm2d(norm, w_out),
+            layers += [nn.Conv2d(w_in, w_out, 4, 2, 1, bias=inner_bias), _norm2d(norm, w_out),
                        nn.LeakyReLU(0.2, inplace=True)]
-        layers.append(nn.Conv2d(widths[-1], 1, 4, 1, 0))
+        layers.append(nn.Conv2d(widths[-1], 1, 4, 1, 0, bias=bias))
         self.net = nn.Sequential(*layers)
         init_dcgan_weights(self)
+
+    def feature_blocks(self) -> list[list[nn.Module]]:
+        """Each strided conv with its norm and activation, from the input side (the logit's conv is the head)."""
+        return layer_groups(self.net)
 
     def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         return self.net(x).flatten()

@@ -12,8 +12,7 @@ from typing import Annotated, Literal
 
 from torch import Tensor, nn
 
-from ganforge.accepts import Accepts
-from ganforge.models import activation
+from ganforge.models import activation, layer_groups
 from ganforge.params import Range
 from ganforge.registry import DISCRIMINATORS, GENERATORS
 
@@ -38,11 +37,10 @@ def sample_shape(data_dim: int, channels: int, resolution: int) -> tuple[int, ..
     raise ValueError("needs the data's shape: data_dim for vectors, or channels and resolution for images")
 
 
-@GENERATORS.register("mlp")
+# Any data; a tanh bounds image samples (vectors are scaled to the data's range).
+@GENERATORS.register("mlp", tiny={"latent_dim": 4, "width": 8, "depth": 1}, output_range=(-1.0, 1.0))
 class MLPGenerator(nn.Module):
     """Fully connected generator for vector data (e.g. the 2D Gaussian mixtures) or flattened images."""
-
-    accepts = Accepts()  # any data
 
     def __init__(
         self,
@@ -71,11 +69,9 @@ class MLPGenerator(nn.Module):
         return out * self.output_scale
 
 
-@DISCRIMINATORS.register("mlp")
+@DISCRIMINATORS.register("mlp", tiny={"width": 8, "depth": 1})  # any data
 class MLPDiscriminator(nn.Module):
     """Fully connected discriminator for vector data or flattened images."""
-
-    accepts = Accepts()  # any data
 
     def __init__(
         self,
@@ -93,6 +89,10 @@ class MLPDiscriminator(nn.Module):
         # kinks lie within about +-1, so data spread far wider would leave D nearly linear.
         self.input_scale = input_scale
         self.net = _mlp([math.prod(shape)] + [width] * depth + [1], act)
+
+    def feature_blocks(self) -> list[list[nn.Module]]:
+        """Each linear layer with its activation, from the input side (the logit's layer is the head)."""
+        return layer_groups(self.net)
 
     def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         return self.net(x.flatten(1) / self.input_scale).squeeze(1)

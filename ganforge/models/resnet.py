@@ -18,17 +18,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ganforge.accepts import Accepts
+from ganforge.models import stages
 from ganforge.params import Range
 from ganforge.registry import DISCRIMINATORS, GENERATORS
 
 Width = Annotated[int, Range(ge=1, le=4096)]
 Pool = Literal["sum", "mean"]
-IMAGES_FROM_16 = Accepts(images=True, vectors=False, min_resolution=16)
-
-def _stages(resolution: int) -> int:
-    if resolution not in (16, 32, 64, 128, 256):
-        raise ValueError(f"resolution {resolution} is not supported; use 16, 32, 64, 128 or 256 (data.resolution)")
-    return int(math.log2(resolution)) - 2
+ResNetInit = Literal["glorot", "default"]
+IMAGES = Accepts(images=True, vectors=False, min_resolution=16, max_resolution=256, powers_of_two=True)
+TINY_WIDTHS = {"base_width": 4, "max_width": 8}
 
 
 def stage_widths(stages: int, base_width: int, max_width: int) -> list[int]:
@@ -40,9 +38,9 @@ def sngan_d_layout(resolution: int, base_width: int, max_width: int, extra_block
                    ) -> tuple[list[int], list[bool]]:
     """SNGAN / WGAN-GP critic: (channels after each block, whether it halves the resolution).
     Down to 8x8 (SNGAN's CIFAR D keeps its last blocks at 8x8), then `extra_blocks` more."""
-    stages = _stages(resolution)
-    widths = list(reversed(stage_widths(stages, base_width, max_width)))  # full resolution first
-    downs = max(1, stages - 1)
+    doublings = stages(resolution, IMAGES)
+    widths = list(reversed(stage_widths(doublings, base_width, max_width)))  # full resolution first
+    downs = max(1, doublings - 1)
     return widths[1 : downs + 1] + [widths[downs]] * extra_blocks, [True] * downs + [False] * extra_blocks
 
 
@@ -50,6 +48,34 @@ def _check_classes(conditional: bool, num_classes: int) -> int:
     if conditional and num_classes < 2:
         raise ValueError(f"conditional needs a labelled data set (this one has {num_classes} classes)")
     return num_classes if conditional else 0
+
+
+def init_resnet_weights(module: nn.Module, scheme: str) -> None:
+    """The `resnet` G/D's initialisation. `glorot` is both references': Glorot-uniform weights
+    (std = gain x sqrt(2 / (fan_in + fan_out))) with gain sqrt(2) on the 3x3 convs of the
+    residual blocks and gain 1 on the shortcut convs, G's input linear and output conv, and D's
+    output, projection and classifier layers; biases zero. sngan_projection writes it as
+    GlorotUniform(sqrt(2)) and GlorotUniform(); igul222's gan_cifar_resnet.py as `he_init=True`
+    (std sqrt(4 / (fan_in + fan_out))) and its Glorot default. `default` keeps PyTorch's own
+    initialisation. The per-class BatchNorm gains and biases keep their zero start (plain BN)."""
+    if scheme == "default":
+        return
+    for m in module.modules():
+        if isinstance(m, (GBlock, DBlock)):
+            for conv in (m.conv1, m.conv2):
+                _glorot(conv, math.sqrt(2.0))
+            if m.skip is not None:
+                _glorot(m.skip, 1.0)
+    for name in ("linear", "out", "embed", "aux"):
+        layer = getattr(module, name, None)
+        if isinstance(layer, (nn.Conv2d, nn.Linear, nn.Embedding)):
+            _glorot(layer, 1.0)
+
+
+def _glorot(layer: nn.Module, gain: float) -> None:
+    nn.init.xavier_uniform_(layer.weight, gain=gain)
+    if getattr(layer, "bias", None) is not None:
+        nn.init.zeros_(layer.bias)
 
 
 class ConditionalBatchNorm2d(nn.Module):
@@ -119,7 +145,6 @@ class ResNetGenerator(nn.Module):
 
     widths: channels from the 4x4 map to the full resolution (one block per doubling)."""
 
-    accepts = IMAGES_FROM_16
 
     def __init__(self, channels: int, widths: list[int], num_classes: int = 0, latent_dim: int = 128,
                  conditional: bool = False) -> None:
@@ -151,11 +176,10 @@ class ResNetDiscriminator(nn.Module):
 
     widths[i]: channels after block i; downsample[i]: whether block i halves the resolution."""
 
-    accepts = IMAGES_FROM_16
 
     def __init__(self, channels: int, resolution: int, widths: list[int], downsample: list[bool],
                  num_classes: int = 0, conditional: bool = False, auxiliary_classifier: bool = False,
-                 pool: Pool = "sum") -> None:
+                 pool: Pool = "sum", output_bias: bool = True) -> None:
         super().__init__()
         if len(widths) != len(downsample) or not widths:
             raise ValueError(f"{len(widths)} block widths but {len(downsample)} downsample flags")
@@ -170,7 +194,7 @@ class ResNetDiscriminator(nn.Module):
             c_in = c
         self.blocks = nn.Sequential(*blocks)
         self.pool = pool
-        self.linear = nn.Linear(c_in, 1)
+        self.linear = nn.Linear(c_in, 1, bias=output_bias)
         self.embed = nn.Embedding(classes, c_in) if (conditional and classes) else None
         self.aux = nn.Linear(c_in, classes) if (auxiliary_classifier and classes) else None
 
@@ -179,6 +203,10 @@ class ResNetDiscriminator(nn.Module):
         h = F.relu(self.blocks(x))
         # SNGAN sums over space; the WGAN-GP critic (gan_cifar_resnet.py) averages.
         return h.sum(dim=(2, 3)) if self.pool == "sum" else h.mean(dim=(2, 3))
+
+    def feature_blocks(self) -> list[list[nn.Module]]:
+        """Each residual block, from the input side."""
+        return [[m] for m in self.blocks]
 
     def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         h = self.features(x)
@@ -196,7 +224,7 @@ class ResNetDiscriminator(nn.Module):
         return self.aux(self.features(x))
 
 
-@GENERATORS.register("resnet")
+@GENERATORS.register("resnet", accepts=IMAGES, tiny={"latent_dim": 8, **TINY_WIDTHS}, output_range=(-1.0, 1.0))
 def resnet_generator(
     channels: int,
     resolution: int,
@@ -205,13 +233,17 @@ def resnet_generator(
     base_width: Width = 128,
     max_width: Width = 256,
     conditional: bool = False,
+    init: ResNetInit = "glorot",
 ) -> ResNetGenerator:
-    """Residual G of WGAN-GP / SNGAN (16-256 px); conditional: class-conditional BatchNorm."""
-    widths = stage_widths(_stages(resolution), base_width, max_width)
-    return ResNetGenerator(channels, widths, num_classes, latent_dim, conditional)
+    """Residual G of WGAN-GP / SNGAN (16-256 px); conditional: class-conditional BatchNorm;
+    init: glorot (both references') or default (PyTorch's)."""
+    widths = stage_widths(stages(resolution, IMAGES), base_width, max_width)
+    G = ResNetGenerator(channels, widths, num_classes, latent_dim, conditional)
+    init_resnet_weights(G, init)
+    return G
 
 
-@DISCRIMINATORS.register("resnet")
+@DISCRIMINATORS.register("resnet", accepts=IMAGES, tiny={**TINY_WIDTHS, "extra_blocks": 0})
 def resnet_discriminator(
     channels: int,
     resolution: int,
@@ -222,12 +254,14 @@ def resnet_discriminator(
     auxiliary_classifier: bool = False,
     extra_blocks: Annotated[int, Range(ge=0)] = 2,
     pool: Pool = "sum",
+    output_bias: bool = False,
+    init: ResNetInit = "glorot",
 ) -> ResNetDiscriminator:
-    """Residual D of WGAN-GP / SNGAN; conditional: projection; auxiliary_classifier: AC-GAN head; pool: sum | mean."""
+    """Residual D of WGAN-GP / SNGAN; conditional: projection; auxiliary_classifier: AC-GAN head;
+    pool: sum (SNGAN) | mean (the WGAN-GP critic); output_bias: a bias on the output layer (the
+    WGAN-GP critic has one, SNGAN's D none); init: glorot (both references') or default (PyTorch's)."""
     widths, downsample = sngan_d_layout(resolution, base_width, max_width, extra_blocks)
-    return ResNetDiscriminator(channels, resolution, widths, downsample, num_classes, conditional,
-                               auxiliary_classifier, pool=pool)
-
-
-for _builder in (resnet_generator, resnet_discriminator):
-    _builder.accepts = IMAGES_FROM_16  # type: ignore[attr-defined]
+    D = ResNetDiscriminator(channels, resolution, widths, downsample, num_classes, conditional,
+                            auxiliary_classifier, pool=pool, output_bias=output_bias)
+    init_resnet_weights(D, init)
+    return D

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ganforge.accepts import Accepts
+from ganforge.models import stages
 from ganforge.models.resample import (
     DEFAULT_FILTER,
     bias_act,
@@ -58,15 +59,11 @@ ChannelMax = Annotated[int, Range(ge=1, le=4096)]
 Clamp = Annotated[float, Range(gt=0)] | None
 Fp16Resolutions = Annotated[int, Range(ge=0)]
 # Any power of two from 8 (the constructors reject other sizes).
-IMAGES_FROM_8 = Accepts(images=True, vectors=False, min_resolution=8)
+IMAGES = Accepts(images=True, vectors=False, min_resolution=8, powers_of_two=True)
+# channel_base 512 keeps a channel at 256 px (channel_base / resolution, at most channel_max).
+TINY_WIDTHS = {"channel_base": 512, "channel_max": 8}
 SQRT_HALF = math.sqrt(0.5)
 LRELU_GAIN = math.sqrt(2.0)
-
-
-def _log2_resolution(resolution: int) -> int:
-    if resolution < 8 or resolution & (resolution - 1):
-        raise ValueError(f"resolution {resolution} is not supported; use a power of two from 8 (data.resolution)")
-    return int(math.log2(resolution))
 
 
 def channels_at(res: int, channel_base: int, channel_max: int) -> int:
@@ -340,7 +337,7 @@ class SynthesisNetwork(nn.Module):
                  resample_filter: Sequence[float] = DEFAULT_FILTER, conv_clamp: float | None = None,
                  use_noise: bool = True) -> None:
         super().__init__()
-        log2 = _log2_resolution(img_resolution)
+        log2 = stages(img_resolution, IMAGES) + 2
         self.w_dim, self.img_resolution, self.img_channels = w_dim, img_resolution, img_channels
         self.block_resolutions = [2**i for i in range(2, log2 + 1)]
         fp16_resolution = _fp16_resolution(log2, num_fp16_res)
@@ -374,7 +371,6 @@ class SynthesisNetwork(nn.Module):
 class StyleGAN2Generator(nn.Module):
     """Mapping network + synthesis network, with style mixing in training and truncation."""
 
-    accepts = IMAGES_FROM_8
     supports_truncation = True
     noise_modes = NOISE_MODES  # what `forward(..., noise_mode=...)` takes
 
@@ -538,7 +534,6 @@ class StyleGAN2Discriminator(nn.Module):
     """Blocks b<resolution> ... b8 and the 4x4 epilogue b4; conditional: a projection on the
     label mapped by D's own mapping network."""
 
-    accepts = IMAGES_FROM_8
     # What exists or changes shape only with labels (fine-tuning between conditional and not): the
     # label's mapping network, and the output layer (one logit, or the projection's cmap_dim).
     class_modules = ("mapping", "b4.out")
@@ -551,7 +546,7 @@ class StyleGAN2Discriminator(nn.Module):
         super().__init__()
         if conditional and num_classes < 2:
             raise ValueError(f"conditional needs a labelled data set (this one has {num_classes} classes)")
-        log2 = _log2_resolution(resolution)
+        log2 = stages(resolution, IMAGES) + 2
         self.num_classes = num_classes if conditional else 0
         self.img_resolution, self.img_channels = resolution, channels
         self.block_resolutions = [2**i for i in range(log2, 2, -1)]
@@ -572,6 +567,10 @@ class StyleGAN2Discriminator(nn.Module):
         """The blocks from the input side (the epilogue b4 not among them)."""
         return [getattr(self, f"b{res}") for res in self.block_resolutions]
 
+    def feature_blocks(self) -> list[list[nn.Module]]:
+        """Each block b<resolution> ... b8 (the first holds from_rgb); the epilogue is the head."""
+        return [[b] for b in self.blocks()]
+
     def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         img, h = x, None
         for block in self.blocks():
@@ -590,7 +589,9 @@ class StyleGAN2Discriminator(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
-@GENERATORS.register("stylegan2")
+# The output is linear, as in the paper (no tanh): no output range.
+@GENERATORS.register("stylegan2", accepts=IMAGES, output_range=None,
+                     tiny={"latent_dim": 8, "w_dim": 8, "mapping_layers": 1, **TINY_WIDTHS})
 def stylegan2_generator(
     channels: int,
     resolution: int,
@@ -619,10 +620,8 @@ def stylegan2_generator(
                               style_mixing)
 
 
-stylegan2_generator.accepts = IMAGES_FROM_8  # type: ignore[attr-defined]
 
-
-@DISCRIMINATORS.register("stylegan2")
+@DISCRIMINATORS.register("stylegan2", accepts=IMAGES, tiny=TINY_WIDTHS)
 def stylegan2_discriminator(
     channels: int,
     resolution: int,
@@ -643,6 +642,3 @@ def stylegan2_discriminator(
     return StyleGAN2Discriminator(channels, resolution, num_classes, channel_base, channel_max, architecture,
                                   resample_filter, conv_clamp, num_fp16_res, mbstd_group, mbstd_channels, cmap_dim,
                                   mapping_layers, conditional)
-
-
-stylegan2_discriminator.accepts = IMAGES_FROM_8  # type: ignore[attr-defined]

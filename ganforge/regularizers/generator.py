@@ -22,7 +22,7 @@ class Orthogonal(Regularizer):
         self.weight, self.every = weight, every
 
     def g_penalty(self, G, D, z, labels, fake, gen):
-        total = fake.new_zeros(())
+        total = None
         for name, p in G.named_parameters():
             # BigGAN leaves the shared class embedding out.
             if p.dim() < 2 or "embed" in name or "shared" in name or not p.requires_grad:
@@ -31,11 +31,14 @@ class Orthogonal(Regularizer):
             gram = w @ w.T
             off_diagonal = gram * (1 - torch.eye(len(gram), device=w.device, dtype=w.dtype))
             # The 1/2 makes d/dW equal to the reference's 2 (W W^T * (1 - I)) W (without it, 4x).
-            total = total + 0.5 * off_diagonal.pow(2).sum()
+            part = 0.5 * off_diagonal.pow(2).sum()
+            total = part if total is None else total + part
         return total
 
 
-@REGULARIZERS.register("path_length")
+# Its tiny networks: synthesis with styles, stylegan2's.
+@REGULARIZERS.register("path_length", networks={"generator": {"kind": "stylegan2"},
+                                                "discriminator": {"kind": "stylegan2"}})
 class PathLength(Regularizer):
     """StyleGAN2's path-length regularization: |J^T y| stays near its running mean (stylegan2 only)."""
 
@@ -73,17 +76,27 @@ class PathLength(Regularizer):
 
 @REGULARIZERS.register("top_k")
 class TopK(Regularizer):
-    """Top-k training of G (Sinha et al. 2020): G learns only from the fakes D rates highest;
-    the kept fraction decays from 1 by `decay` per epoch of the data (as the paper and StudioGAN:
-    k = max(k * gamma, nu * batch)), or per `interval` steps if given, down to `keep`."""
+    """Top-k training of G (Sinha et al. 2020): G learns only from the k fakes D rates highest.
+    As StudioGAN: k starts at the batch and after each epoch of the data becomes
+    max(k x `decay`, int(`keep` x batch)), and G's loss takes int(k) fakes; per `interval` steps
+    instead of epochs if set. The epoch is the data's at the start of the step, as StudioGAN
+    decays k after the step in which an epoch ended."""
 
     def __init__(self, keep: Annotated[float, Range(gt=0, le=1)] = 0.5,
                  decay: Annotated[float, Range(gt=0, le=1)] = 0.99,
                  interval: Annotated[int, Range(ge=1)] | None = None) -> None:
         self.keep, self.decay, self.interval, self.weight = keep, decay, interval, 1.0
 
+    def k(self, batch: int, periods: int) -> int:
+        """How many fakes G's loss takes after `periods` decays of k (StudioGAN's adjust_k)."""
+        floor, k = int(batch * self.keep), float(batch)
+        for _ in range(periods):
+            if k <= floor:
+                break  # k stays at its floor from here on
+            k = max(k * self.decay, floor)
+        return max(1, int(k))
+
     def g_logits(self, fake_logits, step, epoch=0):
         periods = epoch if self.interval is None else step // self.interval
-        fraction = max(self.keep, self.decay ** periods)
-        k = max(1, int(round(fraction * len(fake_logits))))
+        k = self.k(len(fake_logits), periods)
         return fake_logits.topk(k).values if k < len(fake_logits) else fake_logits

@@ -9,15 +9,20 @@ from torch import Tensor, nn
 
 from ganforge.params import Range
 from ganforge.registry import REGULARIZERS
-from ganforge.regularizers.base import Every, Regularizer, Weight
+from ganforge.regularizers.base import Every, Regularizer, Term, Weight
 
 
 def input_gradient_norms(D: nn.Module, x: Tensor, labels: Tensor | None) -> Tensor:
     """Per-sample L2 norms of dD(x)/dx, with the graph kept so the norm can be trained on."""
+    return _outputs_and_gradient_norms(D, x, labels)[1]
+
+
+def _outputs_and_gradient_norms(D: nn.Module, x: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
+    """D(x) and the per-sample L2 norms of dD(x)/dx (graph kept)."""
     x = x.detach().requires_grad_(True)
     out = D(x, labels)
     (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
-    return grad.flatten(1).norm(2, dim=1)
+    return out, grad.flatten(1).norm(2, dim=1)
 
 
 @REGULARIZERS.register("gradient_penalty")
@@ -47,7 +52,20 @@ class R1(Regularizer):
         self.weight, self.every = weight, every  # weight is gamma; the penalty carries the 1/2
 
     def d_penalty(self, D, real, fake, labels, fake_labels, gen):
-        return 0.5 * (input_gradient_norms(D, real, labels) ** 2).mean()
+        return self._penalty(D, real, labels)[0]
+
+    @staticmethod
+    def _penalty(D: nn.Module, real: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
+        logits, norms = _outputs_and_gradient_norms(D, real, labels)
+        return 0.5 * (norms**2).mean(), logits
+
+    def d_term(self, update, D, real, fake, labels, fake_labels, real_logits, fake_logits, gen):
+        if update % self.every:
+            return None
+        value, logits = self._penalty(D, real, labels)
+        # Lazy, its pass on the reals is one more that StyleGAN2-ADA's ADA counts (the Dreg phase
+        # reports `Loss/signs/real` too); every update, the reference's one pass serves both.
+        return Term(self.weight * self.every * value, value, real_logits=logits.detach() if self.every > 1 else None)
 
 
 @REGULARIZERS.register("r2")

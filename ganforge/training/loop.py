@@ -16,14 +16,14 @@ from ganforge.build import build_data, build_loss, evaluator_for, resolve_device
 from ganforge.checkpoint import Checkpoint
 from ganforge.config import Config
 from ganforge.data import Batches, DataSource, Position
-from ganforge.distributed import Dist, barrier, check_batch_split, peer_failure
+from ganforge.distributed import Dist, barrier, check_batch_splits, peer_failure
 from ganforge.errors import ConfigError, PeerError, TrainingAborted
 from ganforge.losses import Loss
 from ganforge.metrics.evaluate import Evaluator
 from ganforge.rng import restore_rng, seed_everything
 from ganforge.run import RunDir
 from ganforge.training.state import TrainState, create_state, restore_training, set_scheduled_lrs
-from ganforge.training.steps import EMA, Runtime, discriminator_step, generator_step, make_runtime
+from ganforge.training.steps import EMA, G_PHASE, Runtime, discriminator_step, generator_step, make_runtime
 from ganforge.training.upkeep import Maintenance, NonFinite
 
 
@@ -138,6 +138,8 @@ def train(
         while state.step < total and not stopping:
             if cfg.train.compile_mode == "reduce-overhead":
                 torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs may be overwritten now
+            # The data's epoch as the step starts (top-k's schedule counts finished epochs).
+            epoch = batches.state_dict().get("epoch", 0)
             # (1) Update D on `d_steps_per_g_step` fresh real batches.
             for i in range(d_steps):
                 real, labels = next(batches)
@@ -146,13 +148,14 @@ def train(
                 upkeep.meter.add(discriminator_step(state, rt, loss, regularizers, real, labels,
                                                     d_update=state.step * d_steps + i, phase=i))
             # (2) Update G.
-            upkeep.meter.add(generator_step(state, rt, loss, regularizers, labels, real, phase=-1,
-                                            epoch=batches.state_dict().get("epoch", 0)))
-            # (3) Update G_ema and the learning rates.
+            upkeep.meter.add(generator_step(state, rt, loss, regularizers, labels, real, phase=G_PHASE, epoch=epoch))
+            # (3) Update G_ema, the learning rates and the regularizers' schedules (ADA's p).
             state.step += 1
             ema.update(state.step)
             state.sched_g.step()
             state.sched_d.step()
+            for _, reg in regularizers:
+                reg.after_step(state.step)
             # (4) Maintenance: log, samples, eval, checkpoint; a non-finite state stops or rolls back.
             if time.monotonic() >= deadline:
                 upkeep.budget_spent = True
@@ -186,7 +189,7 @@ def train(
 def check_process_setup(cfg: Config, ctx: Dist, device: torch.device) -> None:
     """Refuse what this process cannot run: a batch that does not split over the processes and
     micro-batches, SyncBatchNorm off CUDA, CUDA graphs anywhere but on one CUDA device."""
-    check_batch_split(cfg.train.batch_size, ctx, cfg.train.accumulate)
+    check_batch_splits(cfg.train, ctx)
     if cfg.train.sync_batchnorm and ctx.enabled and device.type != "cuda":
         raise ConfigError("train.sync_batchnorm: SyncBatchNorm needs CUDA devices; set it to false on the CPU")
     if cfg.train.compile_mode == "reduce-overhead" and (device.type != "cuda" or ctx.enabled):

@@ -20,6 +20,7 @@ from ganforge.errors import ConfigError
 from ganforge.generation import class_rows, running_stats_layers
 from ganforge.models import conditioning_classes
 from ganforge.regularizers import Regularizer
+from ganforge.regularizers.base import lazy_intervals
 from ganforge.run import RunDir
 
 
@@ -104,6 +105,10 @@ def create_state(cfg: Config, info: DataInfo, device: torch.device, sync_batchno
     finetune.freeze_d_layers(D, cfg.init.freeze_d_layers)  # before D's optimizer: it skips frozen layers
     opt_g = build_optimizer(cfg.optim.g, G, "optim.g")
     opt_d = build_optimizer(cfg.optim.d, D, "optim.d")
+    if cfg.train.lazy == "separate":
+        # Before the schedules, which take these rates as their base.
+        for opt, interval in zip((opt_g, opt_d), lazy_intervals(regularizers)):
+            rescale_for_lazy_phase(opt, interval)
     sched_g = build_scheduler(cfg.schedule.g, opt_g, cfg.train.steps, "schedule.g")
     sched_d = build_scheduler(cfg.schedule.d, opt_d, cfg.train.steps, "schedule.d")
     # A gradient scaler only does something for float16; for other precisions it is a no-op.
@@ -119,6 +124,19 @@ def create_state(cfg: Config, info: DataInfo, device: torch.device, sync_batchno
     fixed_labels = class_rows(cfg.samples.num, classes, device) if classes else None
     return TrainState(G, D, G_ema, opt_g, opt_d, sched_g, sched_d, scaler_g, scaler_d, fixed_z, fixed_labels,
                       regularizers=regularizers)
+
+
+def rescale_for_lazy_phase(optimizer: torch.optim.Optimizer, interval: int) -> None:
+    """StyleGAN2-ADA's rescaling for a lazy phase every `interval` updates: the learning rate
+    times k/(k+1) and Adam's betas to the power k/(k+1), k = interval (nothing for k = 1), so
+    that k + 1 optimizer steps move the weights about as far as k would."""
+    if interval <= 1:
+        return
+    ratio = interval / (interval + 1)
+    for group in optimizer.param_groups:
+        group["lr"] *= ratio
+        if "betas" in group:
+            group["betas"] = tuple(beta**ratio for beta in group["betas"])
 
 
 def check_synchronised(G: nn.Module, D: nn.Module) -> None:

@@ -94,6 +94,30 @@ def standing_stats(G: nn.Module, batches: int, batch_size: int, seed: int) -> bo
     return True
 
 
+@contextlib.contextmanager
+def batch_statistics(G: nn.Module) -> Iterator[None]:
+    """G's BatchNorm layers normalise with each forward pass's own statistics (train mode) in the
+    block, as WGAN-GP's and BigGAN-PyTorch's CIFAR code generate for their metrics; their running
+    statistics are left as they were. BatchNorm layers are torch's and those that keep statistics
+    the same way (biggan's stored_mean / stored_var, `running_stats_layers`); nothing else (spectral
+    norm's power iteration) switches mode."""
+    norms = running_stats_layers(G)
+    saved = [(m, m.training, [b.clone() for b in m.buffers()]) for m in norms]
+    try:
+        for m in norms:
+            m.train()
+            if isinstance(m, nn.SyncBatchNorm):  # this process alone: no collective call
+                m.forward = types.MethodType(nn.modules.batchnorm._BatchNorm.forward, m)
+        yield
+    finally:
+        with torch.no_grad():
+            for m, training, buffers in saved:
+                m.train(training)
+                m.__dict__.pop("forward", None)
+                for b, old in zip(m.buffers(), buffers):
+                    b.copy_(old)
+
+
 def run_standing_stats(G: nn.Module, cfg: Config) -> bool:
     """`standing_stats` as the run configured by `cfg` computes them for G_ema (`train.ema`):
     batches of train.batch_size, noise from train.seed + 2**31 + 1 (the sample grid's is + 2**31)."""
