@@ -201,6 +201,9 @@ SWEEPS: dict[str, Sweep] = {
         "shipped": [],
         "diffaugment": regs(r1(0.1), "{kind: diffaugment, policy: [translation, cutout]}"),
         "no_diffaugment": regs(r1(0.1)),
+        # Issue 29: R1 folded into D's regular step every 16th step (one optimizer step, weight x 16,
+        # no Adam rescaling) against StyleGAN2-ADA's own phase ("shipped": train.lazy: separate).
+        "folded": ["train.lazy=folded"],
     }),
     "biggan_digits": Sweep("configs/biggan_digits.yaml", (3000,), {"shipped": []}),
     # The CIFAR-10 recipe decays the learning rate to 0 over the run ("linear_decay"; results named
