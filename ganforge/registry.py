@@ -104,9 +104,13 @@ _FROM_DATA = ("resolution", "channels", "data_dim", "num_classes")
 GENERATORS = Registry("generator", injected=_FROM_DATA, declares=("tiny", "output_range"))
 DISCRIMINATORS = Registry("discriminator", injected=_FROM_DATA, declares=("tiny",))
 LOSSES = Registry("loss", declares=("shape",))
-# A regularizer may declare `loss_shapes`, the loss shapes it works with (none: any), and
+# A regularizer may declare `loss_shapes`, the loss shapes it works with (none: any);
 # `networks`, the generator and discriminator sections (kind and settings beyond their `tiny`) a
-# run with it needs (none: any).
+# run with it needs (none: any); `d_passes` and `g_passes`, what it puts through D beyond the
+# loss's own passes in the D and the G step, as "D(real)", "D(interpolate)", "classify(fake)"
+# (D's auxiliary classifier; none: it adds no pass); and `reports_reals`, when its own pass over
+# the reals is reported to every regularizer's `observe` (R1's lazy pass, as StyleGAN2-ADA's ADA
+# counts its signs). tests/test_what_d_sees.py checks each declaration against the loop's steps.
 REGULARIZERS = Registry("regularizer")
 OPTIMIZERS = Registry("optimizer", injected=("params",))
 SCHEDULES = Registry("schedule", injected=("total_steps",))

@@ -65,7 +65,7 @@ def test_the_readme_regularizer_trains_from_a_config(scoped_registry, cli, tmp_p
     assert result.exit_code == 2 and "regularizers.0.wieght" in result.stderr
 
 
-# -- one new file and no other edit: a scratch copy of the project with a new generator and loss ---
+# -- one new file and no other edit: a scratch copy with a new generator, loss and regularizer --
 
 # What a contributor's copy of the project holds (the tests import scripts/ and read configs/).
 PROJECT = ("ganforge", "tests", "configs", "scripts", "pyproject.toml", "README.md")
@@ -85,8 +85,19 @@ class HingeCopy(Hinge):
     """The hinge loss, registered again as a contributor would add one."""
 '''
 
+NEW_REGULARIZER = '''"""R1 under a new name, in a module of its own, with its declarations."""
 
-def test_a_new_generator_and_loss_file_join_the_list_and_the_sweeps(tmp_path):
+from ganforge.registry import REGULARIZERS
+from ganforge.regularizers.penalties import R1
+
+
+@REGULARIZERS.register("r1_copy", d_passes=("D(real)",), reports_reals=True)
+class R1Copy(R1):
+    """R1, registered again as a contributor would add one."""
+'''
+
+
+def test_a_new_generator_loss_and_regularizer_file_join_the_list_and_the_sweeps(tmp_path):
     import os
     import shutil
     import subprocess
@@ -107,20 +118,26 @@ def test_a_new_generator_and_loss_file_join_the_list_and_the_sweeps(tmp_path):
     (copy / "ganforge" / "models" / "dcgan_copy.py").write_text(dcgan.replace('.register("dcgan"',
                                                                              '.register("dcgan_copy"'))
     (copy / "ganforge" / "hinge_copy.py").write_text(NEW_LOSS)
+    (copy / "ganforge" / "regularizers" / "r1_copy.py").write_text(NEW_REGULARIZER)
     env = {**os.environ, "PYTHONPATH": str(copy), "PYTHONWARNINGS": "ignore::DeprecationWarning"}
 
     listed = subprocess.run([sys.executable, "-m", "ganforge", "list"], cwd=copy, env=env, capture_output=True,
                             text=True, check=True).stdout
     assert "  dcgan_copy " in listed and "  hinge_copy " in listed and "The hinge loss, registered again" in listed
+    assert "  r1_copy " in listed and "R1, registered again" in listed
 
     # The copy's whole suite is collected; its tests that name the new components run.
     run = subprocess.run([sys.executable, "-m", "pytest", "-o", "addopts=", "-p", "no:cacheprovider", "-v",
-                          "tests", "-k", "dcgan_copy or hinge_copy", *[f"--ignore={g}" for g in GUARDS]],
+                          "tests", "-k", "dcgan_copy or hinge_copy or r1_copy", *[f"--ignore={g}" for g in GUARDS]],
                          cwd=copy, env=env, capture_output=True, text=True, timeout=600)
     outcomes = dict(re.findall(r"^(tests/\S+) (PASSED|FAILED|ERROR|SKIPPED)", run.stdout, re.M))
     assert run.returncode == 0 and set(outcomes.values()) == {"PASSED"}, run.stdout[-3000:]
     generator_ids = [i for i in outcomes if "dcgan_copy" in i]
     loss_ids = [i for i in outcomes if "hinge_copy" in i]
     # The generator in the pair sweep both ways, under autocast, in the discriminator sweeps.
+    regularizer_ids = [i for i in outcomes if "r1_copy" in i]
     assert len(generator_ids) >= 3 and len(loss_ids) >= 1, sorted(outcomes)
+    # The regularizer alone and with each augmentation in what reaches D, read from its declarations.
+    what_d_sees = [i for i in regularizer_ids if i.startswith("tests/test_what_d_sees.py::test_what_reaches_d")]
+    assert len(what_d_sees) >= 4, sorted(outcomes)
     assert {i.split("::")[0] for i in generator_ids} >= {"tests/test_components.py", "tests/test_autocast.py"}

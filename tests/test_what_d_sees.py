@@ -29,20 +29,19 @@ from ganforge.regularizers import Regularizer
 from ganforge.training.state import create_state
 from ganforge.training.steps import discriminator_step, generator_step, make_runtime
 
-# The passes of D beyond the loss's own (D step: D(real), D(fake); G step: D(fake)), without
-# augmentation. A regularizer not listed adds none. ("classify", x): the auxiliary classifier.
-EXTRA_D_STEP = {
-    "r1": [("D", "real")],
-    "r2": [("D", "fake")],
-    "gradient_penalty": [("D", "interpolate")],
-    "dragan": [("D", "jittered real")],
-    # bCR compares the step's own D(real), D(fake) with D's outputs on the flipped and shifted
-    # copies, as StudioGAN reuses its pass: only the copies go through D again.
-    "consistency": [("D", "translation(xflip(real))"), ("D", "translation(xflip(fake))")],
-    # D's classifier learns on reals only (`fake_weight: 0`), as StudioGAN's.
-    "ac_gan": [("classify", "real")],
-}
-EXTRA_G_STEP = {"ac_gan": [("classify", "fake")]}
+
+def declared(kind: str, step: str) -> list[tuple[str, str]]:
+    """The passes regularizer `kind` declares beyond the loss's own (D step: D(real), D(fake); G
+    step: D(fake)) in `step` ("d" or "g"), without augmentation, as ("D", input) or ("classify",
+    input) for D's auxiliary classifier: "D(translation(xflip(real)))" -> ("D", "translation(xflip(real))")."""
+    passes = REGULARIZERS.get(kind).properties.get(f"{step}_passes", ())
+    return [(p[:p.index("(")], p[p.index("(") + 1:-1]) for p in passes]
+
+
+def reports_reals(kind: str) -> bool:
+    """Whether `kind`'s own pass over the reals goes to every regularizer's `observe`."""
+    return bool(REGULARIZERS.get(kind).properties.get("reports_reals"))
+
 
 # Parameters that make an augmentation visible at the first step (ADA starts at p = 0).
 PARAMS = {"ada": {"initial_p": 0.5}}
@@ -210,7 +209,10 @@ def seen_through(augmenters: list[str], passes: list[tuple[str, str]]) -> Counte
 def test_every_regularizer_and_augmentation_is_swept():
     assert {k for k, _ in COMBINATIONS} == set(REGULARIZERS.names())
     assert {"diffaugment", "ada", "instance_noise"} <= set(AUGMENTERS)  # the derivation finds them
-    assert set(EXTRA_D_STEP) | set(EXTRA_G_STEP) <= set(REGULARIZERS.names())
+    # The references' passes, as the components declare them (R1 on reals, R2 on fakes, ...).
+    assert declared("r1", "d") == [("D", "real")] and reports_reals("r1")
+    assert declared("r2", "d") == [("D", "fake")] and declared("gradient_penalty", "d") == [("D", "interpolate")]
+    assert declared("ac_gan", "d") == [("classify", "real")] and declared("ac_gan", "g") == [("classify", "fake")]
 
 
 @pytest.mark.parametrize(("kind", "augmenter"), COMBINATIONS, ids=[f"{k}+{a}" if a else k for k, a in COMBINATIONS])
@@ -218,8 +220,8 @@ def test_what_reaches_d_in_each_step(kind, augmenter, monkeypatch):
     kinds = [kind] + ([augmenter] if augmenter else [])
     (d_passes, d_hooks), (g_passes, g_hooks) = one_step(kinds, monkeypatch)
     augmenters = [k for k in kinds if k in AUGMENTERS]
-    expected_d = [("D", "real"), ("D", "fake"), *EXTRA_D_STEP.get(kind, [])]
-    expected_g = [("D", "fake"), *EXTRA_G_STEP.get(kind, [])]
+    expected_d = [("D", "real"), ("D", "fake"), *declared(kind, "d")]
+    expected_g = [("D", "fake"), *declared(kind, "g")]
     assert Counter(d_passes) == seen_through(augmenters, expected_d)
     assert Counter(g_passes) == seen_through(augmenters, expected_g)
     # What each regularizer's hooks are given, whether it uses them or not: the images before
@@ -227,11 +229,11 @@ def test_what_reaches_d_in_each_step(kind, augmenter, monkeypatch):
     real, fake = f"D({through(augmenters, 'real')})", f"D({through(augmenters, 'fake')})"
     # A lazy R1 (due at update 0) reports its own pass's D(real), detached ("other"), to every
     # regularizer's `observe` too, as soon as its term is taken (StyleGAN2-ADA's Dreg phase adds its
-    # signs to ADA's); R1 comes first in `kinds`.
-    lazy_pass = [("observe", ("other",))] if "r1" in kinds else []
+    # signs to ADA's); the reporting one comes first in `kinds`.
+    lazy_pass = [("observe", ("other",))] if reports_reals(kind) else []
     for name in kinds:
         term = [("d_term", ("real", "fake", real, fake))]
-        hooks = term + lazy_pass if name == "r1" else lazy_pass + term
+        hooks = term + lazy_pass if name == kind else lazy_pass + term
         assert [h for h in d_hooks if h[0] == name] == [(name, *h) for h in hooks] + \
             [(name, "observe", (real,))]  # ADA's p follows D(real)
         assert [h for h in g_hooks if h[0] == name] == [(name, "g_logits", (fake,)), (name, "g_term", ("fake",))]

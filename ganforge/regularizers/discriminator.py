@@ -15,7 +15,10 @@ from ganforge.registry import REGULARIZERS
 from ganforge.regularizers.base import Every, Regularizer, Term, Weight
 
 
-@REGULARIZERS.register("consistency", accepts=Accepts(vectors=False))
+# bCR compares the step's own D(real), D(fake) with D's outputs on flipped and shifted copies, as
+# StudioGAN reuses its pass: only the copies go through D again.
+@REGULARIZERS.register("consistency", accepts=Accepts(vectors=False),
+                       d_passes=("D(translation(xflip(real)))", "D(translation(xflip(fake)))"))
 class Consistency(Regularizer):
     """Balanced consistency regularization (bCR, Zhao et al. 2020): D's output should not change
     under flip-and-translate of reals and fakes. As StudioGAN's: a random horizontal flip, then a
@@ -104,7 +107,9 @@ class LeCam(Regularizer):
 
 
 # Its tiny networks: a conditional generator and a discriminator with an auxiliary classifier.
+# D's classifier learns on reals only (`fake_weight: 0`), G's on its fakes.
 @REGULARIZERS.register("ac_gan", accepts=Accepts(needs_labels=True),
+                       d_passes=("classify(real)",), g_passes=("classify(fake)",),
                        networks={"generator": {"kind": "resnet", "conditional": True},
                                  "discriminator": {"kind": "resnet", "auxiliary_classifier": True}})
 class AuxiliaryClassifier(Regularizer):

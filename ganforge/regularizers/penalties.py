@@ -25,7 +25,7 @@ def _outputs_and_gradient_norms(D: nn.Module, x: Tensor, labels: Tensor | None) 
     return out, grad.flatten(1).norm(2, dim=1)
 
 
-@REGULARIZERS.register("gradient_penalty")
+@REGULARIZERS.register("gradient_penalty", d_passes=("D(interpolate)",))
 class GradientPenalty(Regularizer):
     """WGAN-GP (Gulrajani et al. 2017): (||grad D(x_hat)|| - 1)^2 on real/fake interpolates."""
 
@@ -42,7 +42,7 @@ class GradientPenalty(Regularizer):
         return ((norms - self.target) ** 2).mean()
 
 
-@REGULARIZERS.register("r1")
+@REGULARIZERS.register("r1", d_passes=("D(real)",), reports_reals=True)
 class R1(Regularizer):
     """R1 (Mescheder et al. 2018): (gamma/2) ||grad D(x)||^2 on real data; lazy with `every`."""
 
@@ -68,7 +68,7 @@ class R1(Regularizer):
         return Term(self.weight * self.every * value, value, real_logits=logits.detach() if self.every > 1 else None)
 
 
-@REGULARIZERS.register("r2")
+@REGULARIZERS.register("r2", d_passes=("D(fake)",))
 class R2(Regularizer):
     """R2 (Mescheder et al. 2018): (gamma/2) ||grad D(x)||^2 on generated data; lazy with `every`."""
 
@@ -81,7 +81,7 @@ class R2(Regularizer):
         return 0.5 * (input_gradient_norms(D, fake, fake_labels) ** 2).mean()
 
 
-@REGULARIZERS.register("dragan")
+@REGULARIZERS.register("dragan", d_passes=("D(jittered real)",))
 class DRAGAN(Regularizer):
     """DRAGAN (Kodali et al. 2017): (||grad D|| - 1)^2 at points jittered around the real data."""
 
