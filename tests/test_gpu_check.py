@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -41,7 +42,8 @@ def test_two_configs_two_options_on_the_cpu(gpu_check, tmp_path, capsys):
     (resume,) = report["resume"]
     assert resume["config"] == "tiny" and resume["identical"] is True and resume["repeat_identical"] is True
     table = (out / "gpu_check.md").read_text()
-    assert "| quickstart | fp8 | - | - | - | 0.0 | refused: " in table
+    # The seconds a refusal took vary with the machine's load (0.0 or 0.1 s): any figure.
+    assert re.search(r"\| quickstart \| fp8 \| - \| - \| - \| \d+\.\d \| refused: ", table), table
     printed = capsys.readouterr().out
     assert "bit-identical" in printed and "2 ok, 2 refused, 0 non-finite, 0 error, 0 skipped" in printed
 
