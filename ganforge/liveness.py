@@ -39,12 +39,16 @@ def _alive_windows(pid: int, kernel32: Any = None) -> bool:
     if kernel32 is None:
         import ctypes
 
-        kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
-        kernel32.GetLastError.restype = ctypes.c_ulong
+        # use_last_error: ctypes saves the error right after each call, before Python's own
+        # calls can overwrite it; kernel32.GetLastError() called afterwards may read another's.
+        kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
+        last_error = ctypes.get_last_error  # type: ignore[attr-defined]
+    else:  # a stand-in (tests): it keeps its own last error
+        last_error = kernel32.GetLastError
     handle = kernel32.OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, False, pid)
     if not handle:
         # No such process (ERROR_INVALID_PARAMETER), or one this user may not query: that one exists.
-        return kernel32.GetLastError() == ERROR_ACCESS_DENIED
+        return last_error() == ERROR_ACCESS_DENIED
     try:
         import ctypes
 

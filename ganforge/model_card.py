@@ -5,6 +5,7 @@ placeholders for the author to fill in. Markdown with a YAML header, as model hu
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,12 @@ def images_seen(run: Path, step: int, config: dict[str, Any]) -> int:
     train = config.get("train", {})
     return int(step * train.get("batch_size", 0) * train.get("d_steps_per_g_step", 1))
 
+
+
+def _file_names_only(text: str) -> str:
+    """`text` with each file path in parentheses cut to its file name: an extractor's weights named by
+    file, not by the folders of the machine that evaluated (a shared card should not show them)."""
+    return re.sub(r"\(([^(),]*[/\\])([^/\\(),]+)(?=[,)])", r"(\2", text)
 
 def _table(rows: list[tuple[str, Any]], header: tuple[str, str] = ("", "")) -> str:
     lines = [f"| {header[0]} | {header[1]} |", "| --- | --- |"]
@@ -227,7 +234,7 @@ def render(facts: CardFacts) -> str:
             ("generated samples", _number(ev.num_samples)),
             ("real samples (reference)", _number(real) if real is not None else "-"),
             ("reference data", "`" + json.dumps(ref.get("data", {})) + "`"),
-            ("feature extractor", ev.extractor or "-"),
+            ("feature extractor", _file_names_only(ev.extractor) if ev.extractor else "-"),
             ("settings", "`" + json.dumps(ev.settings) + "`" if ev.settings else "-"),
             ("noise seed", ev.seed if ev.seed is not None else "-"),
             ("truncation", ev.truncation if ev.truncation is not None else "none"),
