@@ -87,6 +87,13 @@ def test_resnet_glorot_init_has_the_references_scale():
     assert D.linear.bias is None  # SNGAN's l5: SNLinear(ch, 1, nobias=True)
     pytorch = build_generator(Component("resnet", {"base_width": 128, "max_width": 128, "init": "default"}), info)
     assert pytorch.blocks[0].conv1.weight.std().item() == pytest.approx(1 / math.sqrt(3 * 1152), rel=0.02)
+    # igul222's name for the same scheme builds the same weights from the same seed.
+    for build in (build_generator, build_discriminator):
+        nets = []
+        for scheme in ("glorot", "he_uniform"):
+            torch.manual_seed(1)
+            nets.append(build(Component("resnet", {"base_width": 32, "max_width": 32, "init": scheme}), info))
+        assert all(torch.equal(a, b) for a, b in zip(nets[0].state_dict().values(), nets[1].state_dict().values()))
 
 
 # -- dcgan: no bias where pytorch/examples has none ------------------------------------------------
