@@ -306,6 +306,14 @@ def test_unknown_settings_and_shapes_that_do_not_fit_are_named(cli, tmp_path, mo
             layer.tensors["weight"] = torch.zeros(8, 13)
     shapes = repickle(fake, "orig-32.pkl", tmp_path / "shapes.pkl", widen)
     refused(cli, shapes, tmp_path / "out", "synthesis.b8.conv0.affine.weight", "(8, 13) in the file", "(8, 12)")
+    # D settings that ganforge's D has for the whole network, or fixed: refused, not imported into a
+    # network that would compute something else with the same weights.
+    clamped = repickle(fake, "resnet-32-cond.pkl", tmp_path / "clamped.pkl",
+                       lambda d: d["D"].children["b16"].children["conv1"].settings.update(conv_clamp=256))
+    refused(cli, clamped, tmp_path / "out", "D", "differ in conv_clamp")
+    mapped = repickle(fake, "resnet-32-cond.pkl", tmp_path / "mapped.pkl",
+                      lambda d: d["D"].children["mapping"].children["fc0"].settings.update(bias_gain=0.1))
+    refused(cli, mapped, tmp_path / "out", "label mapping's lr_multiplier is 0.1")
 
 
 def test_augment_settings_other_than_ganforges_are_named_in_the_notes(cli, tmp_path, monkeypatch):

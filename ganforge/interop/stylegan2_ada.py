@@ -406,14 +406,26 @@ def discriminator_config(D: Persistent, where: str) -> dict[str, Any]:
     channel_base, channel_max = _channel_settings(widths, where)
     mbstd = epilogue.children.get("mbstd")
     mapping = D.children.get("mapping")
-    clamps = {b.children["conv0"].settings.get("conv_clamp") for b in blocks}
+    # Settings ganforge's D has for the whole network, or not at all: refused rather than imported
+    # into a network that would compute something else with the same weights.
+    clamps = {layer.settings.get("conv_clamp") for b in blocks for name, layer in b.children.items()
+              if name in ("fromrgb", "conv0", "conv1")}
+    if len(clamps) != 1:
+        raise CheckpointError(f"{where}: its layers differ in conv_clamp ({sorted(map(str, clamps))}); ganforge's "
+                              "stylegan2 sets it for the whole network")
+    fc0 = mapping.children.get("fc0") if mapping is not None else None
+    if fc0 is not None:
+        lr_multiplier = float(fc0.settings.get("bias_gain", kwargs.get("mapping_kwargs", {}).get("lr_multiplier", 0.01)))
+        if abs(lr_multiplier - 0.01) > 1e-9:
+            raise CheckpointError(f"{where}: its label mapping's lr_multiplier is {lr_multiplier:g}; ganforge's "
+                                  "stylegan2 D has the reference's default, 0.01")
     config = {
         "kind": "stylegan2",
         "channel_base": channel_base,
         "channel_max": channel_max,
         "architecture": blocks[0].settings.get("architecture"),
         "resample_filter": _resample_taps(blocks[0], where),
-        "conv_clamp": clamps.pop() if len(clamps) == 1 else None,
+        "conv_clamp": clamps.pop(),
         "num_fp16_res": _fp16_setting(blocks, kwargs.get("num_fp16_res")),
         "mbstd_group": mbstd.settings.get("group_size") if mbstd is not None else 4,
         "mbstd_channels": int(mbstd.settings.get("num_channels", 1)) if mbstd is not None else 0,
