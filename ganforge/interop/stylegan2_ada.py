@@ -415,7 +415,8 @@ def discriminator_config(D: Persistent, where: str) -> dict[str, Any]:
                               "stylegan2 sets it for the whole network")
     fc0 = mapping.children.get("fc0") if mapping is not None else None
     if fc0 is not None:
-        lr_multiplier = float(fc0.settings.get("bias_gain", kwargs.get("mapping_kwargs", {}).get("lr_multiplier", 0.01)))
+        given = kwargs.get("mapping_kwargs", {}).get("lr_multiplier", 0.01)
+        lr_multiplier = float(fc0.settings.get("bias_gain", given))
         if abs(lr_multiplier - 0.01) > 1e-9:
             raise CheckpointError(f"{where}: its label mapping's lr_multiplier is {lr_multiplier:g}; ganforge's "
                                   "stylegan2 D has the reference's default, 0.01")
