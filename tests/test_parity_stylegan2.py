@@ -292,6 +292,12 @@ def test_damaged_and_foreign_files_are_refused_in_one_line(cli, tmp_path, monkey
     xl = repickle(fake, "orig-32.pkl", tmp_path / "xl.pkl",
                   lambda d: setattr(d["D"], "class_name", "ProjectedDiscriminator"))
     refused(cli, xl, tmp_path / "out", "StyleGAN-XL", "no such network")
+    # StyleGAN-XL's D holds timm's feature networks as plain pickled classes: refused by name, unrun.
+    # (Written by hand: GLOBAL timm.models.efficientnet EfficientNet, an empty tuple, NEWOBJ, STOP.)
+    timm_pickle = tmp_path / "timm.pkl"
+    timm_pickle.write_bytes(b"\x80\x02ctimm.models.efficientnet\nEfficientNet\n)\x81.")
+    refused(cli, timm_pickle, tmp_path / "out", "timm.models.efficientnet.EfficientNet", "StyleGAN-XL",
+            "nothing in the file was run")
 
 
 def test_unknown_settings_and_shapes_that_do_not_fit_are_named(cli, tmp_path, monkeypatch):

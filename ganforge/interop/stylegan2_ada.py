@@ -207,6 +207,11 @@ ALLOWED: dict[tuple[str, str], Any] = {
 }
 
 
+# Modules whose classes only StyleGAN-XL's and Projected GAN's pickles hold (timm's EfficientNets
+# and DeiTs, their pg_modules and feature_networks), to name what such a refused file is.
+PROJECTED_GAN_MODULES = ("timm.", "pg_modules.", "feature_networks.")
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """Resolves only the names in ALLOWED, to the stand-ins there; anything else raises Refused."""
 
@@ -227,6 +232,10 @@ def load_network_pickle(path: Path) -> dict[str, Any]:
         with open(path, "rb") as f:
             data = RestrictedUnpickler(f).load()
     except Refused as e:
+        if e.what.startswith(PROJECTED_GAN_MODULES):  # its D's pretrained feature networks, pickled as classes
+            raise CheckpointError(f"{path} was refused: it asks for {e.what}, a module of StyleGAN-XL's / Projected "
+                                  "GAN's discriminator; ganforge has no such network, and nothing in the file was "
+                                  "run") from None
         raise CheckpointError(f"{path} was refused: it asks for {e.what}, which a StyleGAN2-ADA/StyleGAN3 network "
                               "pickle does not hold; nothing in the file was run") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError,
