@@ -526,14 +526,27 @@ def print_comparison(report: dict) -> None:
         print(f"       ganforge eval's defaults would differ: {'; '.join(report['default_eval_differs'][metric])}")
 
 
-def markdown_table() -> str:
-    """The README's recipe table: reported figures, and measured ones where a result file exists."""
+def markdown_table(results: Path | None = None) -> str:
+    """The README's recipe table: reported figures, and the measured ones of each recipe whose
+    full-length run left `results/<recipe>.json` (a run shortened with --steps is no reproduction)."""
     lines = ["| recipe | reported | source | protocol | measured |", "| --- | --- | --- | --- | --- |"]
     for name, rep in RECIPES.items():
         figures = ", ".join(f"{k.upper()} {v:g}" for k, v in rep.figures.items())
         lines.append(f"| `configs/{name}.yaml` | {figures} | {rep.source} | {describe_protocol(rep.protocol)} "
-                     "| not yet run |")
+                     f"| {measured_cell(results / f'{name}.json' if results is not None else None)} |")
     return "\n".join(lines)
+
+
+def measured_cell(path: Path | None) -> str:
+    """A recipe's measured figures as the table shows them, from its result file if it has one."""
+    if path is None or not path.is_file():
+        return "not yet run"
+    report = json.loads(path.read_text())
+    if report.get("steps") is not None:
+        return f"not yet run (only a {report['steps']}-step smoke run)"
+    figures = [f"{metric.upper()} {value:.4g} ({report['generated_samples'][metric]:,} samples)"
+               for metric, value in report["measured"].items() if value is not None]
+    return ", ".join(figures) or "not yet run"
 
 
 def main() -> None:
@@ -547,12 +560,13 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="more config overrides, e.g. data.root=/datasets (repeatable)")
     parser.add_argument("--print-only", action="store_true", help="print the commands and the reported figures")
-    parser.add_argument("--table", action="store_true", help="print the README's recipe table and exit")
+    parser.add_argument("--table", action="store_true", help="print the README's recipe table, with the "
+                                                             "figures of the runs under --out, and exit")
     parser.add_argument("--settings", action="store_true", help="print docs/recipes.md (settings against the "
                                                                 "reference code) and exit")
     args = parser.parse_args()
     if args.table:
-        print(markdown_table())
+        print(markdown_table(args.out))
         return
     if args.settings:
         print(settings_markdown(), end="")

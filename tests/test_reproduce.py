@@ -52,3 +52,12 @@ def test_reproduce_trains_evaluates_and_compares_on_stand_ins(tmp_path):
     # the stand-in's do.
     assert 1.0 < evaluated["metrics"]["is"] <= 2.0
     assert "measured" in result.stdout and "reported 7.86" in result.stdout
+    # The README's table shows a full-length run's figure, never a smoke run's.
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import reproduce
+
+    [row] = [r for r in reproduce.markdown_table(out).splitlines() if "wgan_gp_cifar10" in r]
+    assert row.endswith("| not yet run (only a 1-step smoke run) |")
+    (out / "wgan_gp_cifar10.json").write_text(json.dumps({**report, "steps": None}))
+    [row] = [r for r in reproduce.markdown_table(out).splitlines() if "wgan_gp_cifar10" in r]
+    assert row.endswith(f"| IS {report['measured']['is']:.4g} (20 samples) |")
