@@ -485,11 +485,14 @@ def test_each_protocol_scores_the_generator_its_paper_scored(name, one_step_run,
         assert report["ema"] == (protocol.generator == "ema")
         assert report["batch_stats"] == (protocol.batchnorm == "batch")
         assert report["num_samples"] == 10 and set(names) <= set(report["metrics"])
+        # The TensorFlow Inception Score every paper reported, as torch-fidelity reproduces it.
+        assert ("is" in names) == (report["settings"].get("protocol") == "torch-fidelity"), report["settings"]
         scored |= set(names)
     assert scored == set(reproduce.RECIPES[name].metrics)
     cfg, _ = load_config(run / "config.yaml")
     lines = [d for m in scored for d in reproduce.default_differences(protocol, m, cfg)]
     assert any("metric code" in line for line in lines)
+    assert any("truncated" in line for line in lines) == (protocol.pixels == "truncate")
     if protocol.batchnorm == "batch":
         assert any("each batch of" in line for line in lines)
 
