@@ -78,7 +78,7 @@ def test_reproduce_trains_evaluates_and_compares_on_stand_ins(name, tmp_path):
         # split (10 splits of 2 here), and above 1 when class probabilities differ between images, as
         # the stand-in's do.
         assert 1.0 < report["measured"]["is"] <= 2.0
-    for metric, figure in recipe.figures.items():
+    for figure in recipe.figures.values():
         assert f"reported {figure:g}" in result.stdout
     # The README's table shows a full-length run's figure, never a smoke run's.
     [row] = [r for r in reproduce.markdown_table(out).splitlines() if f"configs/{name}.yaml" in r]
