@@ -260,7 +260,12 @@ def check_init(cfg: Config) -> None:
     except CheckpointError as e:
         raise ConfigError(f"init.checkpoint: {e}") from None
     # A cheap look at the file now, rather than a failed load after the run folder is made.
-    if not path.is_file() or not zipfile.is_zipfile(path):
+    if path.is_file() and not zipfile.is_zipfile(path):
+        from ganforge.checkpoint import not_a_zip
+
+        raise ConfigError(f"init.checkpoint: {not_a_zip(path)}; expected a step-N.pt file or a run folder that "
+                          "`ganforge train` wrote")
+    if not path.is_file():
         raise ConfigError(f"init.checkpoint: {path} is not a ganforge checkpoint (expected a step-N.pt file or a run "
                           "folder that `ganforge train` wrote)")
 

@@ -108,6 +108,19 @@ class Checkpoint:
         return cls(**{f.name: payload[f.name] for f in fields(cls)})
 
 
+
+def not_a_zip(path: Path) -> str:
+    """Why `path`, which is not a complete zip file, cannot be a checkpoint: a zip that was cut
+    short or damaged (it starts as one), or a file of another kind."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        head = b""
+    if head == b"PK\x03\x04":
+        return f"{path} is damaged or truncated (a zip file without its end: an interrupted copy or download?)"
+    return f"{path} is not a ganforge checkpoint (not a torch zip file)"
+
 def load_checkpoint(path: Path, expected_sha256: str | None = None) -> Checkpoint:
     """Load and check a checkpoint; every failure is a one-line CheckpointError."""
     path = Path(path)
@@ -118,7 +131,7 @@ def load_checkpoint(path: Path, expected_sha256: str | None = None) -> Checkpoin
         if actual != expected_sha256:
             raise CheckpointError(f"{path} is corrupted: its SHA-256 does not match the one recorded in {INDEX_NAME}")
     if not zipfile.is_zipfile(path):
-        raise CheckpointError(f"{path} is not a ganforge checkpoint (not a torch zip file; truncated or another kind)")
+        raise CheckpointError(not_a_zip(path))
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:

@@ -115,6 +115,9 @@ SWEEPS: dict[str, Sweep] = {
         # 399 against 9.7 for seed 0): the quickstart keeps them, and these two tell which matters.
         "biases,d_step_noise": ["generator.bias=true", "discriminator.bias=true", "train.g_noise=d_step"],
         "g_bias,d_step_noise": ["generator.bias=true", "discriminator.bias=false", "train.g_noise=d_step"],
+        # Issue 29: lazy R1 in StyleGAN2-ADA's own phase (its own Adam step, D's Adam rescaled by 16/17)
+        # against the folded step the quickstart was measured with.
+        "lazy_separate": ["train.lazy=separate"],
         "old": OLD,
         "lr5e-4": OLD + lr(5e-4),
         "lr1e-3": OLD + lr(1e-3),

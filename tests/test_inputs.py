@@ -421,6 +421,22 @@ def test_init_checkpoint_must_exist_at_config_time(cli, tmp_path):
     assert cfg.init.checkpoint == "123"
 
 
+def test_a_checkpoint_cut_short_is_named_damaged_not_foreign(cli, tmp_path):
+    # A torch file (a zip) cut in half, as an interrupted copy leaves it: it is a checkpoint that
+    # broke, not a file of another kind, and the line says so for --init as for sample.
+    whole = tmp_path / "whole.pt"
+    torch.save({"format": "ganforge-checkpoint", "weights": torch.zeros(4096)}, whole)
+    cut = tmp_path / "step-100.pt"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    path = write_config(tmp_path, tiny_config(tmp_path / "out"))
+    result = cli("train", str(path), "--init", str(cut), "--dry-run")
+    one_line(result, 2, "init.checkpoint", "damaged or truncated")
+    assert "not a ganforge checkpoint" not in result.stderr
+    result = cli("sample", str(cut), "--out", str(tmp_path / "x"))
+    one_line(result, 2, "step-100.pt", "damaged or truncated")
+    assert "not a ganforge checkpoint" not in result.stderr and not (tmp_path / "x").exists()
+
+
 def test_max_minutes_flag_sets_the_budget(tmp_path):
     path = write_config(tmp_path, tiny_config(tmp_path / "out"))
     cfg, resolved = load_config(path, ["train.max_minutes=9"], [("train.max_minutes", 1.5, "--max-minutes 1.5")])
