@@ -365,8 +365,8 @@ _NEEDS = {"generator": "the run's generator", "lpips": "LPIPS weights"}
 
 def declarations(entry: Any) -> str:
     """What a registry entry declares that users choose by, on one line ('' when nothing): its data,
-    a generator's output range, a loss's shape, the losses and networks a regularizer works with,
-    a metric's figures (which way each is better) and what else it needs."""
+    a generator's output range, a loss's shape, the losses and networks a regularizer works with
+    and what it puts through D beyond the loss's passes, a metric's figures (which way each is better) and what else it needs."""
     declared = entry.properties
     parts = [entry.accepts.summary()]
     if "output_range" in declared:
@@ -381,6 +381,10 @@ def declarations(entry: Any) -> str:
             f"{part} {section['kind']}" + "".join(f" {k}={str(v).lower() if isinstance(v, bool) else v}"
                                                    for k, v in section.items() if k != "kind")
             for part, section in declared["networks"].items()))
+    passes = [f"{p} in the D step" for p in declared.get("d_passes", ())] + \
+        [f"{p} in the G step" for p in declared.get("g_passes", ())]
+    if passes:
+        parts.append("also puts " + ", ".join(passes))
     if "figures" in declared:
         parts.append("figures: " + ", ".join(f"{figure} ({better})" for figure, better in declared["figures"].items()))
     if declared.get("needs"):

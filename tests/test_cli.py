@@ -286,6 +286,9 @@ def test_list_shows_what_each_component_declares(cli):
     assert declarations("regularizer", "label_smoothing") == "losses: bce"
     assert declarations("regularizer", "path_length") == "networks: generator stylegan2, discriminator stylegan2"
     assert declarations("regularizer", "ada") == "images, 1 or 3 channels"
+    assert declarations("regularizer", "r1") == "also puts D(real) in the D step"
+    assert declarations("regularizer", "ac_gan").endswith("; also puts classify(real) in the D step, "
+                                                         "classify(fake) in the G step")
     # Every metric's figures with the way each is better, every loss's shape, as registered.
     for name in METRICS.names():
         line = declarations("metric", name)
