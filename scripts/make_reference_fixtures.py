@@ -84,17 +84,32 @@ def write_manifest(out: Path, reference: str, digest: dict[str, str], entries: d
 # NVlabs/stylegan2-ada-pytorch (and NVlabs/stylegan3)
 # --------------------------------------------------------------------------------------------
 
-# (name, resolution, image channels, G and D architecture, label classes, extra synthesis and D
-# settings). Every architecture at 32 and 64 px, conditional and not (grey images at 64 px, to keep
-# the files small); the last one has the settings of StyleGAN2-ADA's train.py (float16 in the 4
-# highest resolutions, activations clamped at 256) and its augmentation pipe, as the FFHQ pickles.
+# StyleGAN2-ADA train.py's settings for every config (float16 in the 4 highest resolutions,
+# activations clamped at 256); a variant with them also gets train.py's augmentation pipe (ADA,
+# bgc) with a p reached in training, as the published pickles have.
+TRAIN_PY = {"num_fp16_res": 4, "conv_clamp": 256}
+
+# (name, resolution, image channels, G architecture, D architecture, label classes, extra synthesis
+# and D settings); grey images at 64 px, to keep the files small. Each architecture, for G and for
+# D, at 32 and 64 px, conditional and not. The first six have one architecture for both networks;
+# the others mix them, among them the layouts users load: train.py's default (G skip, D resnet:
+# the FFHQ, AFHQ and MetFaces pickles) and its `cifar` config (G skip, D orig). A variant's seeds
+# follow its position: new ones go at the end, so that the earlier files stay as they are.
 ADA_VARIANTS = [
-    ("orig-32", 32, 3, "orig", 0, {}),
-    ("skip-32-cond", 32, 3, "skip", 4, {}),
-    ("resnet-32-cond", 32, 3, "resnet", 5, {}),
-    ("orig-64-cond", 64, 1, "orig", 3, {}),
-    ("skip-64", 64, 1, "skip", 0, {}),
-    ("resnet-64", 64, 1, "resnet", 0, {"num_fp16_res": 4, "conv_clamp": 256}),
+    ("orig-32", 32, 3, "orig", "orig", 0, {}),
+    ("skip-32-cond", 32, 3, "skip", "skip", 4, {}),
+    ("resnet-32-cond", 32, 3, "resnet", "resnet", 5, {}),
+    ("orig-64-cond", 64, 1, "orig", "orig", 3, {}),
+    ("skip-64", 64, 1, "skip", "skip", 0, {}),
+    ("resnet-64", 64, 1, "resnet", "resnet", 0, TRAIN_PY),
+    ("g-skip-d-resnet-32", 32, 3, "skip", "resnet", 0, {}),
+    ("g-skip-d-resnet-64-cond", 64, 1, "skip", "resnet", 3, TRAIN_PY),
+    ("g-skip-d-orig-32-cond", 32, 3, "skip", "orig", 10, TRAIN_PY),
+    ("g-skip-d-orig-64", 64, 1, "skip", "orig", 0, {}),
+    ("g-resnet-d-skip-32", 32, 3, "resnet", "skip", 0, {}),
+    ("g-resnet-d-skip-64-cond", 64, 1, "resnet", "skip", 4, {}),
+    ("g-orig-d-resnet-32-cond", 32, 3, "orig", "resnet", 6, {}),
+    ("g-orig-d-skip-64", 64, 1, "orig", "skip", 0, {}),
 ]
 SAMPLES = 2  # samples per fixture (the images are most of a fixture's size)
 
@@ -125,6 +140,37 @@ def nvidia_outputs(G: Any, D: Any, G_ema: Any, c_dim: int, res: int, seed: int, 
     return out
 
 
+def _same_snapshot(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two unpickled snapshots hold the same networks: classes, their source, constructor
+    arguments, parameters and buffers, and the same other entries."""
+    if a.keys() != b.keys():
+        return False
+    for key, x in a.items():
+        y = b[key]
+        if not isinstance(x, torch.nn.Module) or not isinstance(y, torch.nn.Module):
+            if x != y:
+                return False
+            continue
+        facts = [(type(m).__name__, getattr(m, "_orig_module_src", None), getattr(m, "_init_kwargs", None))
+                 for m in (x, y)]
+        sx, sy = x.state_dict(), y.state_dict()
+        if facts[0] != facts[1] or sx.keys() != sy.keys() or not all(torch.equal(sx[k], sy[k]) for k in sx):
+            return False
+    return True
+
+
+def _write_pickle(path: Path, data: dict[str, Any]) -> None:
+    """Pickle a snapshot, keeping the file already there when it holds the same networks: a pickle
+    names each tensor's storage by its memory address, so its bytes differ from run to run, and an
+    unchanged fixture should not."""
+    if path.exists():
+        with open(path, "rb") as f:
+            if _same_snapshot(pickle.load(f), data):  # a fixture this script wrote: the reference's code
+                return
+    with open(path, "wb") as f:
+        pickle.dump(data, f)
+
+
 def make_stylegan2_ada(checkout: Path, out: Path) -> None:
     """StyleGAN2-ADA network pickles and their outputs."""
     import_checkout(checkout)
@@ -132,14 +178,14 @@ def make_stylegan2_ada(checkout: Path, out: Path) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     entries = {}
-    for i, (name, res, channels, arch, c_dim, extra) in enumerate(ADA_VARIANTS):
+    for i, (name, res, channels, g_arch, d_arch, c_dim, extra) in enumerate(ADA_VARIANTS):
         torch.manual_seed(i)
-        synthesis = dnnlib.EasyDict(channel_base=res * 4, channel_max=8, architecture=arch,
+        synthesis = dnnlib.EasyDict(channel_base=res * 4, channel_max=8, architecture=g_arch,
                                     **{k: v for k, v in extra.items()})
         # As train.py builds them (its `cifar` and `auto` configs use 2 mapping layers), small.
         G_kwargs = dnnlib.EasyDict(class_name="training.networks.Generator", z_dim=16, w_dim=12,
                                    mapping_kwargs=dnnlib.EasyDict(num_layers=2), synthesis_kwargs=synthesis)
-        D_kwargs = dnnlib.EasyDict(class_name="training.networks.Discriminator", architecture=arch,
+        D_kwargs = dnnlib.EasyDict(class_name="training.networks.Discriminator", architecture=d_arch,
                                    channel_base=res * 4, channel_max=8, block_kwargs=dnnlib.EasyDict(),
                                    mapping_kwargs=dnnlib.EasyDict(),
                                    epilogue_kwargs=dnnlib.EasyDict(mbstd_group_size=2),
@@ -159,11 +205,11 @@ def make_stylegan2_ada(checkout: Path, out: Path) -> None:
             augment_pipe.p.copy_(torch.as_tensor(0.23))
         data = _snapshot(G, D, G_ema, augment_pipe, {"path": f"~/datasets/{name}.zip", "use_labels": bool(c_dim),
                                                      "resolution": res})
-        with open(out / f"{name}.pkl", "wb") as f:
-            pickle.dump(data, f)
+        _write_pickle(out / f"{name}.pkl", data)
         outputs = nvidia_outputs(data["G"], data["D"], data["G_ema"], c_dim, res, 1000 + i, "skip_w_avg_update")
         torch.save(outputs, out / f"{name}.pt")
-        entries[name] = {"resolution": res, "channels": channels, "architecture": arch, "classes": c_dim,
+        entries[name] = {"resolution": res, "channels": channels, "architecture": {"G": g_arch, "D": d_arch},
+                         "classes": c_dim,
                          "settings": extra,
                          "ada_p": 0.23 if augment_pipe is not None else None}
     write_manifest(out, "NVlabs/stylegan2-ada-pytorch", source_digest(

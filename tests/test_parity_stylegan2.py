@@ -79,7 +79,7 @@ def test_network_pickle_settings_become_the_config():
     for name, facts in manifest.items():
         config = ganforge.load(REFERENCE / "stylegan2_ada" / f"{name}.pkl", device="cpu").config
         g, d, data = config["generator"], config["discriminator"], config["data"]
-        assert g["architecture"] == d["architecture"] == facts["architecture"], name
+        assert (g["architecture"], d["architecture"]) == (facts["architecture"]["G"], facts["architecture"]["D"]), name
         assert (data["num_classes"], data["channels"], data["resolution"]) == \
             (facts["classes"], facts["channels"], facts["resolution"])
         assert g["conditional"] == d["conditional"] == bool(facts["classes"])
@@ -88,6 +88,20 @@ def test_network_pickle_settings_become_the_config():
         # ADA's p and pipeline come with the augmentation pipe where the pickle has one.
         ada = [r for r in config["regularizers"] if r["kind"] == "ada"]
         assert (ada[0]["pipeline"] if ada else None) == ("bgc" if facts["ada_p"] else None)
+
+
+def test_the_fixtures_cover_each_architecture_of_g_and_d_and_the_published_layouts():
+    """Issue 28: orig, skip and resnet at 32 and 64 px, conditional and not, for G and for D; and
+    the layouts users load: StyleGAN2-ADA's default (G skip, D resnet) and its cifar config (G skip,
+    D orig), each conditional and not."""
+    manifest = yaml.safe_load((REFERENCE / "stylegan2_ada" / "manifest.json").read_text())["fixtures"]
+    assert {p.stem for p in PICKLES if p.parent.name == "stylegan2_ada"} == set(manifest)
+    covered = {(net, f["architecture"][net], f["resolution"], f["classes"] > 0) for f in manifest.values()
+               for net in ("G", "D")}
+    assert covered == {(net, arch, res, cond) for net in ("G", "D") for arch in ("orig", "skip", "resnet")
+                       for res in (32, 64) for cond in (False, True)}
+    pairs = {(f["architecture"]["G"], f["architecture"]["D"], f["classes"] > 0) for f in manifest.values()}
+    assert {("skip", "resnet", c) for c in (False, True)} | {("skip", "orig", c) for c in (False, True)} <= pairs
 
 
 def test_rosinality_checkpoint_gives_the_reference_outputs():
@@ -320,6 +334,13 @@ def test_unknown_settings_and_shapes_that_do_not_fit_are_named(cli, tmp_path, mo
     mapped = repickle(fake, "resnet-32-cond.pkl", tmp_path / "mapped.pkl",
                       lambda d: d["D"].children["mapping"].children["fc0"].settings.update(bias_gain=0.1))
     refused(cli, mapped, tmp_path / "out", "label mapping's lr_multiplier is 0.1")
+
+
+def test_a_d_whose_blocks_differ_in_architecture_is_refused(cli, tmp_path, monkeypatch):
+    fake = FakePersistence(monkeypatch)
+    mixed = repickle(fake, "g-skip-d-resnet-32.pkl", tmp_path / "mixed.pkl",
+                     lambda d: d["D"].children["b16"].settings.update(architecture="skip"))
+    refused(cli, mixed, tmp_path / "out", "D", "blocks of different architectures")
 
 
 def test_augment_settings_other_than_ganforges_are_named_in_the_notes(cli, tmp_path, monkeypatch):

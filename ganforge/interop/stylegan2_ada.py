@@ -413,6 +413,9 @@ def discriminator_config(D: Persistent, where: str) -> dict[str, Any]:
     widths = {int(b.settings["resolution"]): int(b.children["conv0"].tensors["weight"].shape[0]) for b in blocks}
     widths[4] = int(epilogue.children["conv"].tensors["weight"].shape[0])
     channel_base, channel_max = _channel_settings(widths, where)
+    architectures = {b.settings.get("architecture") for b in blocks}
+    if len(architectures) != 1:
+        raise CheckpointError(f"{where}: blocks of different architectures ({sorted(map(str, architectures))})")
     mbstd = epilogue.children.get("mbstd")
     mapping = D.children.get("mapping")
     # Settings ganforge's D has for the whole network, or not at all: refused rather than imported
@@ -433,7 +436,7 @@ def discriminator_config(D: Persistent, where: str) -> dict[str, Any]:
         "kind": "stylegan2",
         "channel_base": channel_base,
         "channel_max": channel_max,
-        "architecture": blocks[0].settings.get("architecture"),
+        "architecture": architectures.pop(),  # D's own, which need not be G's
         "resample_filter": _resample_taps(blocks[0], where),
         "conv_clamp": clamps.pop(),
         "num_fp16_res": _fp16_setting(blocks, kwargs.get("num_fp16_res")),
