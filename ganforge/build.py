@@ -223,7 +223,7 @@ def load_weights(module: nn.Module, weights: Any, name: str, origin: str | Path,
         raise CheckpointError(f"{origin}: holds no {name} weights")
     try:
         module.load_state_dict(weights)
-    except (RuntimeError, TypeError, AttributeError) as e:  # torch's mismatch report is many lines
+    except (RuntimeError, TypeError) as e:  # torch's report of a mismatch is many lines
         first = " ".join(str(e).split())[:200]
         raise CheckpointError(_weights_mismatch(module, weights, name, origin, described_by) or
                               f"{origin}: {name} weights do not fit the network {described_by} describes "
@@ -273,7 +273,7 @@ def rebuild_networks(ckpt: Checkpoint, source: str | Path, names: Collection[Net
         raise ValueError(f"rebuild_networks: names must be some of {NETWORKS}, not {sorted(names)}")
     state = ckpt.state if isinstance(ckpt.state, Mapping) else {}
     G, D, info = build_stored_networks(ckpt.config, ckpt.data_info, source)
-    nets: dict[str, nn.Module | None] = {}
+    nets: dict[str, nn.Module] = {}
     for name in ("G", "G_ema"):
         if name in names:
             nets[name] = G if not nets else copy.deepcopy(G)

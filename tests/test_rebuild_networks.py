@@ -105,7 +105,7 @@ def test_every_loader_refuses_a_damaged_checkpoint_with_the_same_line(tmp_path, 
     assert not (tmp_path / "out").exists()
 
 
-def test_a_checkpoint_without_d_loads_with_d_none(tmp_path):
+def test_a_checkpoint_without_d_loads_with_d_none(tmp_path, cli):
     ckpt = fixture_checkpoint()
     del ckpt.state["D"]  # as `ganforge import` writes a file that had no discriminator
     path = tmp_path / "no_d.pt"
@@ -113,3 +113,5 @@ def test_a_checkpoint_without_d_loads_with_d_none(tmp_path):
     assert ganforge.load(path, device="cpu").D is None
     loaded, D = load_networks(path, device="cpu")
     assert D is None and loaded.step == 3
+    info = cli("info", str(path))
+    assert info.exit_code == 0 and "discrim.     dcgan: not in the checkpoint" in info.output, info.output
