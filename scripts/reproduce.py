@@ -41,6 +41,9 @@ GANFORGE_METRICS = {
     "fid": "pytorch-fid's port of the TF Inception (bilinear resize to 299, pool3 features)",
     "is": "pytorch-fid's port of the TF Inception (bilinear resize to 299, the 1008 logits, 10 consecutive splits)",
 }
+# The IS code of ganforge's closest to the papers' TensorFlow Inception Score: torch-fidelity's
+# (TF1's bilinear resize, (x - 128) / 128, shuffled splits), which reproduces it.
+IS_PROTOCOL = "torch-fidelity"
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,9 @@ class Protocol:
     split: str  # the data split of the real images
     implementation: str  # the paper's metric code
     note: str = ""  # what the paper leaves open
+    # How the paper turned G's output into 8-bit pixels: rounded (as ganforge, and PNG files) or
+    # truncated (igul222's int((x + 1) * 255.99 / 2)).
+    pixels: Literal["round", "truncate"] = "round"
 
 
 @dataclass(frozen=True)
@@ -121,7 +127,7 @@ RECIPES: dict[str, Reported] = {
         protocol=Protocol(generator="raw", batchnorm="batch", batch=100, is_samples=50_000, fid_samples=None,
                           fid_real=None, split="train",
                           implementation="TF Inception 2015-12-05 softmax (improved-gan's inception_score.py), "
-                                         "samples quantised as int((x + 1) x 255.99 / 2)"),
+                                         "samples quantised as int((x + 1) x 255.99 / 2)", pixels="truncate"),
         reference_steps="100,000 G iterations, 5 critic steps each, batch 64 (igul222 gan_cifar_resnet.py)",
         settings=(
             Setting("data.kind", "cifar10", f"{WGAN_GP}: tflib.cifar10"),
@@ -429,7 +435,14 @@ def default_differences(p: Protocol, metric: str, cfg: Any) -> list[str]:
             diffs.append(f"{default_real:,} real images, not {p.fid_real:,}")
         if p.fid_real is None:
             diffs.append(f"{default_real:,} real images, not all of the split")
-    diffs.append(f"metric code: {GANFORGE_METRICS['is' if metric == 'is' else 'fid']}")
+    if metric == "is":
+        diffs.append(f"metric code: {GANFORGE_METRICS['is']} (eval.protocol pytorch-fid); this script scores IS "
+                     f"with --protocol {IS_PROTOCOL}, which reproduces the TensorFlow Inception Score")
+    else:
+        diffs.append(f"metric code: {GANFORGE_METRICS['fid']}")
+    if p.pixels == "truncate":
+        diffs.append("pixels rounded to the nearest 8-bit level (as in PNG files), the paper's truncated "
+                     "(int((x + 1) x 255.99 / 2): half a level darker on average)")
     return diffs
 
 
@@ -452,6 +465,8 @@ def eval_commands(p: Protocol, metrics: tuple[str, ...], num: int | None, real: 
             options.append("--no-ema")
         if p.batchnorm == "batch":
             options.append("--batch-stats")
+        if "is" in names:
+            options += ["--protocol", IS_PROTOCOL]
         commands.append((tuple(names), options))
     return commands
 
@@ -526,14 +541,27 @@ def print_comparison(report: dict) -> None:
         print(f"       ganforge eval's defaults would differ: {'; '.join(report['default_eval_differs'][metric])}")
 
 
-def markdown_table() -> str:
-    """The README's recipe table: reported figures, and measured ones where a result file exists."""
+def markdown_table(results: Path | None = None) -> str:
+    """The README's recipe table: reported figures, and the measured ones of each recipe whose
+    full-length run left `results/<recipe>.json` (a run shortened with --steps is no reproduction)."""
     lines = ["| recipe | reported | source | protocol | measured |", "| --- | --- | --- | --- | --- |"]
     for name, rep in RECIPES.items():
         figures = ", ".join(f"{k.upper()} {v:g}" for k, v in rep.figures.items())
         lines.append(f"| `configs/{name}.yaml` | {figures} | {rep.source} | {describe_protocol(rep.protocol)} "
-                     "| not yet run |")
+                     f"| {measured_cell(results / f'{name}.json' if results is not None else None)} |")
     return "\n".join(lines)
+
+
+def measured_cell(path: Path | None) -> str:
+    """A recipe's measured figures as the table shows them, from its result file if it has one."""
+    if path is None or not path.is_file():
+        return "not yet run"
+    report = json.loads(path.read_text())
+    if report.get("steps") is not None:
+        return f"not yet run (only a {report['steps']}-step smoke run)"
+    figures = [f"{metric.upper()} {value:.4g} ({report['generated_samples'][metric]:,} samples)"
+               for metric, value in report["measured"].items() if value is not None]
+    return ", ".join(figures) or "not yet run"
 
 
 def main() -> None:
@@ -547,12 +575,13 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="more config overrides, e.g. data.root=/datasets (repeatable)")
     parser.add_argument("--print-only", action="store_true", help="print the commands and the reported figures")
-    parser.add_argument("--table", action="store_true", help="print the README's recipe table and exit")
+    parser.add_argument("--table", action="store_true", help="print the README's recipe table, with the "
+                                                             "figures of the runs under --out, and exit")
     parser.add_argument("--settings", action="store_true", help="print docs/recipes.md (settings against the "
                                                                 "reference code) and exit")
     args = parser.parse_args()
     if args.table:
-        print(markdown_table())
+        print(markdown_table(args.out))
         return
     if args.settings:
         print(settings_markdown(), end="")

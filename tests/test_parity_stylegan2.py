@@ -292,6 +292,12 @@ def test_damaged_and_foreign_files_are_refused_in_one_line(cli, tmp_path, monkey
     xl = repickle(fake, "orig-32.pkl", tmp_path / "xl.pkl",
                   lambda d: setattr(d["D"], "class_name", "ProjectedDiscriminator"))
     refused(cli, xl, tmp_path / "out", "StyleGAN-XL", "no such network")
+    # StyleGAN-XL's D holds timm's feature networks as plain pickled classes: refused by name, unrun.
+    # (Written by hand: GLOBAL timm.models.efficientnet EfficientNet, an empty tuple, NEWOBJ, STOP.)
+    timm_pickle = tmp_path / "timm.pkl"
+    timm_pickle.write_bytes(b"\x80\x02ctimm.models.efficientnet\nEfficientNet\n)\x81.")
+    refused(cli, timm_pickle, tmp_path / "out", "timm.models.efficientnet.EfficientNet", "StyleGAN-XL",
+            "nothing in the file was run")
 
 
 def test_unknown_settings_and_shapes_that_do_not_fit_are_named(cli, tmp_path, monkeypatch):
@@ -306,6 +312,14 @@ def test_unknown_settings_and_shapes_that_do_not_fit_are_named(cli, tmp_path, mo
             layer.tensors["weight"] = torch.zeros(8, 13)
     shapes = repickle(fake, "orig-32.pkl", tmp_path / "shapes.pkl", widen)
     refused(cli, shapes, tmp_path / "out", "synthesis.b8.conv0.affine.weight", "(8, 13) in the file", "(8, 12)")
+    # D settings that ganforge's D has for the whole network, or fixed: refused, not imported into a
+    # network that would compute something else with the same weights.
+    clamped = repickle(fake, "resnet-32-cond.pkl", tmp_path / "clamped.pkl",
+                       lambda d: d["D"].children["b16"].children["conv1"].settings.update(conv_clamp=256))
+    refused(cli, clamped, tmp_path / "out", "D", "differ in conv_clamp")
+    mapped = repickle(fake, "resnet-32-cond.pkl", tmp_path / "mapped.pkl",
+                      lambda d: d["D"].children["mapping"].children["fc0"].settings.update(bias_gain=0.1))
+    refused(cli, mapped, tmp_path / "out", "label mapping's lr_multiplier is 0.1")
 
 
 def test_augment_settings_other_than_ganforges_are_named_in_the_notes(cli, tmp_path, monkeypatch):

@@ -87,6 +87,13 @@ def test_resnet_glorot_init_has_the_references_scale():
     assert D.linear.bias is None  # SNGAN's l5: SNLinear(ch, 1, nobias=True)
     pytorch = build_generator(Component("resnet", {"base_width": 128, "max_width": 128, "init": "default"}), info)
     assert pytorch.blocks[0].conv1.weight.std().item() == pytest.approx(1 / math.sqrt(3 * 1152), rel=0.02)
+    # igul222's name for the same scheme builds the same weights from the same seed.
+    for build in (build_generator, build_discriminator):
+        nets = []
+        for scheme in ("glorot", "he_uniform"):
+            torch.manual_seed(1)
+            nets.append(build(Component("resnet", {"base_width": 32, "max_width": 32, "init": scheme}), info))
+        assert all(torch.equal(a, b) for a, b in zip(nets[0].state_dict().values(), nets[1].state_dict().values()))
 
 
 # -- dcgan: no bias where pytorch/examples has none ------------------------------------------------
@@ -478,11 +485,14 @@ def test_each_protocol_scores_the_generator_its_paper_scored(name, one_step_run,
         assert report["ema"] == (protocol.generator == "ema")
         assert report["batch_stats"] == (protocol.batchnorm == "batch")
         assert report["num_samples"] == 10 and set(names) <= set(report["metrics"])
+        # The TensorFlow Inception Score every paper reported, as torch-fidelity reproduces it.
+        assert ("is" in names) == (report["settings"].get("protocol") == "torch-fidelity"), report["settings"]
         scored |= set(names)
     assert scored == set(reproduce.RECIPES[name].metrics)
     cfg, _ = load_config(run / "config.yaml")
     lines = [d for m in scored for d in reproduce.default_differences(protocol, m, cfg)]
     assert any("metric code" in line for line in lines)
+    assert any("truncated" in line for line in lines) == (protocol.pixels == "truncate")
     if protocol.batchnorm == "batch":
         assert any("each batch of" in line for line in lines)
 

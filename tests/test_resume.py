@@ -239,6 +239,9 @@ MOVING = {
     "top_k": {"data": {"kind": "gaussian_grid", "num_samples": 16},  # an epoch every 2 steps: k decays
               "generator": {"kind": "mlp", "width": 16}, "discriminator": {"kind": "mlp", "width": 16},
               "samples": {"every": 3, "num": 16}},
+    # LeCam's anchors only copy D's outputs for its first `start` steps (1,000 by default): from
+    # step 0 they average them, and what a resume loads decides the steps after it.
+    "lecam": {"regularizers": [{"kind": "lecam", "start": 0}]},
 }
 
 

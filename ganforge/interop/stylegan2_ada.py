@@ -207,6 +207,11 @@ ALLOWED: dict[tuple[str, str], Any] = {
 }
 
 
+# Modules whose classes only StyleGAN-XL's and Projected GAN's pickles hold (timm's EfficientNets
+# and DeiTs, their pg_modules and feature_networks), to name what such a refused file is.
+PROJECTED_GAN_MODULES = ("timm.", "pg_modules.", "feature_networks.")
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """Resolves only the names in ALLOWED, to the stand-ins there; anything else raises Refused."""
 
@@ -227,6 +232,10 @@ def load_network_pickle(path: Path) -> dict[str, Any]:
         with open(path, "rb") as f:
             data = RestrictedUnpickler(f).load()
     except Refused as e:
+        if e.what.startswith(PROJECTED_GAN_MODULES):  # its D's pretrained feature networks, pickled as classes
+            raise CheckpointError(f"{path} was refused: it asks for {e.what}, a module of StyleGAN-XL's / Projected "
+                                  "GAN's discriminator; ganforge has no such network, and nothing in the file was "
+                                  "run") from None
         raise CheckpointError(f"{path} was refused: it asks for {e.what}, which a StyleGAN2-ADA/StyleGAN3 network "
                               "pickle does not hold; nothing in the file was run") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError,
@@ -406,14 +415,27 @@ def discriminator_config(D: Persistent, where: str) -> dict[str, Any]:
     channel_base, channel_max = _channel_settings(widths, where)
     mbstd = epilogue.children.get("mbstd")
     mapping = D.children.get("mapping")
-    clamps = {b.children["conv0"].settings.get("conv_clamp") for b in blocks}
+    # Settings ganforge's D has for the whole network, or not at all: refused rather than imported
+    # into a network that would compute something else with the same weights.
+    clamps = {layer.settings.get("conv_clamp") for b in blocks for name, layer in b.children.items()
+              if name in ("fromrgb", "conv0", "conv1")}
+    if len(clamps) != 1:
+        raise CheckpointError(f"{where}: its layers differ in conv_clamp ({sorted(map(str, clamps))}); ganforge's "
+                              "stylegan2 sets it for the whole network")
+    fc0 = mapping.children.get("fc0") if mapping is not None else None
+    if fc0 is not None:
+        given = kwargs.get("mapping_kwargs", {}).get("lr_multiplier", 0.01)
+        lr_multiplier = float(fc0.settings.get("bias_gain", given))
+        if abs(lr_multiplier - 0.01) > 1e-9:
+            raise CheckpointError(f"{where}: its label mapping's lr_multiplier is {lr_multiplier:g}; ganforge's "
+                                  "stylegan2 D has the reference's default, 0.01")
     config = {
         "kind": "stylegan2",
         "channel_base": channel_base,
         "channel_max": channel_max,
         "architecture": blocks[0].settings.get("architecture"),
         "resample_filter": _resample_taps(blocks[0], where),
-        "conv_clamp": clamps.pop() if len(clamps) == 1 else None,
+        "conv_clamp": clamps.pop(),
         "num_fp16_res": _fp16_setting(blocks, kwargs.get("num_fp16_res")),
         "mbstd_group": mbstd.settings.get("group_size") if mbstd is not None else 4,
         "mbstd_channels": int(mbstd.settings.get("num_channels", 1)) if mbstd is not None else 0,

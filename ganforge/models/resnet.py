@@ -24,7 +24,8 @@ from ganforge.registry import DISCRIMINATORS, GENERATORS
 
 Width = Annotated[int, Range(ge=1, le=4096)]
 Pool = Literal["sum", "mean"]
-ResNetInit = Literal["glorot", "default"]
+# `he_uniform` is igul222's name (`he_init`) for the same initialisation as `glorot`: an alias.
+ResNetInit = Literal["glorot", "he_uniform", "default"]
 IMAGES = Accepts(images=True, vectors=False, min_resolution=16, max_resolution=256, powers_of_two=True)
 TINY_WIDTHS = {"base_width": 4, "max_width": 8}
 
@@ -56,7 +57,8 @@ def init_resnet_weights(module: nn.Module, scheme: str) -> None:
     residual blocks and gain 1 on the shortcut convs, G's input linear and output conv, and D's
     output, projection and classifier layers; biases zero. sngan_projection writes it as
     GlorotUniform(sqrt(2)) and GlorotUniform(); igul222's gan_cifar_resnet.py as `he_init=True`
-    (std sqrt(4 / (fan_in + fan_out))) and its Glorot default. `default` keeps PyTorch's own
+    (std sqrt(4 / (fan_in + fan_out))) and its Glorot default, hence `he_uniform`, its name for
+    the same weights. `default` keeps PyTorch's own
     initialisation. The per-class BatchNorm gains and biases keep their zero start (plain BN)."""
     if scheme == "default":
         return
@@ -236,7 +238,7 @@ def resnet_generator(
     init: ResNetInit = "glorot",
 ) -> ResNetGenerator:
     """Residual G of WGAN-GP / SNGAN (16-256 px); conditional: class-conditional BatchNorm;
-    init: glorot (both references') or default (PyTorch's)."""
+    init: glorot (both references'; he_uniform is igul222's name for it) or default (PyTorch's)."""
     widths = stage_widths(stages(resolution, IMAGES), base_width, max_width)
     G = ResNetGenerator(channels, widths, num_classes, latent_dim, conditional)
     init_resnet_weights(G, init)
@@ -259,7 +261,8 @@ def resnet_discriminator(
 ) -> ResNetDiscriminator:
     """Residual D of WGAN-GP / SNGAN; conditional: projection; auxiliary_classifier: AC-GAN head;
     pool: sum (SNGAN) | mean (the WGAN-GP critic); output_bias: a bias on the output layer (the
-    WGAN-GP critic has one, SNGAN's D none); init: glorot (both references') or default (PyTorch's)."""
+    WGAN-GP critic has one, SNGAN's D none); init: glorot (both references'; he_uniform is igul222's
+    name for it) or default (PyTorch's)."""
     widths, downsample = sngan_d_layout(resolution, base_width, max_width, extra_blocks)
     D = ResNetDiscriminator(channels, resolution, widths, downsample, num_classes, conditional,
                             auxiliary_classifier, pool=pool, output_bias=output_bias)
