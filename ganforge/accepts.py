@@ -59,6 +59,19 @@ class Accepts:
         kind = " (powers of two)" if self.powers_of_two else ""
         return f"{self.min_resolution} {top}{kind}"
 
+    def summary(self) -> str:
+        """`images, 16 to 128 px (powers of two), 1 or 3 channels`, for `ganforge list`; '' for any data."""
+        parts = []
+        if self.images != self.vectors:
+            parts.append("images" if self.images else "vectors")
+        if self.images and (self.min_resolution > 1 or self.max_resolution is not None or self.powers_of_two):
+            parts.append(self.describe_resolutions())
+        if self.images and self.channels is not None:
+            parts.append(" or ".join(str(c) for c in self.channels) + " channels")
+        if self.needs_labels:
+            parts.append("labelled")
+        return ", ".join(parts)
+
     def resolutions(self, up_to: int) -> list[int]:
         """The image sides it supports, from its smallest to `up_to`."""
         return [side for side in range(self.min_resolution, up_to + 1) if self.takes_resolution(side)]

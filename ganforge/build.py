@@ -21,7 +21,7 @@ from ganforge.data import DataInfo, DataSource
 from ganforge.errors import CheckpointError, ConfigError
 from ganforge.footprint import Footprint, check_fits
 from ganforge.losses import Loss
-from ganforge.metrics.catalog import EvalOptions, check_metrics, default_metrics, views_of
+from ganforge.metrics.catalog import EvalOptions, check_metrics, declared, default_metrics, views_of
 from ganforge.metrics.evaluate import Evaluator, check_evaluable
 from ganforge.metrics.features import FeatureExtractor
 from ganforge.metrics.ppl import load_metric_lpips
@@ -322,7 +322,7 @@ def evaluator_for(cfg: Config, source: DataSource, device: torch.device, progres
     if source.info.is_image and views_of(metrics, eval_options, real=True):
         source.require_samples()  # a run without a data set says so before any weights are looked for
     lpips_path = options.pop("lpips")
-    lpips = load_metric_lpips(lpips_path) if "ppl" in metrics else None
+    lpips = load_metric_lpips(lpips_path) if any("lpips" in declared(m).needs for m in metrics) else None
     # The Inception (eval.extractor) only when a metric reads its features: fd_dinov2 alone does not.
     needs_main = source.info.is_image and bool({"main", "torch-fidelity"} & set(views_of(metrics, eval_options)))
     extractor = build_extractor(extractor_cfg, device) if needs_main else None
@@ -338,6 +338,8 @@ def check_compatible(cfg: Config, info: DataInfo) -> None:
                   cfg.discriminator.kind)
     for i, c in enumerate(cfg.regularizers):
         check_accepts(REGULARIZERS.get(c.kind, f"regularizers.{i}"), info, f"regularizers.{i}", c.kind)
+    # Names, and images or 2D points, first: in the metrics' own words ("fid needs images; for 2D data use modes").
+    check_metrics(cfg.eval.metrics, info.is_image)
     for name in default_metrics(cfg.eval.metrics, info.is_image):
         check_accepts(METRICS.get(name, "eval.metrics"), info, "eval.metrics", name)
 

@@ -89,7 +89,8 @@ def eval_images(
     data: Path | None = typer.Option(None, "--data",
                                      help="A config file whose data section is the real data to compare with."),
     metrics: str = typer.Option("fid", "--metrics", "-m",
-                                help="Comma-separated: fid,kid,is,pr,dc,ifid,fd_dinov2,prdc_dinov2."),
+                                help="Comma-separated image metrics (`ganforge list metric`), but not those that "
+                                     "need the run's generator."),
     num: int | None = typer.Option(None, "--num", "-n", min=2, help="Score this many of the images (default: all)."),
     real_num: int | None = typer.Option(None, "--real-num", min=2,
                                         help="Real images (default: all of --reference; as many as --images "

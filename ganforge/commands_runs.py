@@ -39,8 +39,8 @@ def evaluate(
     data: Path | None = typer.Option(None, "--data", help="A config whose data section is the real data: with "
                                                          "--images, or for a checkpoint (an imported run has none)."),
     metrics: str | None = typer.Option(None, "--metrics", "-m",
-                                          help="Comma-separated: fid,kid,is,pr,dc,ifid,knn,ppl,fd_dinov2,"
-                                               "prdc_dinov2 (images) or modes (2D); default: the run's eval.metrics."),
+                                          help="Comma-separated metrics (`ganforge list metric`: each with "
+                                               "its data and figures); default: the run's eval.metrics."),
     num: int | None = typer.Option(None, "--num", "-n", min=2,
                                    help="Generated samples (default: eval.num_samples)."),
     real_num: int | None = typer.Option(None, "--real-num", min=2,

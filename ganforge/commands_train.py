@@ -359,6 +359,39 @@ def show_config(
     typer.echo(f"# size: {footprint.describe()}")
 
 
+# How `ganforge list` says what a metric needs beyond features (catalog.Need).
+_NEEDS = {"generator": "the run's generator", "lpips": "LPIPS weights"}
+
+
+def declarations(entry: Any) -> str:
+    """What a registry entry declares that users choose by, on one line ('' when nothing): its data,
+    a generator's output range, a loss's shape, the losses and networks a regularizer works with
+    and what it puts through D beyond the loss's passes, a metric's figures (which way each is better) and what else it needs."""
+    declared = entry.properties
+    parts = [entry.accepts.summary()]
+    if "output_range" in declared:
+        low_high = declared["output_range"]
+        parts.append("output unbounded" if low_high is None else f"output in [{low_high[0]:g}, {low_high[1]:g}]")
+    if "shape" in declared:
+        parts.append(f"shape: {declared['shape']}")
+    if declared.get("loss_shapes"):
+        parts.append(f"losses: {' or '.join(declared['loss_shapes'])}")
+    if declared.get("networks"):
+        parts.append("networks: " + ", ".join(
+            f"{part} {section['kind']}" + "".join(f" {k}={str(v).lower() if isinstance(v, bool) else v}"
+                                                   for k, v in section.items() if k != "kind")
+            for part, section in declared["networks"].items()))
+    passes = [f"{p} in the D step" for p in declared.get("d_passes", ())] + \
+        [f"{p} in the G step" for p in declared.get("g_passes", ())]
+    if passes:
+        parts.append("also puts " + ", ".join(passes))
+    if "figures" in declared:
+        parts.append("figures: " + ", ".join(f"{figure} ({better})" for figure, better in declared["figures"].items()))
+    if declared.get("needs"):
+        parts.append("needs " + " and ".join(_NEEDS.get(need, need) for need in declared["needs"]))
+    return "; ".join(part for part in parts if part)
+
+
 @user_errors
 def list_components(
     section: str | None = typer.Argument(None, help="Only this section (data, generator, loss, ...)."),
@@ -376,6 +409,9 @@ def list_components(
         typer.echo(f"{name}:")
         for entry in registry.entries():
             typer.echo(f"  {entry.name:<16} {entry.description}")
+            declared = declarations(entry)
+            if declared:
+                typer.echo(f"  {'':<16}   {declared}")
             params = component_params(entry.builder, registry.injected)
             if params:
                 text = ", ".join(

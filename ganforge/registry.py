@@ -115,7 +115,9 @@ REGULARIZERS = Registry("regularizer")
 OPTIMIZERS = Registry("optimizer", injected=("params",))
 SCHEDULES = Registry("schedule", injected=("total_steps",))
 EXTRACTORS = Registry("feature extractor")
-METRICS = Registry("metric", injected=("inputs",))
+# A metric declares its `figures` (each with the way it is better), `minimums` and feature `view`
+# (see `ganforge.metrics.catalog.Declared` for these and the optional ones).
+METRICS = Registry("metric", injected=("inputs",), declares=("figures", "minimums", "view"))
 
 ALL_REGISTRIES = {
     "data": DATASETS,

@@ -65,7 +65,7 @@ def test_the_readme_regularizer_trains_from_a_config(scoped_registry, cli, tmp_p
     assert result.exit_code == 2 and "regularizers.0.wieght" in result.stderr
 
 
-# -- one new file and no other edit: a scratch copy with a new generator, loss and regularizer --
+# -- one new file and no other edit: a scratch copy with a new generator, loss, regularizer, metric --
 
 # What a contributor's copy of the project holds (the tests import scripts/ and read configs/).
 PROJECT = ("ganforge", "tests", "configs", "scripts", "pyproject.toml", "README.md")
@@ -96,6 +96,19 @@ class R1Copy(R1):
     """R1, registered again as a contributor would add one."""
 '''
 
+NEW_METRIC = '''"""FID under a new name, in a module of its own, with its declarations."""
+
+from ganforge.metrics.catalog import IMAGES, MetricInputs, fid
+from ganforge.registry import METRICS
+
+
+# A covariance needs 2 points on each side.
+@METRICS.register("fid_copy", accepts=IMAGES, figures={"fid_copy": "lower"}, minimums=(2, 2), view="main")
+def fid_copy(inputs: MetricInputs) -> dict[str, float]:
+    """FID, registered again as a contributor would add one."""
+    return {"fid_copy": fid(inputs)["fid"]}
+'''
+
 
 def test_a_new_generator_loss_and_regularizer_file_join_the_list_and_the_sweeps(tmp_path):
     import os
@@ -112,23 +125,27 @@ def test_a_new_generator_loss_and_regularizer_file_join_the_list_and_the_sweeps(
             shutil.copytree(source, copy / name, ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"))
         else:
             shutil.copy(source, copy / name)
-    # The two new files, and no other edit: dcgan.py renamed (its registered names with it), a loss module.
+    # The new files, and no other edit: dcgan.py renamed (its registered names with it), a loss, a regularizer and
+    # a metric module.
     dcgan = (copy / "ganforge" / "models" / "dcgan.py").read_text()
     assert dcgan.count('.register("dcgan"') == 2
     (copy / "ganforge" / "models" / "dcgan_copy.py").write_text(dcgan.replace('.register("dcgan"',
                                                                              '.register("dcgan_copy"'))
     (copy / "ganforge" / "hinge_copy.py").write_text(NEW_LOSS)
     (copy / "ganforge" / "regularizers" / "r1_copy.py").write_text(NEW_REGULARIZER)
+    (copy / "ganforge" / "metrics" / "fid_copy.py").write_text(NEW_METRIC)
     env = {**os.environ, "PYTHONPATH": str(copy), "PYTHONWARNINGS": "ignore::DeprecationWarning"}
 
     listed = subprocess.run([sys.executable, "-m", "ganforge", "list"], cwd=copy, env=env, capture_output=True,
                             text=True, check=True).stdout
     assert "  dcgan_copy " in listed and "  hinge_copy " in listed and "The hinge loss, registered again" in listed
     assert "  r1_copy " in listed and "R1, registered again" in listed
+    assert "  fid_copy " in listed and "images; figures: fid_copy (lower)" in listed
 
     # The copy's whole suite is collected; its tests that name the new components run.
     run = subprocess.run([sys.executable, "-m", "pytest", "-o", "addopts=", "-p", "no:cacheprovider", "-v",
-                          "tests", "-k", "dcgan_copy or hinge_copy or r1_copy", *[f"--ignore={g}" for g in GUARDS]],
+                          "tests", "-k", "dcgan_copy or hinge_copy or r1_copy or fid_copy",
+                          *[f"--ignore={g}" for g in GUARDS]],
                          cwd=copy, env=env, capture_output=True, text=True, timeout=600)
     outcomes = dict(re.findall(r"^(tests/\S+) (PASSED|FAILED|ERROR|SKIPPED)", run.stdout, re.M))
     assert run.returncode == 0 and set(outcomes.values()) == {"PASSED"}, run.stdout[-3000:]
@@ -141,3 +158,6 @@ def test_a_new_generator_loss_and_regularizer_file_join_the_list_and_the_sweeps(
     what_d_sees = [i for i in regularizer_ids if i.startswith("tests/test_what_d_sees.py::test_what_reaches_d")]
     assert len(what_d_sees) >= 4, sorted(outcomes)
     assert {i.split("::")[0] for i in generator_ids} >= {"tests/test_components.py", "tests/test_autocast.py"}
+    # The metric through the evaluation, at its minimum and below it, read from its declarations.
+    metric_ids = [i for i in outcomes if "fid_copy" in i]
+    assert len([i for i in metric_ids if i.startswith("tests/test_metric_declarations.py::")]) >= 2, sorted(outcomes)

@@ -264,6 +264,39 @@ def test_list_shows_every_component(cli):
     assert "latent_dim: integer" in out
 
 
+def test_list_shows_what_each_component_declares(cli):
+    from ganforge.metrics.catalog import declared
+    from ganforge.registry import LOSSES, METRICS
+
+    out = cli("list").stdout.splitlines()
+
+    def declarations(section: str, name: str) -> str:
+        """The line under `name`'s in `section`: what it declares."""
+        start = out.index(f"{section}:")
+        entry = next(i for i in range(start, len(out)) if out[i].startswith(f"  {name} "))
+        return out[entry + 1].strip()
+
+    assert declarations("metric", "fid") == "images; figures: fid (lower)"
+    assert declarations("metric", "ppl") == ("images, at least 32x32; figures: ppl_wend (lower), ppl_zfull (lower); "
+                                             "needs the run's generator and LPIPS weights")
+    assert declarations("metric", "ifid").startswith("images, labelled;")
+    assert declarations("metric", "modes").startswith("vectors; figures: modes (higher),")
+    assert declarations("generator", "dcgan") == "images, 16 to 128 px (powers of two); output in [-1, 1]"
+    assert declarations("generator", "stylegan2").endswith("; output unbounded")
+    assert declarations("regularizer", "label_smoothing") == "losses: bce"
+    assert declarations("regularizer", "path_length") == "networks: generator stylegan2, discriminator stylegan2"
+    assert declarations("regularizer", "ada") == "images, 1 or 3 channels"
+    assert declarations("regularizer", "r1") == "also puts D(real) in the D step"
+    assert declarations("regularizer", "ac_gan").endswith("; also puts classify(real) in the D step, "
+                                                         "classify(fake) in the G step")
+    # Every metric's figures with the way each is better, every loss's shape, as registered.
+    for name in METRICS.names():
+        line = declarations("metric", name)
+        assert all(f"{figure} ({better})" in line for figure, better in declared(name).figures.items()), line
+    for entry in LOSSES.entries():
+        assert declarations("loss", entry.name) == f"shape: {entry.properties['shape']}"
+
+
 def test_help_does_not_import_torch():
     code = "import sys; from ganforge.cli import app; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -32,6 +32,7 @@ from ganforge.metrics.catalog import (
     MetricInputs,
     check_counts,
     check_metrics,
+    declared,
     default_metrics,
     feature_view,
     real_view,
@@ -72,7 +73,7 @@ class EvalResult:
     reference: dict[str, Any]
     seconds: float
     settings: dict[str, Any] = field(default_factory=dict)  # resize, protocol and each metric's notes
-    sheets: dict[str, Image.Image] = field(default_factory=dict)  # "knn": the nearest-neighbour sheet
+    sheets: dict[str, Image.Image] = field(default_factory=dict)  # metric -> picture (knn: the nearest-neighbour sheet)
 
     def to_dict(self) -> dict[str, Any]:
         return {"metrics": self.figures, "num_samples": self.num_samples, "extractor": self.extractor,
@@ -135,16 +136,18 @@ class Evaluator:
         self.real_samples = real_samples or num_samples
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
         is_image = source.info.is_image
-        if "ppl" in self.metrics and lpips is None:
-            raise ConfigError("ppl: needs LPIPS-VGG weights (eval.lpips, ganforge eval --lpips)")
+        for name in self.metrics:
+            if "lpips" in declared(name).needs and lpips is None:
+                raise ConfigError(f"{name}: needs LPIPS-VGG weights (eval.lpips, ganforge eval --lpips)")
         self.lpips = lpips
-        if "knn" in self.metrics:
-            self._check_readable("knn")
+        whole_data = [m for m in self.metrics if declared(m).whole_data]
+        for name in whole_data:
+            self._check_readable(name)
         size = self._data_size()
-        check_counts([m for m in self.metrics if m != "knn"], self.options, num_samples, "--num (eval.num_samples)",
-                     min(self.real_samples, size) if is_image else None,
+        check_counts([m for m in self.metrics if m not in whole_data], self.options, num_samples,
+                     "--num (eval.num_samples)", min(self.real_samples, size) if is_image else None,
                      f"--real-num (eval.real_samples; data.kind {source.info.name} holds {size})")
-        check_counts([m for m in self.metrics if m == "knn"], self.options, num_samples, "--num (eval.num_samples)",
+        check_counts(whole_data, self.options, num_samples, "--num (eval.num_samples)",
                      size, f"data.kind {source.info.name} (its images)")
         self.views = views_of(self.metrics, self.options)
         self.real_view_names = views_of(self.metrics, self.options, real=True) if is_image else {}
@@ -164,7 +167,7 @@ class Evaluator:
     # -- real data --------------------------------------------------------------------------
 
     def _check_readable(self, metric: str) -> None:
-        """The data set's first image can be read (the knn sheet shows the real images)."""
+        """The data set's first image can be read (a `whole_data` metric's sheet shows the real images)."""
         try:
             if isinstance(self.source, TensorSource):
                 self.source.tensors()
@@ -175,7 +178,7 @@ class Evaluator:
             item = str(e)
         if not isinstance(item, tuple):  # an (image, label, notes) item, or why there is none
             raise DataError(f"{metric}: cannot read the run's training images ({item}); it shows the nearest of "
-                            "them beside each sample: make the run's data readable again or leave knn out")
+                            f"them beside each sample: make the run's data readable again or leave {metric} out")
 
     def _data_size(self) -> int:
         if isinstance(self.source, TensorSource):
@@ -330,6 +333,8 @@ class Evaluator:
         if not conditioning_classes(G):
             check_metrics(self.metrics, self.source.info.is_image, conditional=False)
         real = self.real_views() if self.real_view_names else {}
+        # The sheet of the nearest training images: for the metric that compares with all of them.
+        nearest_of = self.real_view_names.get("main" + WHOLE_DATA)
         knn_real = real.get("main" + WHOLE_DATA)
         closest = ClosestSamples(knn_real.values) if knn_real is not None else None
         fake = self.fake_views(G, seed, closest) if self.views else {}
@@ -340,7 +345,7 @@ class Evaluator:
             indices = knn_real.indices  # type: ignore[union-attr]
             neighbours = indices[closest.index] if indices is not None else closest.index
             pictures = self.real_images(neighbours.flatten()).view(*neighbours.shape, *self.source.info.shape)
-            sheets["knn"] = knn_sheet(closest.images, pictures)
+            sheets[nearest_of] = knn_sheet(closest.images, pictures)
         names = [self.extractors[v].name for v in self.views if self.extractors.get(v) is not None]
         extractor = ", ".join(names) if names else ("raw 2D points" if not self.source.info.is_image else "none")
         reference = self._reference if self.real_view_names else {"data": config_to_dict(self.data_cfg)}

@@ -25,10 +25,10 @@ from ganforge.data import DataSource, epoch_permutation
 from ganforge.data.images import IMAGE_SUFFIXES
 from ganforge.errors import ConfigError, DataError
 from ganforge.metrics.catalog import (
-    GENERATOR_METRICS,
     EvalOptions,
     check_counts,
     check_metrics,
+    declared,
     default_metrics,
     minimums,
     views_of,
@@ -36,7 +36,7 @@ from ganforge.metrics.catalog import (
 from ganforge.metrics.evaluate import EvalResult, Evaluator, check_evaluable, run_metrics
 from ganforge.metrics.features import Features, LabelledBatches, extract_features
 from ganforge.metrics.views import build_views
-from ganforge.registry import DATASETS
+from ganforge.registry import DATASETS, METRICS
 
 
 @dataclass
@@ -147,7 +147,7 @@ def evaluate_folders(images: Path, reference: Path | None = None, data_cfg: Comp
     check_metrics(metrics, True, num_samples=len(fake_files.files),
                   num_where=f"--images {images} ({len(fake_files.files)} images)")
     for name in metrics:
-        if name in GENERATOR_METRICS:
+        if "generator" in declared(name).needs:
             raise ConfigError(f"--metrics {name}: {name} needs the generator and its run, not a folder of images: "
                               f"ganforge eval RUN --metrics {name}")
     real_views = views_of(metrics, options, real=True)
@@ -157,9 +157,10 @@ def evaluate_folders(images: Path, reference: Path | None = None, data_cfg: Comp
         raise ConfigError(f"{', '.join(m for m in metrics if minimums(m, options)[1])} compare with real images: "
                           "give --reference DIR (a folder of real images) or --data CONFIG (a data set)")
     check_counts(metrics, options, len(fake_files.files), f"--images {images} ({len(fake_files.files)} images)")
-    wants_classes = "ifid" in metrics
+    by_class = [m for m in metrics if METRICS.get(m).accepts.needs_labels]  # ifid: compares class by class
+    wants_classes = bool(by_class)
     if wants_classes and fake_files.classes is None:
-        raise ConfigError(f"--metrics ifid: put the images of {images} in one sub-folder per class "
+        raise ConfigError(f"--metrics {by_class[0]}: put the images of {images} in one sub-folder per class "
                           "(named as the reference's classes)")
     real: dict[str, Features] = {}
     source: DataSource | None = None
@@ -193,7 +194,8 @@ def evaluate_folders(images: Path, reference: Path | None = None, data_cfg: Comp
             real_labels = None
             if wants_classes:
                 if real_files.classes is None:
-                    raise ConfigError(f"--metrics ifid: put the images of {reference} in one sub-folder per class")
+                    raise ConfigError(f"--metrics {by_class[0]}: put the images of {reference} in one sub-folder "
+                                      "per class")
                 real_labels = _class_indices(real_files, real_files.class_names, "--reference", str(reference))
                 fake_labels = _class_indices(fake_files, real_files.class_names, "--images", str(reference))
             real = extract_features({v: extractors[v] for v in real_views},
