@@ -12,11 +12,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ganforge.build import build_networks, resolve_device
+from ganforge.build import rebuild_networks, resolve_device
 from ganforge.checkpoint import FORMAT, Checkpoint, load_checkpoint
-from ganforge.config import parse_config
 from ganforge.data import DataInfo
-from ganforge.errors import CheckpointError, ConfigError, GanforgeError
+from ganforge.errors import CheckpointError, GanforgeError
 from ganforge.generation import seed_latent, truncation_for
 from ganforge.models import conditioning_classes
 from ganforge.run import find_checkpoint
@@ -99,25 +98,8 @@ def is_ganforge_checkpoint(path: Path) -> bool:
 
 def networks_from_checkpoint(ckpt: Checkpoint, source: Path, device: str = "auto") -> Networks:
     """G, D and G_ema rebuilt from a checkpoint's config and loaded with its weights."""
-    try:
-        info = DataInfo.from_dict(ckpt.data_info)
-        cfg = parse_config(ckpt.config, default_source=str(source))
-        G, D, _ = build_networks(cfg, info)
-        G_ema, _, _ = build_networks(cfg, info)
-        G.load_state_dict(ckpt.state["G"])
-        G_ema.load_state_dict(ckpt.state["G_ema"])
-        if isinstance(ckpt.state.get("D"), dict):
-            D.load_state_dict(ckpt.state["D"])
-        else:
-            D = None
-    except ConfigError as e:
-        raise CheckpointError(f"{source}: its stored config is not valid for this ganforge ({e})") from None
-    except (KeyError, TypeError, RuntimeError) as e:
-        raise CheckpointError(f"{source}: network weights missing or of the wrong shape ({type(e).__name__})") from None
-    dev = resolve_device(device)
-    G, G_ema = (m.to(dev).eval().requires_grad_(False) for m in (G, G_ema))
-    D = D.to(dev).eval().requires_grad_(False) if D is not None else None
-    return Networks(G, D, G_ema, ckpt.config, info, source, int(ckpt.step))
+    nets = rebuild_networks(ckpt, source, ("G", "G_ema", "D"), device)
+    return Networks(nets.G, nets.D, nets.G_ema, ckpt.config, nets.info, source, int(ckpt.step))
 
 
 def load(path: str | Path, device: str = "auto") -> Networks:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
 import re
 import zipfile
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ganforge.accepts import check_accepts
-from ganforge.config import Component, Config
+from ganforge.config import NETWORKS, Component, Config, parse_config
+from ganforge.config.schema import Network
 from ganforge.data import DataInfo, DataSource
 from ganforge.errors import CheckpointError, ConfigError
 from ganforge.footprint import Footprint, check_fits
@@ -37,6 +41,9 @@ from ganforge.registry import (
 )
 from ganforge.regularizers import Regularizer
 from ganforge.regularizers.base import lazy_intervals
+
+if TYPE_CHECKING:
+    from ganforge.checkpoint import Checkpoint
 
 
 def build(registry: Registry, component: Component, where: str, *, provider: str = "ganforge", **provided: Any
@@ -188,6 +195,94 @@ def build_networks(cfg: Config, info: DataInfo) -> tuple[nn.Module, nn.Module, l
         except ValueError as e:
             raise ConfigError(f"regularizers.{i} ({kind}): {e}") from None
     return G, D, regs
+
+
+def build_stored_networks(config: Any, data_info: Any, source: str | Path) -> tuple[nn.Module, nn.Module, DataInfo]:
+    """G and D (fresh) from a stored resolved config and data description (a checkpoint's, a model
+    folder's), as training built them; one CheckpointError line naming `source` where they make none."""
+    try:
+        info = DataInfo.from_dict(data_info)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{source}: its stored data description is missing or malformed "
+                              f"({type(e).__name__}: {e})") from None
+    try:
+        if not isinstance(config, Mapping):
+            raise ConfigError(f"a mapping was expected, not {type(config).__name__}")
+        # parse_config names the key path; the file is named once, in front.
+        G, D, _ = build_networks(parse_config(config, default_source="config"), info)
+    except ConfigError as e:
+        raise CheckpointError(f"{source}: its stored config is not valid for this ganforge ({e})") from None
+    return G, D, info
+
+
+def load_weights(module: nn.Module, weights: Any, name: str, origin: str | Path,
+                 described_by: str = "its stored config") -> None:
+    """Load a state dict into `module` (strict: every key, every shape); where it does not fit,
+    one CheckpointError line naming the first parameter that differs and both shapes."""
+    if not isinstance(weights, Mapping):
+        raise CheckpointError(f"{origin}: holds no {name} weights")
+    try:
+        module.load_state_dict(weights)
+    except (RuntimeError, TypeError) as e:  # torch's report of a mismatch is many lines
+        first = " ".join(str(e).split())[:200]
+        raise CheckpointError(_weights_mismatch(module, weights, name, origin, described_by) or
+                              f"{origin}: {name} weights do not fit the network {described_by} describes "
+                              f"({type(e).__name__}: {first})") from None
+
+
+def _weights_mismatch(module: nn.Module, weights: Mapping[str, Any], name: str, origin: str | Path,
+                      described_by: str) -> str | None:
+    """The first difference between `weights` and the module's state dict, as one line (None: none found)."""
+    target = module.state_dict()
+    missing = [k for k in target if k not in weights]
+    unexpected = [k for k in weights if k not in target]
+    if missing or unexpected:
+        key = (missing or unexpected)[0]
+        where = ("is missing from the file" if missing else
+                 f"is in the file but not in the network {described_by} describes")
+        more = len(missing) + len(unexpected) - 1
+        return f"{origin}: {name} parameter {key} {where}" + (f" (and {more} more)" if more else "")
+    for key, value in target.items():
+        stored = weights[key]
+        if not isinstance(stored, Tensor):
+            return f"{origin}: {name} parameter {key} is a {type(stored).__name__} in the file, not a tensor"
+        if tuple(stored.shape) != tuple(value.shape):
+            return (f"{origin}: {name} parameter {key} has shape {tuple(stored.shape)} in the file but "
+                    f"{tuple(value.shape)} in the network {described_by} describes")
+    return None
+
+
+@dataclass(frozen=True)
+class StoredNetworks:
+    """Networks rebuilt from a checkpoint, in eval mode without gradients: those asked for (None:
+    not asked for, or D where the checkpoint holds none), and the data they were built for."""
+
+    info: DataInfo
+    G: nn.Module | None = None
+    G_ema: nn.Module | None = None
+    D: nn.Module | None = None
+
+
+def rebuild_networks(ckpt: Checkpoint, source: str | Path, names: Collection[Network], device: str = "cpu"
+                     ) -> StoredNetworks:
+    """The networks `names` (of G, G_ema, D) rebuilt from a checkpoint's config and loaded with its
+    weights, on `device`; each failure is one CheckpointError line naming `source`. build_networks
+    runs once (the regularizers change G and D together): D is dropped unless asked for, and G_ema
+    is a copy of G where both are asked for."""
+    if not names or set(names) - set(NETWORKS):
+        raise ValueError(f"rebuild_networks: names must be some of {NETWORKS}, not {sorted(names)}")
+    state = ckpt.state if isinstance(ckpt.state, Mapping) else {}
+    G, D, info = build_stored_networks(ckpt.config, ckpt.data_info, source)
+    nets: dict[str, nn.Module] = {}
+    for name in ("G", "G_ema"):
+        if name in names:
+            nets[name] = G if not nets else copy.deepcopy(G)
+            load_weights(nets[name], state.get(name), name, source)
+    if "D" in names and isinstance(state.get("D"), Mapping):  # none in a file imported without its D
+        load_weights(D, state["D"], "D", source)
+        nets["D"] = D
+    dev = resolve_device(device)
+    return StoredNetworks(info, **{k: m.to(dev).eval().requires_grad_(False) for k, m in nets.items()})
 
 
 def build_optimizer(component: Component, model: nn.Module, where: str) -> torch.optim.Optimizer:

@@ -195,7 +195,9 @@ def info(
     g = d["generator"]
     typer.echo(f"generator    {g['kind']}: {g['parameters']:,} parameters, latent {g['latent_dim']}"
                + (f", conditioned on {g['conditional_classes']} classes" if g["conditional_classes"] else ""))
-    typer.echo(f"discrim.     {d['discriminator']['kind']}: {d['discriminator']['parameters']:,} parameters")
+    dn = d["discriminator"]["parameters"]
+    typer.echo(f"discrim.     {d['discriminator']['kind']}: " +
+               (f"{dn:,} parameters" if dn is not None else "not in the checkpoint"))
     regs = f", regularizers {', '.join(d['regularizers'])}" if d["regularizers"] else ""
     typer.echo(f"loss         {d['loss']}{regs}")
     typer.echo(f"batch        {d['batch_size']}")

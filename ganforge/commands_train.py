@@ -366,7 +366,8 @@ _NEEDS = {"generator": "the run's generator", "lpips": "LPIPS weights"}
 def declarations(entry: Any) -> str:
     """What a registry entry declares that users choose by, on one line ('' when nothing): its data,
     a generator's output range, a loss's shape, the losses and networks a regularizer works with
-    and what it puts through D beyond the loss's passes, a metric's figures (which way each is better) and what else it needs."""
+    and what it puts through D beyond the loss's passes, a metric's figures (which way each is
+    better) and what else it needs."""
     declared = entry.properties
     parts = [entry.accepts.summary()]
     if "output_range" in declared:

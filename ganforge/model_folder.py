@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import nn
 
-from ganforge.errors import CheckpointError, ConfigError
+from ganforge.errors import CheckpointError
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -49,9 +49,7 @@ class SharedGenerator:
 def read_model_folder(path: str | Path, device: str = "cpu") -> SharedGenerator:
     """Rebuild the generator of a model folder from config.json and load model.safetensors into
     it; every failure is one CheckpointError naming the file."""
-    from ganforge.build import build_networks, resolve_device
-    from ganforge.config import parse_config
-    from ganforge.data import DataInfo
+    from ganforge.build import build_stored_networks, load_weights, resolve_device
 
     folder = Path(path)
     config_file, model_file = folder / CONFIG_FILE, folder / MODEL_FILE
@@ -64,14 +62,7 @@ def read_model_folder(path: str | Path, device: str = "cpu") -> SharedGenerator:
     if int(meta.get("format_version", 0)) > FORMAT_VERSION:
         raise CheckpointError(f"{config_file}: written by a newer ganforge (format {meta['format_version']}); "
                               "upgrade ganforge to read it")
-    try:
-        info = DataInfo.from_dict(meta["data_info"])
-        cfg = parse_config(meta["config"], default_source=str(config_file))
-        G, _, _ = build_networks(cfg, info)
-    except ConfigError as e:
-        raise CheckpointError(f"{config_file}: its config is not valid for this ganforge ({e})") from None
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{config_file}: missing or malformed {e} ") from None
+    G, _, info = build_stored_networks(meta.get("config"), meta.get("data_info"), config_file)
     try:
         from safetensors.torch import load_file
 
@@ -79,10 +70,6 @@ def read_model_folder(path: str | Path, device: str = "cpu") -> SharedGenerator:
     except Exception as e:  # the library's errors for a damaged or foreign file
         raise CheckpointError(f"{model_file}: not readable as safetensors ({type(e).__name__}: "
                               f"{' '.join(str(e).split())[:200]})") from None
-    try:
-        G.load_state_dict(tensors)
-    except RuntimeError as e:
-        raise CheckpointError(f"{model_file}: the weights do not fit the network config.json describes "
-                              f"({' '.join(str(e).split())[:200]})") from None
+    load_weights(G, tensors, str(meta.get("network", "G_ema")), model_file, described_by=CONFIG_FILE)
     G = G.to(resolve_device(device)).eval().requires_grad_(False)
     return SharedGenerator(G, info, int(meta.get("step", 0)), meta["config"], meta, folder)

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ganforge.errors import CheckpointError, ConfigError, GanforgeError
+from ganforge.errors import ConfigError, GanforgeError
 from ganforge.finetune import discriminator_blocks
 from ganforge.generation.drawing import LoadedGenerator
 
@@ -285,31 +285,16 @@ def load_networks(path: str | Path, use_ema: bool = True, device: str = "auto"
                   ) -> tuple[LoadedGenerator, nn.Module | None]:
     """The (EMA) generator and the discriminator (None where the checkpoint has none) of a
     checkpoint file or run folder."""
-    from ganforge.build import build_networks, resolve_device
+    from ganforge.build import rebuild_networks
     from ganforge.checkpoint import load_checkpoint
-    from ganforge.config import parse_config
-    from ganforge.data import DataInfo
     from ganforge.run import find_checkpoint
 
     file, sha = find_checkpoint(path)
     ckpt = load_checkpoint(file, sha)
-    try:
-        info = DataInfo.from_dict(ckpt.data_info)
-        cfg = parse_config(ckpt.config, default_source=str(file))
-        G, D, _ = build_networks(cfg, info)
-        G.load_state_dict(ckpt.state["G_ema" if use_ema else "G"])
-        if isinstance(ckpt.state.get("D"), dict):
-            D.load_state_dict(ckpt.state["D"])
-        else:
-            D = None  # an imported generator without its discriminator: pixels (or LPIPS) only
-    except ConfigError as e:
-        raise CheckpointError(f"{file}: its stored config is not valid for this ganforge ({e})") from None
-    except (KeyError, TypeError, RuntimeError) as e:
-        raise CheckpointError(f"{file}: network weights missing or of the wrong shape ({type(e).__name__})") from None
-    dev = resolve_device(device)
-    G = G.to(dev).eval().requires_grad_(False)
-    D = D.to(dev).eval().requires_grad_(False) if D is not None else None
-    return LoadedGenerator(G, info, int(ckpt.step), file, ckpt.config), D
+    # D is None for an imported generator without its discriminator: pixels (or LPIPS) only.
+    nets = rebuild_networks(ckpt, file, ("G_ema" if use_ema else "G", "D"), device)
+    G = nets.G_ema if use_ema else nets.G
+    return LoadedGenerator(G, nets.info, int(ckpt.step), file, ckpt.config), nets.D
 
 
 def load_target(path: str | Path, channels: int, resolution: int) -> Tensor:

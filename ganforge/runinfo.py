@@ -198,19 +198,15 @@ def ago(timestamp: float) -> str:
 
 def checkpoint_details(path: Path) -> dict[str, Any]:
     """Everything `ganforge info` shows about a checkpoint or run folder."""
-    from ganforge.build import build_networks
+    from ganforge.build import rebuild_networks
     from ganforge.checkpoint import load_checkpoint
     from ganforge.config import parse_config
-    from ganforge.data import DataInfo
-    from ganforge.generation.drawing import load_generator
-    from ganforge.models import count_parameters
+    from ganforge.models import conditioning_classes, count_parameters
 
-    file, _ = find_checkpoint(path)
-    loaded = load_generator(path, device="cpu")
-    ckpt = load_checkpoint(file)
-    cfg = parse_config(ckpt.config)
-    info = DataInfo.from_dict(ckpt.data_info)
-    _, D, _ = build_networks(cfg, info)
+    file, sha = find_checkpoint(path)
+    ckpt = load_checkpoint(file, sha)
+    nets = rebuild_networks(ckpt, file, ("G_ema", "D"), device="cpu")  # D: None where the file holds none
+    cfg, info, G = parse_config(ckpt.config), nets.info, nets.G_ema
     evals = [r for r in read_log(RunDir.of_checkpoint(file).path) if is_eval_record(r)]
     files = []
     if (file.parent / INDEX_NAME).is_file():
@@ -229,9 +225,11 @@ def checkpoint_details(path: Path) -> dict[str, Any]:
         # items: the epoch's length, 2N with data.xflip (None in checkpoints from before it was recorded)
         "data": {"kind": cfg.data.kind, "shape": list(info.shape), "num_classes": info.num_classes,
                  "items": ckpt.data.get("items"), "xflip": bool(cfg.data.params.get("xflip", False))},
-        "generator": {"kind": cfg.generator.kind, "parameters": count_parameters(loaded.G),
-                      "latent_dim": loaded.G.latent_dim, "conditional_classes": loaded.num_classes},
-        "discriminator": {"kind": cfg.discriminator.kind, "parameters": count_parameters(D)},
+        "generator": {"kind": cfg.generator.kind, "parameters": count_parameters(G),
+                      "latent_dim": G.latent_dim, "conditional_classes": conditioning_classes(G)},
+        # parameters None: a file imported without its discriminator
+        "discriminator": {"kind": cfg.discriminator.kind,
+                          "parameters": count_parameters(nets.D) if nets.D is not None else None},
         "loss": cfg.loss.kind,
         "regularizers": [r.kind for r in cfg.regularizers],
         "batch_size": cfg.train.batch_size,

@@ -12,11 +12,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ganforge.build import build_networks, resolve_device
+from ganforge.build import rebuild_networks, resolve_device
 from ganforge.checkpoint import INDEX_NAME, load_checkpoint
-from ganforge.config import parse_config
 from ganforge.data import DataInfo
-from ganforge.errors import CheckpointError, ConfigError, GanforgeError
+from ganforge.errors import GanforgeError
 from ganforge.generation import (
     GlobalRngStream,
     NoiseStream,
@@ -70,17 +69,9 @@ def load_generator(path: str | Path, use_ema: bool = True, device: str = "auto")
                                dict(shared.meta.get("trained_with") or {}))
     file, sha = find_checkpoint(path)
     ckpt = load_checkpoint(file, sha)
-    try:
-        info = DataInfo.from_dict(ckpt.data_info)
-        cfg = parse_config(ckpt.config, default_source=str(file))
-        G, _, _ = build_networks(cfg, info)
-        G.load_state_dict(ckpt.state["G_ema" if use_ema else "G"])
-    except ConfigError as e:
-        raise CheckpointError(f"{file}: its stored config is not valid for this ganforge ({e})") from None
-    except (KeyError, TypeError, RuntimeError) as e:
-        raise CheckpointError(f"{file}: generator weights missing or of the wrong shape ({type(e).__name__})") from None
-    G = G.to(resolve_device(device)).eval().requires_grad_(False)
-    return LoadedGenerator(G, info, int(ckpt.step), file, ckpt.config,
+    nets = rebuild_networks(ckpt, file, ("G_ema" if use_ema else "G",), device)
+    G = nets.G_ema if use_ema else nets.G
+    return LoadedGenerator(G, nets.info, int(ckpt.step), file, ckpt.config,
                            {"ganforge": str(ckpt.ganforge_version), "torch": str(ckpt.torch_version)})
 
 

@@ -143,29 +143,12 @@ def default_discriminator(generator: dict[str, Any]) -> dict[str, Any]:
     return section
 
 
-def _check_state(name: str, module: Any, state: dict[str, Tensor], origin: str) -> None:
-    """The file's tensors fit `module` exactly; otherwise one line naming the parameter."""
-    target = module.state_dict()
-    missing = [k for k in target if k not in state]
-    unexpected = [k for k in state if k not in target]
-    if missing or unexpected:
-        key = (missing or unexpected)[0]
-        where = "is missing from the file" if missing else "is in the file but not in ganforge's network"
-        more = len(missing) + len(unexpected) - 1
-        raise CheckpointError(f"{origin}: {name} parameter {key} {where}" + (f" (and {more} more)" if more else "") +
-                              "; ganforge cannot rebuild this network")
-    for key, value in target.items():
-        if tuple(state[key].shape) != tuple(value.shape):
-            raise CheckpointError(f"{origin}: {name} parameter {key} has shape {tuple(state[key].shape)} in the file, "
-                                  f"{tuple(value.shape)} in ganforge's network built from its settings")
-
-
 def to_checkpoint(imported: Imported, origin: str) -> Any:
     """A ganforge Checkpoint (step 0, no optimizer state) holding the imported networks, their
     resolved config and ADA's p; every network is rebuilt and checked against the file's tensors."""
     import torch
 
-    from ganforge.build import build_networks
+    from ganforge.build import build_networks, load_weights
     from ganforge.checkpoint import Checkpoint
     from ganforge.config import config_to_dict, parse_config
     from ganforge.data import DataInfo
@@ -185,8 +168,7 @@ def to_checkpoint(imported: Imported, origin: str) -> Any:
     for name, module, weights in (("G", G, imported.G), ("G_ema", G, imported.G_ema), ("D", D, imported.D)):
         if weights is None:
             continue
-        _check_state(name, module, weights, origin)
-        module.load_state_dict(weights)
+        load_weights(module, weights, name, origin, described_by="its settings")
         state[name] = {k: v.detach().clone().contiguous() for k, v in module.state_dict().items()}
     for kind, reg in regularizers:
         if kind == "ada":
