@@ -94,6 +94,39 @@ def test_r1_term_value_is_the_unweighted_penalty_and_loss_the_lazily_weighted_on
     assert reg.d_term(33, view, x, x, None, None, logits, logits, None) is None
 
 
+def _lazy_kinds() -> list[str]:
+    """The penalties on D with a weight and an interval, whatever their module."""
+    import inspect
+
+    from ganforge.registry import REGULARIZERS
+
+    def on_d(builder) -> bool:
+        return any(getattr(builder, hook) is not getattr(Regularizer, hook) for hook in ("d_penalty", "d_term"))
+
+    return [k for k in REGULARIZERS.names() if on_d(REGULARIZERS.get(k).builder)
+            and {"weight", "every"} <= set(inspect.signature(REGULARIZERS.get(k).builder).parameters)]
+
+
+@pytest.mark.parametrize("kind", _lazy_kinds())
+def test_a_lazy_penalty_enters_the_loss_as_weight_times_every_times_its_value(kind):
+    # StyleGAN2's lazy regularization: taken every k-th update with k times its weight, so that on
+    # average it weighs what it would every update; nothing at the other updates.
+    import inspect
+
+    from ganforge.registry import REGULARIZERS
+
+    builder = REGULARIZERS.get(kind).builder
+    extra = {"fake_weight": 0.5} if "fake_weight" in inspect.signature(builder).parameters else {}
+    reg = builder(weight=0.5, every=4, **extra)
+    g = torch.Generator().manual_seed(0)
+    D = LinearD(torch.randn(16, generator=g))
+    real, fake = torch.randn(5, 1, 4, 4, generator=g), torch.randn(5, 1, 4, 4, generator=g)
+    term = reg.d_term(8, D, real, fake, None, None, D(real), D(fake), torch.Generator().manual_seed(1))
+    assert term is not None and term.value.item() > 0
+    assert term.loss.item() == pytest.approx(0.5 * 4 * term.value.item(), rel=1e-6)
+    assert reg.d_term(9, D, real, fake, None, None, D(real), D(fake), torch.Generator()) is None
+
+
 def test_orthogonal_gradient_matches_biggan_pytorch_ortho():
     # BigGAN-PyTorch's utils.ortho adds strength * 2 (W W^T * (1 - I)) W to each weight's gradient.
     torch.manual_seed(0)
