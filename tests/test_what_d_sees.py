@@ -163,7 +163,11 @@ class Steps:
 
     def __init__(self, kinds: list[str], loss: str = "non_saturating") -> None:
         regs = [{"kind": k, **PARAMS.get(k, {})} for k in kinds]
-        cfg = parse_config(tiny_config("unused", **networks_for(kinds), regularizers=regs, loss={"kind": loss}))
+        sections = tiny_config("unused", **networks_for(kinds), regularizers=regs, loss={"kind": loss})
+        # A lazy penalty in the D step itself (`folded`): the passes of StyleGAN2-ADA's separate
+        # phase (the default) are checked in tests/test_recipes.py.
+        sections["train"] = {**sections["train"], "lazy": "folded"}
+        cfg = parse_config(sections)
         torch.manual_seed(0)
         self.state = create_state(cfg, DataInfo("digits", (1, 16, 16), 10), torch.device("cpu"))
         self.rt = make_runtime(cfg, self.state, Dist(), torch.device("cpu"))
