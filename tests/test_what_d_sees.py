@@ -76,7 +76,9 @@ class Labels:
         self.known.append((t, label))
         return t
 
-    def __call__(self, t: torch.Tensor) -> str:
+    def __call__(self, t: torch.Tensor | None) -> str:
+        if t is None:  # a hook given no tensor (the separate lazy phase has no logits of the step)
+            return "none"
         for known, label in reversed(self.known):
             if known is t:
                 return label
@@ -161,12 +163,12 @@ class Recorder:
 class Steps:
     """A tiny run's state with the regularizers `kinds`, and its D and G steps."""
 
-    def __init__(self, kinds: list[str], loss: str = "non_saturating") -> None:
+    def __init__(self, kinds: list[str], loss: str = "non_saturating", lazy: str = "folded") -> None:
         regs = [{"kind": k, **PARAMS.get(k, {})} for k in kinds]
         sections = tiny_config("unused", **networks_for(kinds), regularizers=regs, loss={"kind": loss})
-        # A lazy penalty in the D step itself (`folded`): the passes of StyleGAN2-ADA's separate
-        # phase (the default) are checked in tests/test_recipes.py.
-        sections["train"] = {**sections["train"], "lazy": "folded"}
+        # A lazy penalty in the D step itself (`folded`), or in a phase of its own after it
+        # (`separate`, the default: test_the_separate_lazy_phase_sees_d_as_the_d_step_does).
+        sections["train"] = {**sections["train"], "lazy": lazy}
         cfg = parse_config(sections)
         torch.manual_seed(0)
         self.state = create_state(cfg, DataInfo("digits", (1, 16, 16), 10), torch.device("cpu"))
@@ -185,10 +187,10 @@ class Steps:
         self.state.step += 1
 
 
-def one_step(kinds: list[str], monkeypatch, loss: str = "non_saturating"):
+def one_step(kinds: list[str], monkeypatch, loss: str = "non_saturating", lazy: str = "folded"):
     """One D step and one G step of a tiny run with the regularizers `kinds`, recorded:
     ((D-step passes, hooks), (G-step passes, hooks))."""
-    steps = Steps(kinds, loss)
+    steps = Steps(kinds, loss, lazy)
     recorder = Recorder(steps.state, steps.state.regularizers, monkeypatch)
     recorder.label.real = steps.real
     steps.d_step()
@@ -241,6 +243,16 @@ def test_what_reaches_d_in_each_step(kind, augmenter, monkeypatch):
         assert [h for h in d_hooks if h[0] == name] == [(name, *h) for h in hooks] + \
             [(name, "observe", (real,))]  # ADA's p follows D(real)
         assert [h for h in g_hooks if h[0] == name] == [(name, "g_logits", (fake,)), (name, "g_term", ("fake",))]
+
+
+@pytest.mark.parametrize("augmenter", [None, *AUGMENTERS])
+def test_the_separate_lazy_phase_sees_d_as_the_d_step_does(augmenter, monkeypatch):
+    # StyleGAN2-ADA's Dreg phase: R1's own pass, after D's update, on the step's reals through the
+    # same augmentation (its run_D); the G step is unchanged.
+    augmenters = [augmenter] if augmenter else []
+    (d_passes, _), (g_passes, _) = one_step(["r1", *augmenters], monkeypatch, lazy="separate")
+    assert Counter(d_passes) == seen_through(augmenters, [("D", "real"), ("D", "fake"), ("D", "real")])
+    assert Counter(g_passes) == seen_through(augmenters, [("D", "fake")])
 
 
 @pytest.mark.parametrize("augmenter", [None, *AUGMENTERS])
