@@ -331,6 +331,10 @@ def test_unknown_settings_and_shapes_that_do_not_fit_are_named(cli, tmp_path, mo
     clamped = repickle(fake, "resnet-32-cond.pkl", tmp_path / "clamped.pkl",
                        lambda d: d["D"].children["b16"].children["conv1"].settings.update(conv_clamp=256))
     refused(cli, clamped, tmp_path / "out", "D", "differ in conv_clamp")
+    # The 4x4 epilogue's conv is one of those layers too.
+    epilogue = repickle(fake, "resnet-32-cond.pkl", tmp_path / "epilogue.pkl",
+                        lambda d: d["D"].children["b4"].children["conv"].settings.update(conv_clamp=256))
+    refused(cli, epilogue, tmp_path / "out", "D", "differ in conv_clamp")
     mapped = repickle(fake, "resnet-32-cond.pkl", tmp_path / "mapped.pkl",
                       lambda d: d["D"].children["mapping"].children["fc0"].settings.update(bias_gain=0.1))
     refused(cli, mapped, tmp_path / "out", "label mapping's lr_multiplier is 0.1")

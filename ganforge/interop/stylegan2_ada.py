@@ -422,6 +422,7 @@ def discriminator_config(D: Persistent, where: str) -> dict[str, Any]:
     # into a network that would compute something else with the same weights.
     clamps = {layer.settings.get("conv_clamp") for b in blocks for name, layer in b.children.items()
               if name in ("fromrgb", "conv0", "conv1")}
+    clamps.add(epilogue.children["conv"].settings.get("conv_clamp"))  # b4.conv: the epilogue's
     if len(clamps) != 1:
         raise CheckpointError(f"{where}: its layers differ in conv_clamp ({sorted(map(str, clamps))}); ganforge's "
                               "stylegan2 sets it for the whole network")
