@@ -102,6 +102,8 @@ OLD = ["regularizers=[]", "train.channels_last=false", *DCGAN_BEFORE_29,
 # ganforge's `resnet` before it followed its references (issue 29).
 RESNET_BEFORE_29 = ["generator.init=default", "discriminator.init=default"]
 SNGAN_BEFORE_29 = [*RESNET_BEFORE_29, "discriminator.output_bias=true"]
+# The references' initialisation without D's output bias (resnet's defaults since issue 29).
+GLOROT = ["generator.init=glorot", "discriminator.init=glorot", "discriminator.output_bias=false"]
 SWEEPS: dict[str, Sweep] = {
     "quickstart": Sweep("configs/quickstart.yaml", (300, 1000, 1500, 3000, 6000), {
         "shipped": [],
@@ -182,11 +184,12 @@ SWEEPS: dict[str, Sweep] = {
         "shipped,batch32": ["train.batch_size=32"],
     }),
     # The CIFAR-10 recipe's linear decay to 0 ("linear_decay"; results named "shipped" before
-    # 2026-11-26 ran it) against a constant rate ("constant_lr", shipped now), as for wgan_gp_digits.
+    # 2026-11-26 ran it) against a constant rate ("constant_lr"), as for wgan_gp_digits.
     # Variants measured before issue 29 ran PyTorch's default initialisation and a bias on D's
     # output (SNGAN_BEFORE_29 keeps their meaning); "glorot" is the references' initialisation
-    # without that bias (the default since), "g_batch128" also updates G on the CIFAR-10 recipe's
-    # 128 fakes instead of 64.
+    # without that bias (the resnet default since issue 29; results named "shipped" from then to
+    # 2026-12-04 ran it), "g_batch128" also updates G on the CIFAR-10 recipe's 128 fakes instead
+    # of 64. The shipped recipe is "constant_lr" again: it sets init default and the output bias.
     "sngan_digits": Sweep("configs/sngan_digits.yaml", (2500,), {
         "shipped": [],
         "linear_decay": SNGAN_BEFORE_29 + LINEAR_DECAY,
@@ -194,8 +197,8 @@ SWEEPS: dict[str, Sweep] = {
         # step), among the best for SN-GANs there, at a third of the recipe's cost per step.
         "setting_c": [*SNGAN_BEFORE_29, *LINEAR_DECAY, *betas(0.5, 0.999), "train.d_steps_per_g_step=1"],
         "constant_lr": SNGAN_BEFORE_29 + ["schedule.g.kind=constant", "schedule.d.kind=constant"],
-        "glorot": ["train.g_batch_size=64"],
-        "glorot,g_batch128": ["train.g_batch_size=128"],
+        "glorot": GLOROT,
+        "glorot,g_batch128": GLOROT + ["train.g_batch_size=128"],
     }),
     # DiffAugment (translation, cutout) against R1 alone: augmentation slowed the quickstart's short
     # runs. "diffaugment" is the recipe as it shipped before (its first result is named "shipped" in
