@@ -306,7 +306,11 @@ def _in_order(work: Callable[[list[str]], list[_Prepared]], chunks: Iterable[lis
         source = iter(chunks)
         while True:
             while sent - done < 2 * workers and (chunk := next(source, None)) is not None:
-                tasks.put((sent, chunk))
+                # Ctrl+C inside put can leave the queue's lock taken, and the queue's finalizer then
+                # waits for it forever at exit: signals wait until put returns. The first put starts
+                # the queue's feeder thread, which so inherits the held mask and never takes them.
+                with _signals_held():
+                    tasks.put((sent, chunk))
                 sent += 1
             if done == sent:
                 break
@@ -324,8 +328,9 @@ def _in_order(work: Callable[[list[str]], list[_Prepared]], chunks: Iterable[lis
         finished = True
     finally:
         if finished:
-            for _ in processes:
-                tasks.put(None)
+            with _signals_held():
+                for _ in processes:
+                    tasks.put(None)
             for process in processes:
                 process.join()
         else:

@@ -50,6 +50,9 @@ class Progress:
         if enabled and interactive:
             from tqdm import tqdm
 
+            # No monitor thread: a thread that takes SIGINT would run Python's handler in the main
+            # thread even where it holds the signal back (the dataset tool's queue puts).
+            tqdm.monitor_interval = 0
             self._bar = tqdm(total=total, initial=initial, unit=unit, dynamic_ncols=True, desc=desc or None,
                              file=self.stream, leave=leave)
         self._created = _now()

@@ -592,6 +592,34 @@ def test_ctrl_c_during_dataset_says_so_and_leaves_nothing(tmp_path):
     assert json.dumps(sorted(p.name for p in folder.iterdir())) == json.dumps(sorted(f"{i}.jpg" for i in range(200)))
 
 
+def test_ctrl_c_at_any_moment_of_dataset_exits(tmp_path):
+    """Ctrl+C landing inside the task queue's put left its lock taken, and the exit then waited for
+    it forever (1 run in 9-13 before the fix; 40 runs here, which failed on that code)."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (900, 1200, 3), dtype=np.uint8)).save(folder / "0.jpg")
+    for i in range(1, 200):
+        os.link(folder / "0.jpg", folder / f"{i}.jpg")
+    env = {**os.environ, "PYTHONWARNINGS": "ignore::DeprecationWarning"}
+    for trial in range(40):
+        out = tmp_path / f"out{trial}" / "d.zip"
+        command = [sys.executable, "-X", "faulthandler", "-m", "ganforge", "dataset", str(folder), "--out", str(out),
+                   "-r", "64", "--workers", "2"]
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        deadline = time.monotonic() + 300  # a bound for a slow start only
+        while not list(out.parent.glob(".d.zip.*.tmp")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        try:
+            _, stderr = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)  # faulthandler prints where each thread waits
+            _, stderr = proc.communicate(timeout=60)
+            pytest.fail(f"run {trial}: still running 120 s after Ctrl+C:\n{stderr[-3000:]}")
+        assert proc.returncode in (0, 130), stderr
+        assert "Traceback" not in stderr
+
+
 def _cmdline(proc: Path) -> bytes:
     try:
         return (proc / "cmdline").read_bytes()
