@@ -568,20 +568,33 @@ def test_dataset_zip_is_the_same_bytes_in_processes_and_readable_as_zip64(tmp_pa
         assert z.testzip() is None and z.read("a.png") == b"x" * 10 and z.read("dataset.json") == b"{}"
 
 
-def test_ctrl_c_during_dataset_says_so_and_leaves_nothing(tmp_path):
+def _many_large_photos(tmp_path: Path) -> Path:
+    """A folder of the same large photo 200 times over (hard links): seconds of decoding."""
     folder = tmp_path / "photos"
     folder.mkdir()
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (900, 1200, 3), dtype=np.uint8)).save(folder / "0.jpg")
-    for i in range(1, 200):  # the same large photo many times over: seconds of decoding
+    for i in range(1, 200):
         os.link(folder / "0.jpg", folder / f"{i}.jpg")
-    out = tmp_path / "out" / "d.zip"
+    return folder
+
+
+def _dataset_interrupted(folder: Path, out: Path, *python_flags: str) -> subprocess.Popen:
+    """`ganforge dataset FOLDER --out OUT --workers 2`, sent SIGINT once it has started writing."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore::DeprecationWarning"}
-    proc = subprocess.Popen([sys.executable, "-m", "ganforge", "dataset", str(folder), "--out", str(out), "-r", "64",
-                             "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    command = [sys.executable, *python_flags, "-m", "ganforge", "dataset", str(folder), "--out", str(out), "-r", "64",
+               "--workers", "2"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + 300  # a bound for a hang only: a loaded machine takes tens of seconds to start
-    while not list(out.parent.glob(".d.zip.*.tmp")) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
+    while not list(out.parent.glob(f".{out.name}.*.tmp")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
+    return proc
+
+
+def test_ctrl_c_during_dataset_says_so_and_leaves_nothing(tmp_path):
+    folder = _many_large_photos(tmp_path)
+    out = tmp_path / "out" / "d.zip"
+    proc = _dataset_interrupted(folder, out)
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 130, (stdout, stderr)
     assert f"interrupted: nothing was written to {out}" in stderr and "Traceback" not in stderr
@@ -595,25 +608,14 @@ def test_ctrl_c_during_dataset_says_so_and_leaves_nothing(tmp_path):
 def test_ctrl_c_at_any_moment_of_dataset_exits(tmp_path):
     """Ctrl+C landing inside the task queue's put left its lock taken, and the exit then waited for
     it forever (1 run in 9-13 before the fix; 40 runs here, which failed on that code)."""
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (900, 1200, 3), dtype=np.uint8)).save(folder / "0.jpg")
-    for i in range(1, 200):
-        os.link(folder / "0.jpg", folder / f"{i}.jpg")
-    env = {**os.environ, "PYTHONWARNINGS": "ignore::DeprecationWarning"}
+    folder = _many_large_photos(tmp_path)
     for trial in range(40):
-        out = tmp_path / f"out{trial}" / "d.zip"
-        command = [sys.executable, "-X", "faulthandler", "-m", "ganforge", "dataset", str(folder), "--out", str(out),
-                   "-r", "64", "--workers", "2"]
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        deadline = time.monotonic() + 300  # a bound for a slow start only
-        while not list(out.parent.glob(".d.zip.*.tmp")) and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGINT)
+        # faulthandler: a hang prints where each thread waits (SIGABRT below).
+        proc = _dataset_interrupted(folder, tmp_path / f"out{trial}" / "d.zip", "-X", "faulthandler")
         try:
             _, stderr = proc.communicate(timeout=120)
         except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGABRT)  # faulthandler prints where each thread waits
+            proc.send_signal(signal.SIGABRT)
             _, stderr = proc.communicate(timeout=60)
             pytest.fail(f"run {trial}: still running 120 s after Ctrl+C:\n{stderr[-3000:]}")
         # It stops (130) or, where Python swallows the KeyboardInterrupt (raised inside an import's
